@@ -1,1 +1,35 @@
-fn main() {}
+//! # synfer
+//!
+//! SynFER (Synthesis of Facial Expressions with Refined Control) in Rust on burn: a latent
+//! diffusion pipeline compatible with Stable Diffusion 1.x/2.x folders in diffusers layout,
+//! running on wgpu (Vulkan/Metal/DX12/WebGPU) or on burn's flex CPU backend.
+//!
+//! ```no_run
+//! # fn main() -> synfer::Result<()> {
+//! use synfer::pipeline::{GenerateRequest, Pipeline};
+//! let device = synfer::device::select(synfer::device::DeviceChoice::Auto)?;
+//! let pipe = Pipeline::load("path/to/stable-diffusion-v1-5", &device.device)?;
+//! let out = pollster::block_on(pipe.generate(&GenerateRequest::new("a smiling woman"), None, |_| {}))?;
+//! # Ok(()) }
+//! ```
+
+pub mod device;
+pub mod error;
+pub mod guidance;
+pub mod nn;
+pub mod pipeline;
+pub mod scheduler;
+pub mod text_encoder;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use pipeline::{GenerateRequest, Pipeline};
+
+/// The model folder `synfer generate` uses when `--model` is not given.
+///
+/// Until the trained default model lands this is the small, untrained SD-1.x-shaped test
+/// pipeline committed under `tests/fixtures/`: it exercises every code path but draws noise.
+pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd1-tiny");

@@ -1,0 +1,3 @@
+//! Guidance: how conditional and unconditional predictions are combined.
+
+pub mod cfg;

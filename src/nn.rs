@@ -1,0 +1,202 @@
+//! Small layers with PyTorch weight layouts and diffusers key names (`weight`, `bias`).
+//!
+//! burn's own `nn` layers use other layouts and names (`gamma`/`beta`, `[in, out]` linear
+//! weights stored untransposed); these thin modules keep loading 1:1 and still derive
+//! [`Module`], so they train under autodiff like any burn module.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::module::{conv2d, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// `y = x Wᵀ + b`. The weight is stored transposed (`[in, out]`) for burn's `linear`.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// Loads `weight` (`[out, in]` as PyTorch stores it) and optionally `bias`.
+    pub fn load(w: &Weights, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let values = w.values("weight", &[d_out, d_in])?;
+        let mut transposed = vec![0f32; values.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                transposed[i * d_out + o] = values[o * d_in + i];
+            }
+        }
+        let weight = Tensor::from_data(
+            burn::tensor::TensorData::new(transposed, [d_in, d_out]),
+            w.device(),
+        );
+        let bias = if bias {
+            Some(Param::from_tensor(w.tensor("bias", [d_out])?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// Applies the layer to the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// 2-D convolution with PyTorch's `[out, in, kh, kw]` weight.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    /// `[out, in, kh, kw]`.
+    pub weight: Param<Tensor<4>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Padding before (top, left).
+    pub pad_begin: usize,
+    /// Padding after (bottom, right).
+    pub pad_end: usize,
+}
+
+impl Conv2d {
+    /// Loads a square-kernel convolution with symmetric padding `kernel / 2`.
+    pub fn load(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let pad = kernel / 2;
+        Self::load_padded(w, c_in, c_out, kernel, stride, pad, pad)
+    }
+
+    /// Loads a convolution with explicit (possibly asymmetric) padding.
+    pub fn load_padded(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        pad_begin: usize,
+        pad_end: usize,
+    ) -> Result<Self> {
+        Ok(Conv2d {
+            weight: Param::from_tensor(w.tensor("weight", [c_out, c_in, kernel, kernel])?),
+            bias: Some(Param::from_tensor(w.tensor("bias", [c_out])?)),
+            stride,
+            pad_begin,
+            pad_end,
+        })
+    }
+
+    /// `[n, c_in, h, w]` → `[n, c_out, h', w']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let pad = (self.pad_begin, self.pad_end);
+        let options = ConvOptions {
+            stride: [self.stride, self.stride],
+            padding: [pad, pad],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            options,
+        )
+    }
+}
+
+/// Group normalisation over `[n, c, ...]` with per-channel affine parameters.
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    /// `[c]`.
+    pub weight: Param<Tensor<1>>,
+    /// `[c]`.
+    pub bias: Param<Tensor<1>>,
+    /// Number of groups.
+    pub groups: usize,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads `weight`/`bias` for `channels` channels.
+    pub fn load(w: &Weights, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        Ok(GroupNorm {
+            weight: Param::from_tensor(w.tensor("weight", [channels])?),
+            bias: Param::from_tensor(w.tensor("bias", [channels])?),
+            groups,
+            eps,
+        })
+    }
+
+    /// Normalises `[n, c, h, w]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, wd] = x.dims();
+        let grouped = x.reshape([n, self.groups, (c / self.groups) * h * wd]);
+        let mean = grouped.clone().mean_dim(2);
+        let centered = grouped - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered / (var + self.eps).sqrt();
+        let normed = normed.reshape([n, c, h, wd]);
+        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+}
+
+/// Layer normalisation over the last dimension.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// `[d]`.
+    pub weight: Param<Tensor<1>>,
+    /// `[d]`.
+    pub bias: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight`/`bias` of width `dim`.
+    pub fn load(w: &Weights, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: Param::from_tensor(w.tensor("weight", [dim])?),
+            bias: Param::from_tensor(w.tensor("bias", [dim])?),
+            eps,
+        })
+    }
+
+    /// Normalises the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+    }
+}
+
+/// Nearest-neighbour resize of `[n, c, h, w]` to `[n, c, oh, ow]`, with PyTorch's index rule
+/// `src = floor(dst · in / out)`. Built from differentiable ops (works under autodiff).
+pub fn upsample_nearest(x: Tensor<4>, out_h: usize, out_w: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    if out_h == 2 * h && out_w == 2 * w {
+        return x
+            .reshape([n, c, h, 1, w, 1])
+            .expand([n, c, h, 2, w, 2])
+            .reshape([n, c, out_h, out_w]);
+    }
+    let device = x.device();
+    let index = |out: usize, inp: usize| -> Tensor<1, burn::tensor::Int> {
+        let idx: Vec<i64> = (0..out)
+            .map(|d| ((d as f64 * inp as f64 / out as f64).floor() as i64).min(inp as i64 - 1))
+            .collect();
+        Tensor::from_data(burn::tensor::TensorData::new(idx, [out]), &device)
+    };
+    x.select(2, index(out_h, h)).select(3, index(out_w, w))
+}

@@ -1,0 +1,356 @@
+//! The text-to-image pipeline, in diffusers' phases: `check_request` → `encode_prompt` →
+//! `prepare_latents` → `denoise` → `decode` → 8-bit RGB.
+
+pub mod latents;
+pub mod model;
+pub mod request;
+pub mod source;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::scheduler::{SchedulerConfig, SchedulerKind};
+use crate::text_encoder::{ClipTextConfig, ClipTextModel};
+use crate::tokenizer::{ClipTokenizer, TokenizerSettings};
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
+pub use latents::{HostTensor, seeded_noise};
+pub use request::GenerateRequest;
+use source::FileSource;
+
+/// Facts about a loaded model that callers need (sizes, channels, names).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// Where the model came from.
+    pub source: String,
+    /// Latent channels of the UNet.
+    pub latent_channels: usize,
+    /// Pixels per latent cell.
+    pub vae_scale_factor: usize,
+    /// Default output size in pixels (UNet `sample_size` × VAE factor).
+    pub default_size: usize,
+    /// The scheduler class configured in the folder.
+    pub scheduler_class: String,
+}
+
+/// What happened at one denoising step.
+#[derive(Debug, Clone)]
+pub struct StepEvent {
+    /// Steps done (1-based).
+    pub step: usize,
+    /// Total steps.
+    pub total: usize,
+    /// The timestep just processed.
+    pub timestep: f64,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct GenerateOutput {
+    /// One RGB image per request image: `height × width × 3` bytes.
+    pub images: Vec<Vec<u8>>,
+    /// The same images as f32 in `[0, 1]` (`height × width × 3`), before rounding.
+    pub images_f32: Vec<Vec<f32>>,
+    /// Pixel width.
+    pub width: usize,
+    /// Pixel height.
+    pub height: usize,
+    /// Seed of each image (`seed + i`; `None` when latents were supplied).
+    pub seeds: Vec<Option<u64>>,
+    /// Non-fatal notes (e.g. prompt truncation).
+    pub warnings: Vec<String>,
+}
+
+/// A loaded Stable-Diffusion-class model, ready to generate.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// CLIP tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// CLIP text encoder.
+    pub text_encoder: ClipTextModel,
+    /// Denoiser.
+    pub unet: UNet2DConditionModel,
+    /// Autoencoder.
+    pub vae: AutoencoderKL,
+    /// The folder's scheduler config.
+    pub scheduler: SchedulerConfig,
+    /// Model facts.
+    pub info: ModelInfo,
+    /// Device the weights live on.
+    pub device: Device,
+}
+
+/// Loads a tokenizer from the `tokenizer/` folder of `src`.
+pub fn load_tokenizer(src: &dyn FileSource) -> Result<ClipTokenizer> {
+    let settings = TokenizerSettings::from_json(
+        src.read("tokenizer/tokenizer_config.json")?.as_deref(),
+        src.read("tokenizer/special_tokens_map.json")?.as_deref(),
+    )?;
+    match src.read("tokenizer/tokenizer.json")? {
+        Some(json) => ClipTokenizer::from_tokenizer_json(&json, &settings),
+        None => ClipTokenizer::from_vocab_merges(
+            &src.require("tokenizer/vocab.json")?,
+            &src.require("tokenizer/merges.txt")?,
+            &settings,
+        ),
+    }
+}
+
+impl Pipeline {
+    /// Loads a diffusers-layout folder from disk.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        Self::from_source(&source::DirSource::new(dir.as_ref())?, device)
+    }
+
+    /// Loads every component from `src` (strict: any missing, unused or mis-shaped weight fails).
+    pub fn from_source(src: &dyn FileSource, device: &Device) -> Result<Self> {
+        model::check_model_index(src)?;
+        let mut tokenizer = load_tokenizer(src)?;
+
+        let te_cfg = ClipTextConfig::from_json(
+            &src.require("text_encoder/config.json")?,
+            "text_encoder/config.json",
+        )?;
+        let te_store = model::load_store(src, "text_encoder", "model")?;
+        let text_encoder = ClipTextModel::load(&te_store, &te_cfg, device)?;
+        drop(te_store);
+        tokenizer.set_max_length(tokenizer.max_length().min(text_encoder.max_positions()));
+
+        let unet_file = "unet/config.json";
+        let unet_cfg = UNetConfig::from_json(&src.require(unet_file)?, unet_file)?;
+        let unet_store = model::load_store(src, "unet", "diffusion_pytorch_model")?;
+        let unet = UNet2DConditionModel::load(&unet_store, &unet_cfg, device)?;
+        drop(unet_store);
+
+        let vae_file = "vae/config.json";
+        let vae_cfg = VaeConfig::from_json(&src.require(vae_file)?, vae_file)?;
+        let mut vae_store = model::load_store(src, "vae", "diffusion_pytorch_model")?;
+        let vae = AutoencoderKL::load(&mut vae_store, &vae_cfg, device)?;
+        drop(vae_store);
+
+        let sched_file = "scheduler/scheduler_config.json";
+        let sched_err = |source| Error::Scheduler {
+            file: sched_file.into(),
+            source,
+        };
+        let sched_text = String::from_utf8(src.require(sched_file)?).map_err(|_| Error::Json {
+            file: sched_file.into(),
+            message: "not UTF-8".into(),
+        })?;
+        let scheduler = SchedulerConfig::from_json_str(&sched_text).map_err(sched_err)?;
+        // Validate now rather than at the first request. A class we cannot build (e.g. SD 1.5's
+        // PNDMScheduler) is checked through DDIM, the kind its shared keys carry over to.
+        let probe = match scheduler.kind() {
+            Ok(_) => scheduler.clone(),
+            Err(_) => scheduler.clone().with_kind(SchedulerKind::Ddim),
+        };
+        probe.build(10).map_err(sched_err)?;
+
+        let context_dims = unet_cfg.down_plans(unet_file)?;
+        if let Some(p) = context_dims
+            .iter()
+            .find(|p| p.context_dim != te_cfg.hidden_size)
+        {
+            return Err(Error::config(
+                unet_file,
+                "cross_attention_dim",
+                p.context_dim,
+                format!("text_encoder hidden_size is {}", te_cfg.hidden_size),
+            ));
+        }
+        if unet_cfg.in_channels != vae_cfg.latent_channels {
+            return Err(Error::config(
+                unet_file,
+                "in_channels",
+                unet_cfg.in_channels,
+                format!("vae latent_channels is {}", vae_cfg.latent_channels),
+            ));
+        }
+        let vae_scale_factor = vae_cfg.scale_factor();
+        let sample_size = unet_cfg
+            .sample_size
+            .as_ref()
+            .and_then(|v| v.as_u64().or_else(|| v.get(0).and_then(|x| x.as_u64())))
+            .unwrap_or(64) as usize;
+        Ok(Pipeline {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            info: ModelInfo {
+                source: src.describe(),
+                latent_channels: unet_cfg.in_channels,
+                vae_scale_factor,
+                default_size: sample_size * vae_scale_factor,
+                scheduler_class: scheduler.class_name.clone(),
+            },
+            scheduler,
+            device: device.clone(),
+        })
+    }
+
+    /// Tokenizes and encodes prompts → `[n, 77, d]`; returns truncation warnings too.
+    pub fn encode_prompt(
+        &self,
+        prompts: &[&str],
+        clip_skip: usize,
+    ) -> Result<(Tensor<3>, Vec<String>)> {
+        let mut ids = Vec::new();
+        let mut warnings = Vec::new();
+        for p in prompts {
+            let t = self.tokenizer.encode(p)?;
+            if let Some(rest) = &t.truncated {
+                warnings.push(format!(
+                    "prompt truncated to {} tokens; dropped: {rest:?}",
+                    self.tokenizer.max_length()
+                ));
+            }
+            ids.extend(t.ids.iter().map(|&i| i as i64));
+        }
+        let len = self.tokenizer.max_length();
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [prompts.len(), len]), &self.device);
+        Ok((self.text_encoder.forward_skip(ids, clip_skip), warnings))
+    }
+
+    /// Output size in pixels for a request.
+    pub fn output_size(&self, req: &GenerateRequest) -> (usize, usize) {
+        let d = self.info.default_size;
+        (req.width.unwrap_or(d), req.height.unwrap_or(d))
+    }
+
+    /// Pixel multiple that width and height must respect.
+    pub fn size_multiple(&self) -> usize {
+        self.info.vae_scale_factor.max(8)
+    }
+
+    /// Runs a request. `latents` (shape `[n, c, h/f, w/f]`) replaces the seeded noise exactly
+    /// as diffusers' `latents=` does. `on_step` is called after every denoising step.
+    pub async fn generate(
+        &self,
+        req: &GenerateRequest,
+        latents: Option<&HostTensor>,
+        mut on_step: impl FnMut(&StepEvent),
+    ) -> Result<GenerateOutput> {
+        req.validate(self.size_multiple())?;
+        let (width, height) = self.output_size(req);
+        let n = req.num_images;
+        let f = self.info.vae_scale_factor;
+        let shape = [n, self.info.latent_channels, height / f, width / f];
+
+        // 1. Scheduler.
+        let sched_cfg = match req.scheduler {
+            Some(kind) => self.scheduler.clone().with_kind(kind),
+            None => self.scheduler.clone(),
+        };
+        let mut scheduler = sched_cfg
+            .build(req.steps)
+            .map_err(|source| Error::Scheduler {
+                file: "scheduler/scheduler_config.json".into(),
+                source,
+            })?;
+
+        // 2. Prompt embeddings ([uncond × n; cond × n] with guidance).
+        let cfg = req.uses_cfg();
+        let clip_skip = req.clip_skip.unwrap_or(0);
+        let negative = req.negative_prompt.as_deref().unwrap_or("");
+        let mut prompts: Vec<&str> = Vec::with_capacity(2 * n);
+        if cfg {
+            prompts.extend(std::iter::repeat_n(negative, n));
+        }
+        prompts.extend(std::iter::repeat_n(req.prompt.as_str(), n));
+        let (context, warnings) = self.encode_prompt(&prompts, clip_skip)?;
+
+        // 3. Initial latents.
+        let (host, seeds) = match latents {
+            Some(t) => {
+                if t.shape != shape {
+                    return Err(Error::request(
+                        "latents",
+                        format!("shape {:?} does not match the request's {shape:?}", t.shape),
+                    ));
+                }
+                (t.clone(), vec![None; n])
+            }
+            None => {
+                let per = shape[1] * shape[2] * shape[3];
+                let mut data = Vec::with_capacity(n * per);
+                let mut seeds = Vec::with_capacity(n);
+                for i in 0..n {
+                    let seed = req.seed.wrapping_add(i as u64);
+                    data.extend(seeded_noise(seed, &shape[1..]).data);
+                    seeds.push(Some(seed));
+                }
+                (
+                    HostTensor {
+                        shape: shape.to_vec(),
+                        data,
+                    },
+                    seeds,
+                )
+            }
+        };
+        let mut x = Tensor::<4>::from_data(TensorData::new(host.data, shape), &self.device)
+            * scheduler.init_noise_sigma();
+
+        // 4. Denoising loop.
+        let timesteps = scheduler.timesteps().to_vec();
+        let total = timesteps.len();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let input = if cfg {
+                Tensor::cat(vec![x.clone(), x.clone()], 0)
+            } else {
+                x.clone()
+            };
+            let input = scheduler.scale_model_input(input, i);
+            let out = self.unet.forward(input, &[t as f32], context.clone());
+            let noise = if cfg {
+                let [b2, c, h, w] = out.dims();
+                let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
+                let cond = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
+                crate::guidance::cfg::combine(uncond, cond, req.guidance_scale)
+            } else {
+                out
+            };
+            x = scheduler.step(noise, i, x).prev_sample;
+            on_step(&StepEvent {
+                step: i + 1,
+                total,
+                timestep: t,
+            });
+        }
+
+        // 5. Decode to [0, 1] and read back.
+        let image = self.vae.decode(x / self.vae.scaling_factor);
+        let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
+        let data = image
+            .permute([0, 2, 3, 1])
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
+        let values: Vec<f32> = data
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
+        let per = height * width * 3;
+        let images_f32: Vec<Vec<f32>> = values.chunks(per).map(<[f32]>::to_vec).collect();
+        let images = images_f32.iter().map(|img| to_u8(img)).collect();
+        Ok(GenerateOutput {
+            images,
+            images_f32,
+            width,
+            height,
+            seeds,
+            warnings,
+        })
+    }
+}
+
+/// `[0, 1]` floats → bytes, rounding half away from zero like numpy's `round` on `x · 255`
+/// followed by `astype(uint8)` (ties are measure-zero for real images).
+pub fn to_u8(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect()
+}

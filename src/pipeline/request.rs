@@ -1,0 +1,166 @@
+//! What a caller asks for: one generation request, shared by the CLI, the library and the web.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::scheduler::SchedulerKind;
+
+/// One text-to-image request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub prompt: String,
+    /// Negative prompt (the unconditional branch of classifier-free guidance); empty = `""`.
+    pub negative_prompt: Option<String>,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale; ≤ 1 disables guidance (one UNet pass per step).
+    pub guidance_scale: f64,
+    /// Seed of the initial noise; image `i` of a batch uses `seed + i`.
+    pub seed: u64,
+    /// Output width in pixels (default: the model's native size).
+    pub width: Option<usize>,
+    /// Output height in pixels (default: the model's native size).
+    pub height: Option<usize>,
+    /// Images to generate in one batch.
+    pub num_images: usize,
+    /// Replace the model's scheduler (keeping its shared settings, like diffusers' `from_config`):
+    /// `ddim`, `dpm++` or `euler`.
+    #[serde(with = "scheduler_name")]
+    pub scheduler: Option<SchedulerKind>,
+    /// Skip this many final CLIP layers (diffusers' `clip_skip`).
+    pub clip_skip: Option<usize>,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            prompt: String::new(),
+            negative_prompt: None,
+            steps: 25,
+            guidance_scale: 7.5,
+            seed: 0,
+            width: None,
+            height: None,
+            num_images: 1,
+            scheduler: None,
+            clip_skip: None,
+        }
+    }
+}
+
+/// Upper bounds that keep a typo from exhausting memory.
+pub const MAX_STEPS: usize = 1000;
+/// Largest side accepted, in pixels.
+pub const MAX_SIDE: usize = 4096;
+/// Largest batch accepted.
+pub const MAX_IMAGES: usize = 64;
+
+impl GenerateRequest {
+    /// A request for `prompt` with every other field at its default.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        GenerateRequest {
+            prompt: prompt.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Checks ranges; `multiple` is the pixel multiple the model needs (VAE factor × 2^downs).
+    pub fn validate(&self, multiple: usize) -> Result<()> {
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(Error::request(
+                "steps",
+                format!("{} is outside 1..={MAX_STEPS}", self.steps),
+            ));
+        }
+        if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
+            return Err(Error::request(
+                "guidance_scale",
+                format!("{} must be a finite number ≥ 0", self.guidance_scale),
+            ));
+        }
+        if self.num_images == 0 || self.num_images > MAX_IMAGES {
+            return Err(Error::request(
+                "num_images",
+                format!("{} is outside 1..={MAX_IMAGES}", self.num_images),
+            ));
+        }
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if let Some(v) = v
+                && (v == 0 || v > MAX_SIDE || v % multiple != 0)
+            {
+                return Err(Error::request(
+                    field,
+                    format!("{v} must be a positive multiple of {multiple} up to {MAX_SIDE}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether classifier-free guidance runs (diffusers: `guidance_scale > 1`).
+    pub fn uses_cfg(&self) -> bool {
+        self.guidance_scale > 1.0
+    }
+}
+
+/// The short name of a scheduler kind, as the CLI and JSON requests spell it.
+pub fn scheduler_short_name(kind: SchedulerKind) -> &'static str {
+    match kind {
+        SchedulerKind::Ddim => "ddim",
+        SchedulerKind::DpmSolverMultistep => "dpm++",
+        SchedulerKind::EulerDiscrete => "euler",
+    }
+}
+
+/// Serde for `Option<SchedulerKind>` as `"ddim" | "dpm++" | "euler"` (class names accepted too).
+mod scheduler_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{SchedulerKind, scheduler_short_name};
+
+    pub fn serialize<S: Serializer>(v: &Option<SchedulerKind>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(k) => s.serialize_some(scheduler_short_name(*k)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SchedulerKind>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|name| name.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_defaults() {
+        let req: GenerateRequest =
+            serde_json::from_str(r#"{"prompt": "a face", "scheduler": "dpm++", "seed": 3}"#)
+                .unwrap();
+        assert_eq!(req.scheduler, Some(SchedulerKind::DpmSolverMultistep));
+        assert_eq!(req.steps, 25);
+        assert_eq!(req.seed, 3);
+        let back: GenerateRequest =
+            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+        assert!(serde_json::from_str::<GenerateRequest>(r#"{"scheduler": "pndm"}"#).is_err());
+        assert!(serde_json::from_str::<GenerateRequest>(r#"{"stepz": 3}"#).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let bad = GenerateRequest {
+            height: Some(36),
+            ..GenerateRequest::new("x")
+        };
+        let err = bad.validate(8).unwrap_err();
+        assert!(err.to_string().contains("`height`"), "{err}");
+        assert!(GenerateRequest::new("x").validate(8).is_ok());
+    }
+}

@@ -1,0 +1,1037 @@
+//! [`SchedulerConfig`]: diffusers' `scheduler/scheduler_config.json`, and its resolution into the
+//! typed parameters of one scheduler kind.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::schedule;
+
+/// Errors from parsing a scheduler config or building a scheduler from it.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// A config key holds a value that is not valid for the scheduler being built.
+    #[error("invalid scheduler config value `{key}` = {value}: {reason}")]
+    InvalidValue {
+        /// The diffusers config key.
+        key: &'static str,
+        /// The offending value, as JSON-like text.
+        value: String,
+        /// Why the value is rejected.
+        reason: String,
+    },
+    /// A config key asks for a diffusers feature that this crate does not implement.
+    #[error("unsupported scheduler config `{key}` = {value}: {reason}")]
+    Unsupported {
+        /// The diffusers config key.
+        key: &'static str,
+        /// The requested value, as JSON-like text.
+        value: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// Two config keys are set to values that cannot be used together.
+    #[error("conflicting scheduler config: `{key}` cannot be combined with `{other}`")]
+    Conflict {
+        /// The first key.
+        key: &'static str,
+        /// The key it conflicts with.
+        other: &'static str,
+    },
+    /// The requested number of inference steps cannot be scheduled.
+    #[error("invalid number of inference steps {steps}: {reason}")]
+    InvalidStepCount {
+        /// The requested number of steps.
+        steps: usize,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The config text is not valid JSON, or not a JSON object.
+    #[error("scheduler config is not a valid JSON object: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl SchedulerError {
+    /// The config key the error is about, where there is one (the first key of a conflict).
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidValue { key, .. }
+            | Self::Unsupported { key, .. }
+            | Self::Conflict { key, .. } => Some(key),
+            Self::InvalidStepCount { .. } | Self::Json(_) => None,
+        }
+    }
+}
+
+/// The scheduler families that [`SchedulerConfig::build`] can construct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchedulerKind {
+    /// diffusers' `DDIMScheduler` (deterministic, `eta = 0`).
+    Ddim,
+    /// diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++ by default).
+    DpmSolverMultistep,
+    /// diffusers' `EulerDiscreteScheduler`.
+    EulerDiscrete,
+}
+
+impl SchedulerKind {
+    /// All buildable kinds.
+    pub const ALL: [SchedulerKind; 3] = [Self::Ddim, Self::DpmSolverMultistep, Self::EulerDiscrete];
+
+    /// The diffusers class name (`_class_name`) of this kind.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Ddim => "DDIMScheduler",
+            Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            Self::EulerDiscrete => "EulerDiscreteScheduler",
+        }
+    }
+
+    /// The kind whose diffusers class name is `name`, if it is buildable.
+    pub fn from_class_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.class_name() == name)
+    }
+}
+
+impl fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.class_name())
+    }
+}
+
+impl FromStr for SchedulerKind {
+    type Err = SchedulerError;
+
+    /// Parses a diffusers class name or a short name (case-insensitive): `ddim`, `dpm++`,
+    /// `dpmsolver++`, `dpm-solver++`, `dpm`, `dpmsolver`, `euler`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(kind) = Self::from_class_name(s) {
+            return Ok(kind);
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "ddim" => Ok(Self::Ddim),
+            "dpm++" | "dpmsolver++" | "dpm-solver++" | "dpm" | "dpmsolver" | "dpm-solver"
+            | "dpmsolvermultistep" => Ok(Self::DpmSolverMultistep),
+            "euler" | "eulerdiscrete" => Ok(Self::EulerDiscrete),
+            _ => Err(SchedulerError::InvalidValue {
+                key: "_class_name",
+                value: format!("{s:?}"),
+                reason: "expected one of ddim, dpm++, euler or a diffusers class name".into(),
+            }),
+        }
+    }
+}
+
+/// A diffusers scheduler config, as found in `scheduler/scheduler_config.json`.
+///
+/// Field names are diffusers' keys. Every field is optional: an absent (or `null`) key takes the
+/// default of the scheduler class being built, exactly like diffusers' `from_config`, which only
+/// carries over keys that were explicitly present. Keys this crate does not know are ignored, as
+/// diffusers ignores keys a class does not take. Values are validated by
+/// [`build`](Self::build), only for the keys the selected class honours.
+///
+/// Deserialising with serde names the offending key in its error; [`from_json_str`](Self::from_json_str)
+/// also accepts the bare `Infinity`/`-Infinity`/`NaN` that Python's `json` writes (e.g.
+/// `"lambda_min_clipped": -Infinity`) and returns a typed [`SchedulerError`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
+pub struct SchedulerConfig {
+    /// `_class_name`: the diffusers scheduler class (e.g. `PNDMScheduler` for SD 1.5's folder).
+    #[serde(rename = "_class_name")]
+    pub class_name: String,
+    /// Number of training diffusion steps (default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_train_timesteps: Option<usize>,
+    /// First beta (default 0.0001).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_start: Option<f64>,
+    /// Last beta (default 0.02).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_end: Option<f64>,
+    /// `linear` (default), `scaled_linear` or `squaredcos_cap_v2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_schedule: Option<String>,
+    /// Explicit betas, overriding `beta_start`/`beta_end`/`beta_schedule`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trained_betas: Option<Vec<f64>>,
+    /// `epsilon` (default), `v_prediction` or `sample`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction_type: Option<String>,
+    /// `leading` (DDIM default), `linspace` (DPM-Solver and Euler default) or `trailing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestep_spacing: Option<String>,
+    /// Offset added to `leading` timesteps (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_offset: Option<i64>,
+    /// DDIM: clip the predicted `x_0` (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_sample: Option<bool>,
+    /// DDIM: clipping range (default 1.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_sample_range: Option<f64>,
+    /// DDIM: use 1 as the final previous `alphas_cumprod` (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_alpha_to_one: Option<bool>,
+    /// DDIM and DPM-Solver: dynamic thresholding of the predicted `x_0` (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thresholding: Option<bool>,
+    /// Quantile used by dynamic thresholding (default 0.995).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_thresholding_ratio: Option<f64>,
+    /// Upper bound of the dynamic threshold (default 1.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_max_value: Option<f64>,
+    /// Rescale betas to zero terminal SNR (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_betas_zero_snr: Option<bool>,
+    /// DPM-Solver: order 1, 2 (default) or 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solver_order: Option<usize>,
+    /// DPM-Solver: `dpmsolver++` (default), `dpmsolver` or `deis` (treated as `dpmsolver++`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm_type: Option<String>,
+    /// DPM-Solver: `midpoint` (default) or `heun` (`logrho`, `bh1`, `bh2` mean `midpoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solver_type: Option<String>,
+    /// DPM-Solver: lower the order for the last steps of short schedules (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower_order_final: Option<bool>,
+    /// DPM-Solver: use a first-order step at the end (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub euler_at_final: Option<bool>,
+    /// DPM-Solver and Euler: final sigma `zero` (default) or `sigma_min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_sigmas_type: Option<String>,
+    /// DPM-Solver: clip timesteps whose lambda is below this (default `-inf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lambda_min_clipped: Option<f64>,
+    /// DPM-Solver: `learned`/`learned_range` keep only the first 3 output channels of an epsilon
+    /// model; the `fixed_*` values change nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variance_type: Option<String>,
+    /// DPM-Solver and Euler: Karras sigmas (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_karras_sigmas: Option<bool>,
+    /// DPM-Solver and Euler: exponential sigmas (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_exponential_sigmas: Option<bool>,
+    /// DPM-Solver and Euler: beta-distribution sigmas (not implemented; must be false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_beta_sigmas: Option<bool>,
+    /// DPM-Solver: uniform-lambda ("Lu") step sizes (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_lu_lambdas: Option<bool>,
+    /// DPM-Solver: flow-matching sigmas (not implemented; must be false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_flow_sigmas: Option<bool>,
+    /// Euler: sigma interpolation, `linear` (default) or `log_linear`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpolation_type: Option<String>,
+    /// Euler: `discrete` (default) or `continuous` (timesteps `0.25 * ln(sigma)` for v-prediction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestep_type: Option<String>,
+    /// Smallest sigma for Karras/exponential sigmas (default: the schedule's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma_min: Option<f64>,
+    /// Largest sigma for Karras/exponential sigmas (default: the schedule's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma_max: Option<f64>,
+}
+
+impl SchedulerConfig {
+    /// A config of the given kind with every key at that class's default.
+    pub fn new(kind: SchedulerKind) -> Self {
+        Self {
+            class_name: kind.class_name().to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Parses a diffusers `scheduler_config.json` text.
+    ///
+    /// Python's non-standard `Infinity`, `-Infinity` and `NaN` number tokens are accepted.
+    pub fn from_json_str(json: &str) -> Result<Self, SchedulerError> {
+        let map: Map<String, Value> = serde_json::from_str(&quote_non_finite_tokens(json))?;
+        Self::try_from(map)
+    }
+
+    /// The kind named by `_class_name`.
+    ///
+    /// Classes this crate cannot build (e.g. `PNDMScheduler`) give
+    /// [`SchedulerError::Unsupported`]; convert them with [`with_kind`](Self::with_kind).
+    pub fn kind(&self) -> Result<SchedulerKind, SchedulerError> {
+        SchedulerKind::from_class_name(&self.class_name).ok_or_else(|| {
+            SchedulerError::Unsupported {
+                key: "_class_name",
+                value: format!("{:?}", self.class_name),
+                reason: "only DDIMScheduler, DPMSolverMultistepScheduler and \
+                         EulerDiscreteScheduler can be built; convert with `with_kind`"
+                    .into(),
+            }
+        })
+    }
+
+    /// This config converted to another scheduler class, like diffusers'
+    /// `Kind.from_config(other.config)`: keys that were set carry over (keys the new class does
+    /// not take are kept but ignored), every other key takes the new class's default.
+    pub fn with_kind(mut self, kind: SchedulerKind) -> Self {
+        kind.class_name().clone_into(&mut self.class_name);
+        self
+    }
+}
+
+impl TryFrom<Map<String, Value>> for SchedulerConfig {
+    type Error = SchedulerError;
+
+    fn try_from(map: Map<String, Value>) -> Result<Self, Self::Error> {
+        let class_name = match map.get("_class_name") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(invalid("_class_name", v, "expected a string")),
+        };
+        Ok(Self {
+            class_name,
+            num_train_timesteps: get_usize(&map, "num_train_timesteps")?,
+            beta_start: get_f64(&map, "beta_start")?,
+            beta_end: get_f64(&map, "beta_end")?,
+            beta_schedule: get_string(&map, "beta_schedule")?,
+            trained_betas: get_f64_vec(&map, "trained_betas")?,
+            prediction_type: get_string(&map, "prediction_type")?,
+            timestep_spacing: get_string(&map, "timestep_spacing")?,
+            steps_offset: get_i64(&map, "steps_offset")?,
+            clip_sample: get_bool(&map, "clip_sample")?,
+            clip_sample_range: get_f64(&map, "clip_sample_range")?,
+            set_alpha_to_one: get_bool(&map, "set_alpha_to_one")?,
+            thresholding: get_bool(&map, "thresholding")?,
+            dynamic_thresholding_ratio: get_f64(&map, "dynamic_thresholding_ratio")?,
+            sample_max_value: get_f64(&map, "sample_max_value")?,
+            rescale_betas_zero_snr: get_bool(&map, "rescale_betas_zero_snr")?,
+            solver_order: get_usize(&map, "solver_order")?,
+            algorithm_type: get_string(&map, "algorithm_type")?,
+            solver_type: get_string(&map, "solver_type")?,
+            lower_order_final: get_bool(&map, "lower_order_final")?,
+            euler_at_final: get_bool(&map, "euler_at_final")?,
+            final_sigmas_type: get_string(&map, "final_sigmas_type")?,
+            lambda_min_clipped: get_f64(&map, "lambda_min_clipped")?,
+            variance_type: get_string(&map, "variance_type")?,
+            use_karras_sigmas: get_bool(&map, "use_karras_sigmas")?,
+            use_exponential_sigmas: get_bool(&map, "use_exponential_sigmas")?,
+            use_beta_sigmas: get_bool(&map, "use_beta_sigmas")?,
+            use_lu_lambdas: get_bool(&map, "use_lu_lambdas")?,
+            use_flow_sigmas: get_bool(&map, "use_flow_sigmas")?,
+            interpolation_type: get_string(&map, "interpolation_type")?,
+            timestep_type: get_string(&map, "timestep_type")?,
+            sigma_min: get_f64(&map, "sigma_min")?,
+            sigma_max: get_f64(&map, "sigma_max")?,
+        })
+    }
+}
+
+/// Turns bare `NaN`, `Infinity` and `-Infinity` tokens outside strings into JSON strings.
+fn quote_non_finite_tokens(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = json;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+            out.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
+            out.push('"');
+            out.push_str(token);
+            out.push('"');
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+fn invalid(key: &'static str, value: &Value, reason: &str) -> SchedulerError {
+    SchedulerError::InvalidValue {
+        key,
+        value: value.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+fn value_to_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "Infinity" | "inf" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            "NaN" | "nan" => Some(f64::NAN),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn get_f64(map: &Map<String, Value>, key: &'static str) -> Result<Option<f64>, SchedulerError> {
+    present(map, key)
+        .map(|v| value_to_f64(v).ok_or_else(|| invalid(key, v, "expected a number")))
+        .transpose()
+}
+
+fn get_i64(map: &Map<String, Value>, key: &'static str) -> Result<Option<i64>, SchedulerError> {
+    present(map, key)
+        .map(|v| {
+            let as_int = match v {
+                Value::Number(n) => n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                        .map(|f| f as i64)
+                }),
+                _ => None,
+            };
+            as_int.ok_or_else(|| invalid(key, v, "expected an integer"))
+        })
+        .transpose()
+}
+
+fn get_usize(map: &Map<String, Value>, key: &'static str) -> Result<Option<usize>, SchedulerError> {
+    match get_i64(map, key)? {
+        None => Ok(None),
+        Some(i) => usize::try_from(i).map(Some).map_err(|_| SchedulerError::InvalidValue {
+            key,
+            value: i.to_string(),
+            reason: "expected a non-negative integer".into(),
+        }),
+    }
+}
+
+fn get_bool(map: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, SchedulerError> {
+    present(map, key)
+        .map(|v| v.as_bool().ok_or_else(|| invalid(key, v, "expected a boolean")))
+        .transpose()
+}
+
+fn get_string(
+    map: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<String>, SchedulerError> {
+    present(map, key)
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| invalid(key, v, "expected a string"))
+        })
+        .transpose()
+}
+
+fn get_f64_vec(
+    map: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<Vec<f64>>, SchedulerError> {
+    present(map, key)
+        .map(|v| {
+            v.as_array()
+                .and_then(|items| items.iter().map(value_to_f64).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| invalid(key, v, "expected an array of numbers"))
+        })
+        .transpose()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution into typed parameters.
+// ---------------------------------------------------------------------------------------------
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PredictionType {
+    Epsilon,
+    Sample,
+    VPrediction,
+}
+
+/// How inference timesteps are spread over the training range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimestepSpacing {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BetaSchedule {
+    Linear,
+    ScaledLinear,
+    SquaredcosCapV2,
+}
+
+/// How the inference sigmas are spaced (DPM-Solver and Euler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SigmaSpacing {
+    /// Sigmas interpolated at the spaced timesteps.
+    Timesteps,
+    Karras,
+    Exponential,
+    /// DPM-Solver's uniform-lambda steps.
+    Lu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FinalSigmas {
+    Zero,
+    SigmaMin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AlgorithmType {
+    /// DPM-Solver++ (data prediction).
+    DpmSolverPlusPlus,
+    /// DPM-Solver (noise prediction).
+    DpmSolver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interpolation {
+    Linear,
+    LogLinear,
+}
+
+/// Dynamic thresholding settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Thresholding {
+    pub ratio: f64,
+    pub max_value: f64,
+}
+
+/// The beta schedule keys shared by all kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BetaParams {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub schedule: BetaSchedule,
+    pub trained_betas: Option<Vec<f64>>,
+    pub rescale_betas_zero_snr: bool,
+}
+
+impl BetaParams {
+    fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let num_train_timesteps = c.num_train_timesteps.unwrap_or(1000);
+        if num_train_timesteps < 2 {
+            return Err(SchedulerError::InvalidValue {
+                key: "num_train_timesteps",
+                value: num_train_timesteps.to_string(),
+                reason: "must be at least 2".into(),
+            });
+        }
+        let schedule = parse_choice(
+            "beta_schedule",
+            c.beta_schedule.as_deref(),
+            BetaSchedule::Linear,
+            &[
+                ("linear", BetaSchedule::Linear),
+                ("scaled_linear", BetaSchedule::ScaledLinear),
+                ("squaredcos_cap_v2", BetaSchedule::SquaredcosCapV2),
+            ],
+        )?;
+        let beta_start = c.beta_start.unwrap_or(0.0001);
+        let beta_end = c.beta_end.unwrap_or(0.02);
+        if c.trained_betas.is_none() {
+            check_beta("beta_start", beta_start)?;
+            check_beta("beta_end", beta_end)?;
+        }
+        if let Some(betas) = &c.trained_betas {
+            if betas.len() != num_train_timesteps {
+                return Err(SchedulerError::InvalidValue {
+                    key: "trained_betas",
+                    value: format!("[{} values]", betas.len()),
+                    reason: format!("expected num_train_timesteps = {num_train_timesteps} values"),
+                });
+            }
+            if let Some(&bad) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
+                return Err(SchedulerError::InvalidValue {
+                    key: "trained_betas",
+                    value: bad.to_string(),
+                    reason: "every beta must be in [0, 1)".into(),
+                });
+            }
+        }
+        Ok(Self {
+            num_train_timesteps,
+            beta_start,
+            beta_end,
+            schedule,
+            trained_betas: c.trained_betas.clone(),
+            rescale_betas_zero_snr: c.rescale_betas_zero_snr.unwrap_or(false),
+        })
+    }
+
+    /// The float32 betas, after the optional zero-SNR rescale.
+    pub fn betas(&self) -> Vec<f32> {
+        let n = self.num_train_timesteps;
+        let betas = match (&self.trained_betas, self.schedule) {
+            (Some(b), _) => b.iter().map(|&v| v as f32).collect(),
+            (None, BetaSchedule::Linear) => schedule::linear_betas(self.beta_start, self.beta_end, n),
+            (None, BetaSchedule::ScaledLinear) => {
+                schedule::scaled_linear_betas(self.beta_start, self.beta_end, n)
+            }
+            (None, BetaSchedule::SquaredcosCapV2) => schedule::squaredcos_cap_v2_betas(n),
+        };
+        if self.rescale_betas_zero_snr {
+            schedule::rescale_zero_terminal_snr(&betas)
+        } else {
+            betas
+        }
+    }
+}
+
+fn check_beta(key: &'static str, v: f64) -> Result<(), SchedulerError> {
+    if (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(SchedulerError::InvalidValue {
+            key,
+            value: v.to_string(),
+            reason: "must be in [0, 1)".into(),
+        })
+    }
+}
+
+fn parse_choice<T: Copy>(
+    key: &'static str,
+    value: Option<&str>,
+    default: T,
+    choices: &[(&str, T)],
+) -> Result<T, SchedulerError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|&(_, v)| v)
+        .ok_or_else(|| SchedulerError::InvalidValue {
+            key,
+            value: format!("{value:?}"),
+            reason: format!(
+                "expected one of {}",
+                choices
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+fn prediction(c: &SchedulerConfig, extra: &[(&str, PredictionType)]) -> Result<PredictionType, SchedulerError> {
+    if c.prediction_type.as_deref() == Some("flow_prediction") {
+        return Err(SchedulerError::Unsupported {
+            key: "prediction_type",
+            value: "\"flow_prediction\"".into(),
+            reason: "flow-matching models are not supported".into(),
+        });
+    }
+    let mut choices = vec![
+        ("epsilon", PredictionType::Epsilon),
+        ("v_prediction", PredictionType::VPrediction),
+        ("sample", PredictionType::Sample),
+    ];
+    choices.extend_from_slice(extra);
+    parse_choice(
+        "prediction_type",
+        c.prediction_type.as_deref(),
+        PredictionType::Epsilon,
+        &choices,
+    )
+}
+
+fn spacing(c: &SchedulerConfig, default: TimestepSpacing) -> Result<TimestepSpacing, SchedulerError> {
+    parse_choice(
+        "timestep_spacing",
+        c.timestep_spacing.as_deref(),
+        default,
+        &[
+            ("leading", TimestepSpacing::Leading),
+            ("linspace", TimestepSpacing::Linspace),
+            ("trailing", TimestepSpacing::Trailing),
+        ],
+    )
+}
+
+fn thresholding(c: &SchedulerConfig) -> Result<Option<Thresholding>, SchedulerError> {
+    if !c.thresholding.unwrap_or(false) {
+        return Ok(None);
+    }
+    let ratio = c.dynamic_thresholding_ratio.unwrap_or(0.995);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(SchedulerError::InvalidValue {
+            key: "dynamic_thresholding_ratio",
+            value: ratio.to_string(),
+            reason: "must be in [0, 1]".into(),
+        });
+    }
+    let max_value = c.sample_max_value.unwrap_or(1.0);
+    if !(max_value > 0.0 && max_value.is_finite()) {
+        return Err(SchedulerError::InvalidValue {
+            key: "sample_max_value",
+            value: max_value.to_string(),
+            reason: "must be a positive finite number".into(),
+        });
+    }
+    Ok(Some(Thresholding { ratio, max_value }))
+}
+
+fn final_sigmas(c: &SchedulerConfig) -> Result<FinalSigmas, SchedulerError> {
+    parse_choice(
+        "final_sigmas_type",
+        c.final_sigmas_type.as_deref(),
+        FinalSigmas::Zero,
+        &[("zero", FinalSigmas::Zero), ("sigma_min", FinalSigmas::SigmaMin)],
+    )
+}
+
+fn positive_sigma(key: &'static str, v: Option<f64>) -> Result<Option<f64>, SchedulerError> {
+    match v {
+        Some(s) if !(s > 0.0 && s.is_finite()) => Err(SchedulerError::InvalidValue {
+            key,
+            value: s.to_string(),
+            reason: "must be a positive finite number".into(),
+        }),
+        _ => Ok(v),
+    }
+}
+
+/// Karras / exponential / beta sigmas: at most one, and beta sigmas are not implemented.
+fn sigma_spacing(c: &SchedulerConfig) -> Result<SigmaSpacing, SchedulerError> {
+    let karras = c.use_karras_sigmas.unwrap_or(false);
+    let exponential = c.use_exponential_sigmas.unwrap_or(false);
+    let beta = c.use_beta_sigmas.unwrap_or(false);
+    if karras && exponential {
+        return Err(SchedulerError::Conflict {
+            key: "use_karras_sigmas",
+            other: "use_exponential_sigmas",
+        });
+    }
+    if beta && (karras || exponential) {
+        return Err(SchedulerError::Conflict {
+            key: "use_beta_sigmas",
+            other: if karras {
+                "use_karras_sigmas"
+            } else {
+                "use_exponential_sigmas"
+            },
+        });
+    }
+    if beta {
+        return Err(SchedulerError::Unsupported {
+            key: "use_beta_sigmas",
+            value: "true".into(),
+            reason: "beta-distribution sigmas are not implemented".into(),
+        });
+    }
+    Ok(if karras {
+        SigmaSpacing::Karras
+    } else if exponential {
+        SigmaSpacing::Exponential
+    } else {
+        SigmaSpacing::Timesteps
+    })
+}
+
+/// Resolved `DDIMScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DdimParams {
+    pub beta: BetaParams,
+    pub prediction: PredictionType,
+    pub spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    /// `Some(range)` when `clip_sample` is on.
+    pub clip_sample_range: Option<f64>,
+    pub set_alpha_to_one: bool,
+    pub thresholding: Option<Thresholding>,
+}
+
+impl DdimParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let clip_sample_range = if c.clip_sample.unwrap_or(true) {
+            let r = c.clip_sample_range.unwrap_or(1.0);
+            if !(r >= 0.0 && r.is_finite()) {
+                return Err(SchedulerError::InvalidValue {
+                    key: "clip_sample_range",
+                    value: r.to_string(),
+                    reason: "must be a non-negative finite number".into(),
+                });
+            }
+            Some(r)
+        } else {
+            None
+        };
+        Ok(Self {
+            beta: BetaParams::resolve(c)?,
+            prediction: prediction(c, &[])?,
+            spacing: spacing(c, TimestepSpacing::Leading)?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            clip_sample_range,
+            set_alpha_to_one: c.set_alpha_to_one.unwrap_or(true),
+            thresholding: thresholding(c)?,
+        })
+    }
+}
+
+/// Resolved `DPMSolverMultistepScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DpmParams {
+    pub beta: BetaParams,
+    pub solver_order: usize,
+    pub prediction: PredictionType,
+    pub thresholding: Option<Thresholding>,
+    pub algorithm: AlgorithmType,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    pub sigma_spacing: SigmaSpacing,
+    pub final_sigmas: FinalSigmas,
+    pub lambda_min_clipped: f64,
+    pub learned_variance: bool,
+    pub spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    /// `sigma_min`/`sigma_max` only reach DPM-Solver as keys carried over from another class's
+    /// config (diffusers reads them with `hasattr(self.config, ...)`).
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+}
+
+impl DpmParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let sigma_spacing = sigma_spacing(c)?;
+        let sigma_spacing = match sigma_spacing {
+            SigmaSpacing::Timesteps if c.use_lu_lambdas.unwrap_or(false) => SigmaSpacing::Lu,
+            other => other,
+        };
+        if c.use_flow_sigmas.unwrap_or(false) {
+            return Err(SchedulerError::Unsupported {
+                key: "use_flow_sigmas",
+                value: "true".into(),
+                reason: "flow-matching sigmas are not implemented".into(),
+            });
+        }
+        let solver_order = c.solver_order.unwrap_or(2);
+        if !(1..=3).contains(&solver_order) {
+            return Err(SchedulerError::InvalidValue {
+                key: "solver_order",
+                value: solver_order.to_string(),
+                reason: "must be 1, 2 or 3".into(),
+            });
+        }
+        let algorithm = match c.algorithm_type.as_deref() {
+            None | Some("dpmsolver++") | Some("deis") => AlgorithmType::DpmSolverPlusPlus,
+            Some("dpmsolver") => AlgorithmType::DpmSolver,
+            Some(v @ ("sde-dpmsolver" | "sde-dpmsolver++")) => {
+                return Err(SchedulerError::Unsupported {
+                    key: "algorithm_type",
+                    value: format!("{v:?}"),
+                    reason: "stochastic (SDE) DPM-Solver variants are not implemented".into(),
+                });
+            }
+            Some(v) => {
+                return Err(SchedulerError::InvalidValue {
+                    key: "algorithm_type",
+                    value: format!("{v:?}"),
+                    reason: "expected one of dpmsolver++, dpmsolver, deis".into(),
+                });
+            }
+        };
+        let solver_type = parse_choice(
+            "solver_type",
+            c.solver_type.as_deref(),
+            SolverType::Midpoint,
+            &[
+                ("midpoint", SolverType::Midpoint),
+                ("heun", SolverType::Heun),
+                ("logrho", SolverType::Midpoint),
+                ("bh1", SolverType::Midpoint),
+                ("bh2", SolverType::Midpoint),
+            ],
+        )?;
+        let final_sigmas = final_sigmas(c)?;
+        // diffusers checks the raw value, so `deis` (run as dpmsolver++) is rejected here too.
+        let raw_algorithm = c.algorithm_type.as_deref().unwrap_or("dpmsolver++");
+        if raw_algorithm != "dpmsolver++" && final_sigmas == FinalSigmas::Zero {
+            return Err(SchedulerError::InvalidValue {
+                key: "final_sigmas_type",
+                value: "\"zero\"".into(),
+                reason: format!(
+                    "algorithm_type {raw_algorithm} needs final_sigmas_type sigma_min"
+                ),
+            });
+        }
+        let lambda_min_clipped = c.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
+        if lambda_min_clipped.is_nan() {
+            return Err(SchedulerError::InvalidValue {
+                key: "lambda_min_clipped",
+                value: "NaN".into(),
+                reason: "must be a number".into(),
+            });
+        }
+        let learned_variance = parse_choice(
+            "variance_type",
+            c.variance_type.as_deref(),
+            false,
+            &[
+                ("learned", true),
+                ("learned_range", true),
+                ("fixed_small", false),
+                ("fixed_small_log", false),
+                ("fixed_large", false),
+                ("fixed_large_log", false),
+            ],
+        )?;
+        Ok(Self {
+            beta: BetaParams::resolve(c)?,
+            solver_order,
+            prediction: prediction(c, &[])?,
+            thresholding: thresholding(c)?,
+            algorithm,
+            solver_type,
+            lower_order_final: c.lower_order_final.unwrap_or(true),
+            euler_at_final: c.euler_at_final.unwrap_or(false),
+            sigma_spacing,
+            final_sigmas,
+            lambda_min_clipped,
+            learned_variance,
+            spacing: spacing(c, TimestepSpacing::Linspace)?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            sigma_min: positive_sigma("sigma_min", c.sigma_min)?,
+            sigma_max: positive_sigma("sigma_max", c.sigma_max)?,
+        })
+    }
+}
+
+/// Resolved `EulerDiscreteScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EulerParams {
+    pub beta: BetaParams,
+    pub prediction: PredictionType,
+    pub interpolation: Interpolation,
+    pub sigma_spacing: SigmaSpacing,
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    pub spacing: TimestepSpacing,
+    /// `timestep_type = "continuous"`.
+    pub continuous_timesteps: bool,
+    pub steps_offset: i64,
+    pub final_sigmas: FinalSigmas,
+}
+
+impl EulerParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        Ok(Self {
+            beta: BetaParams::resolve(c)?,
+            prediction: prediction(c, &[("original_sample", PredictionType::Sample)])?,
+            interpolation: parse_choice(
+                "interpolation_type",
+                c.interpolation_type.as_deref(),
+                Interpolation::Linear,
+                &[
+                    ("linear", Interpolation::Linear),
+                    ("log_linear", Interpolation::LogLinear),
+                ],
+            )?,
+            sigma_spacing: sigma_spacing(c)?,
+            sigma_min: positive_sigma("sigma_min", c.sigma_min)?,
+            sigma_max: positive_sigma("sigma_max", c.sigma_max)?,
+            spacing: spacing(c, TimestepSpacing::Linspace)?,
+            continuous_timesteps: parse_choice(
+                "timestep_type",
+                c.timestep_type.as_deref(),
+                false,
+                &[("discrete", false), ("continuous", true)],
+            )?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            final_sigmas: final_sigmas(c)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_tokens_are_quoted_outside_strings() {
+        let s = r#"{"a": -Infinity, "b": "NaN -Infinity", "c": [NaN, Infinity], "d": "x\"Infinity"}"#;
+        let q = quote_non_finite_tokens(s);
+        assert_eq!(
+            q,
+            r#"{"a": "-Infinity", "b": "NaN -Infinity", "c": ["NaN", "Infinity"], "d": "x\"Infinity"}"#
+        );
+    }
+
+    #[test]
+    fn parses_python_infinity() {
+        let c = SchedulerConfig::from_json_str(
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity}"#,
+        )
+        .unwrap();
+        assert_eq!(c.lambda_min_clipped, Some(f64::NEG_INFINITY));
+    }
+
+    #[test]
+    fn kind_names() {
+        for k in SchedulerKind::ALL {
+            assert_eq!(SchedulerKind::from_class_name(k.class_name()), Some(k));
+            assert_eq!(k.class_name().parse::<SchedulerKind>().unwrap(), k);
+        }
+        assert_eq!("dpm++".parse::<SchedulerKind>().unwrap(), SchedulerKind::DpmSolverMultistep);
+        assert_eq!("Euler".parse::<SchedulerKind>().unwrap(), SchedulerKind::EulerDiscrete);
+        assert_eq!("ddim".parse::<SchedulerKind>().unwrap(), SchedulerKind::Ddim);
+        assert!("pndm".parse::<SchedulerKind>().is_err());
+    }
+
+    #[test]
+    fn defaults_per_kind() {
+        let c = SchedulerConfig::default();
+        let ddim = DdimParams::resolve(&c).unwrap();
+        assert_eq!(ddim.spacing, TimestepSpacing::Leading);
+        assert_eq!(ddim.clip_sample_range, Some(1.0));
+        assert!(ddim.set_alpha_to_one);
+        let dpm = DpmParams::resolve(&c).unwrap();
+        assert_eq!(dpm.spacing, TimestepSpacing::Linspace);
+        assert_eq!(dpm.solver_order, 2);
+        assert_eq!(dpm.algorithm, AlgorithmType::DpmSolverPlusPlus);
+        assert!(dpm.lower_order_final);
+        let euler = EulerParams::resolve(&c).unwrap();
+        assert_eq!(euler.spacing, TimestepSpacing::Linspace);
+        assert_eq!(euler.beta.num_train_timesteps, 1000);
+        assert_eq!(euler.beta.schedule, BetaSchedule::Linear);
+    }
+}

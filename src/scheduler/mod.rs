@@ -1,0 +1,249 @@
+//! Diffusion noise schedulers that match huggingface diffusers 0.42.1 numerically.
+//!
+//! A [`SchedulerConfig`] is read from a diffusers `scheduler/scheduler_config.json`, optionally
+//! converted to another class with [`SchedulerConfig::with_kind`], and
+//! [built](SchedulerConfig::build) for a number of inference steps into a [`Scheduler`]:
+//!
+//! ```no_run
+//! use burn::tensor::{Device, Tensor};
+//! use synfer::scheduler::{SchedulerConfig, SchedulerKind};
+//!
+//! # fn unet(x: Tensor<4>, t: f64) -> Tensor<4> { x }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let json = r#"{"_class_name": "PNDMScheduler", "beta_schedule": "scaled_linear",
+//!                "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1}"#;
+//! let config = SchedulerConfig::from_json_str(json)?.with_kind(SchedulerKind::EulerDiscrete);
+//! let mut scheduler = config.build(25)?;
+//! let device = Device::flex();
+//! let mut latents = Tensor::<4>::ones([1, 4, 64, 64], &device)
+//!     .mul_scalar(scheduler.init_noise_sigma());
+//! for i in 0..scheduler.timesteps().len() {
+//!     let input = scheduler.scale_model_input(latents.clone(), i);
+//!     let noise_pred = unet(input, scheduler.timesteps()[i]);
+//!     latents = scheduler.step(noise_pred, i, latents).prev_sample;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Schedule maths runs on the CPU ([`schedule`]); the per-step tensor work is plain burn tensor
+//! ops with scalar coefficients, so any batch size, backend and autodiff device works.
+
+mod config;
+mod ddim;
+mod dpm_solver;
+mod euler;
+pub mod schedule;
+mod threshold;
+
+use burn::tensor::Tensor;
+
+pub use config::{SchedulerConfig, SchedulerError, SchedulerKind};
+
+use config::{DdimParams, DpmParams, EulerParams};
+use ddim::Ddim;
+use dpm_solver::DpmSolver;
+use euler::Euler;
+
+/// The result of one denoising step.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// The sample at the next (less noisy) timestep.
+    pub prev_sample: Tensor<4>,
+    /// The model's prediction of the clean sample `x_0` at this step (after clipping or
+    /// thresholding, where configured).
+    pub pred_original_sample: Tensor<4>,
+}
+
+/// A scheduler with its inference timesteps set (diffusers' scheduler after `set_timesteps`).
+///
+/// Steps are addressed by their index into [`timesteps`](Self::timesteps). Multistep state
+/// (DPM-Solver's history) lives inside; it restarts whenever `step` is not called with the
+/// index following the previous call's, so a run may start at any index (as img2img does with
+/// diffusers' `set_begin_index`) and the same scheduler can run another sample from index 0.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    inner: Inner,
+    timesteps: Vec<f64>,
+    sigmas: Option<Vec<f64>>,
+    alphas_cumprod: Vec<f64>,
+    num_train_timesteps: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Ddim(Ddim),
+    Dpm(DpmSolver),
+    Euler(Euler),
+}
+
+impl SchedulerConfig {
+    /// Builds the scheduler named by `_class_name` for `num_inference_steps` steps.
+    ///
+    /// Errors name the config key whose value is invalid or asks for an unimplemented diffusers
+    /// feature. Like diffusers, some settings (e.g. `trailing` spacing or a clipped
+    /// `lambda_min_clipped`) can yield a different number of timesteps than requested.
+    pub fn build(&self, num_inference_steps: usize) -> Result<Scheduler, SchedulerError> {
+        if num_inference_steps == 0 {
+            return Err(SchedulerError::InvalidStepCount {
+                steps: 0,
+                reason: "at least one step is needed".into(),
+            });
+        }
+        let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        let scheduler = match self.kind()? {
+            SchedulerKind::Ddim => {
+                let params = DdimParams::resolve(self)?;
+                let num_train_timesteps = params.beta.num_train_timesteps;
+                let ddim = Ddim::new(params, num_inference_steps)?;
+                Scheduler {
+                    timesteps: ddim.timesteps.iter().map(|&t| t as f64).collect(),
+                    sigmas: None,
+                    alphas_cumprod: widen(ddim.alphas_cumprod()),
+                    num_train_timesteps,
+                    inner: Inner::Ddim(ddim),
+                }
+            }
+            SchedulerKind::DpmSolverMultistep => {
+                let params = DpmParams::resolve(self)?;
+                let num_train_timesteps = params.beta.num_train_timesteps;
+                let dpm = DpmSolver::new(params, num_inference_steps)?;
+                Scheduler {
+                    timesteps: dpm.timesteps.iter().map(|&t| t as f64).collect(),
+                    sigmas: Some(widen(&dpm.sigmas)),
+                    alphas_cumprod: widen(dpm.alphas_cumprod()),
+                    num_train_timesteps,
+                    inner: Inner::Dpm(dpm),
+                }
+            }
+            SchedulerKind::EulerDiscrete => {
+                let params = EulerParams::resolve(self)?;
+                let num_train_timesteps = params.beta.num_train_timesteps;
+                let euler = Euler::new(params, num_inference_steps)?;
+                Scheduler {
+                    timesteps: widen(&euler.timesteps),
+                    sigmas: Some(widen(&euler.sigmas)),
+                    alphas_cumprod: widen(euler.alphas_cumprod()),
+                    num_train_timesteps,
+                    inner: Inner::Euler(euler),
+                }
+            }
+        };
+        Ok(scheduler)
+    }
+}
+
+impl Scheduler {
+    /// The scheduler class.
+    pub fn kind(&self) -> SchedulerKind {
+        match self.inner {
+            Inner::Ddim(_) => SchedulerKind::Ddim,
+            Inner::Dpm(_) => SchedulerKind::DpmSolverMultistep,
+            Inner::Euler(_) => SchedulerKind::EulerDiscrete,
+        }
+    }
+
+    /// The inference timesteps in denoising order, as the model takes them (integers for DDIM
+    /// and DPM-Solver; float32 values, possibly fractional, for Euler).
+    pub fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    /// The number of denoising steps, `timesteps().len()`.
+    pub fn num_inference_steps(&self) -> usize {
+        self.timesteps.len()
+    }
+
+    /// The inference sigmas (float32 values, ending with the final sigma) of sigma-based
+    /// schedulers; `None` for DDIM.
+    pub fn sigmas(&self) -> Option<&[f64]> {
+        self.sigmas.as_deref()
+    }
+
+    /// The float32 cumulative alpha products of the training schedule.
+    pub fn alphas_cumprod(&self) -> &[f64] {
+        &self.alphas_cumprod
+    }
+
+    /// The number of training timesteps.
+    pub fn num_train_timesteps(&self) -> usize {
+        self.num_train_timesteps
+    }
+
+    /// The standard deviation of the initial noise: scale unit Gaussian latents by this.
+    pub fn init_noise_sigma(&self) -> f64 {
+        match &self.inner {
+            Inner::Euler(e) => f64::from(e.init_noise_sigma),
+            Inner::Ddim(_) | Inner::Dpm(_) => 1.0,
+        }
+    }
+
+    /// Scales the model input for step `step_index` (divides by `sqrt(sigma^2 + 1)` for Euler;
+    /// identity otherwise).
+    ///
+    /// # Panics
+    ///
+    /// If `step_index >= num_inference_steps()`.
+    pub fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
+        self.check_index(step_index);
+        match &self.inner {
+            Inner::Euler(e) => e.scale_model_input(sample, step_index),
+            Inner::Ddim(_) | Inner::Dpm(_) => sample,
+        }
+    }
+
+    /// Runs step `step_index`: from `sample` at `timesteps()[step_index]` and the model's output
+    /// for it, computes the sample at the next timestep.
+    ///
+    /// # Panics
+    ///
+    /// If `step_index >= num_inference_steps()`, or (inside burn) if the tensors' shapes differ.
+    pub fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+    ) -> StepOutput {
+        self.check_index(step_index);
+        match &mut self.inner {
+            Inner::Ddim(d) => d.step(model_output, step_index, sample),
+            Inner::Dpm(d) => d.step(model_output, step_index, sample),
+            Inner::Euler(e) => e.step(model_output, step_index, sample),
+        }
+    }
+
+    /// Noises `original` to the noise level of step `step_index` (forward diffusion), as
+    /// diffusers' `add_noise` at `timesteps()[step_index]`.
+    ///
+    /// # Panics
+    ///
+    /// If `step_index >= num_inference_steps()`, or (inside burn) if the tensors' shapes differ.
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Tensor<4> {
+        self.check_index(step_index);
+        match &self.inner {
+            Inner::Ddim(d) => d.add_noise(original, noise, step_index),
+            Inner::Dpm(d) => d.add_noise(original, noise, step_index),
+            Inner::Euler(e) => e.add_noise(original, noise, step_index),
+        }
+    }
+
+    /// Forgets the multistep history, so the next `step` starts a fresh run.
+    pub fn reset(&mut self) {
+        if let Inner::Dpm(d) = &mut self.inner {
+            d.reset();
+        }
+    }
+
+    fn check_index(&self, step_index: usize) {
+        assert!(
+            step_index < self.timesteps.len(),
+            "step_index {step_index} is out of range for {} inference steps",
+            self.timesteps.len()
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! diffusers `UNet2DConditionModel` for Stable Diffusion 1.x/2.x, built from `config.json`.
+//!
+//! Field paths equal diffusers keys (`down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_q`),
+//! so `diffusion_pytorch_model.safetensors` loads 1:1 with strict key accounting.
+
+pub mod attention;
+pub mod config;
+pub mod resnet;
+
+use burn::module::Module;
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::Result;
+use crate::nn::{Conv2d, GroupNorm, Linear};
+use crate::weights::{TensorStore, Weights};
+use attention::{Transformer2DModel, TransformerSpec};
+use config::BlockPlan;
+pub use config::UNetConfig;
+use resnet::{Downsample2D, ResnetBlock2D, ResnetSpec, Upsample2D};
+
+/// `time_embedding`: `linear_1 → SiLU → linear_2`.
+#[derive(Module, Debug)]
+pub struct TimestepEmbedding {
+    /// First projection.
+    pub linear_1: Linear,
+    /// Second projection.
+    pub linear_2: Linear,
+}
+
+/// A down block: resnets, optional attentions, optional downsampler.
+#[derive(Module, Debug)]
+pub struct DownBlock {
+    /// Resnets.
+    pub resnets: Vec<ResnetBlock2D>,
+    /// Transformers (empty for `DownBlock2D`).
+    pub attentions: Vec<Transformer2DModel>,
+    /// `downsamplers.0`.
+    pub downsamplers: Vec<Downsample2D>,
+}
+
+/// The mid block: resnet, then (attention, resnet) pairs.
+#[derive(Module, Debug)]
+pub struct MidBlock {
+    /// Resnets (one more than attentions).
+    pub resnets: Vec<ResnetBlock2D>,
+    /// Transformers.
+    pub attentions: Vec<Transformer2DModel>,
+}
+
+/// An up block: resnets on concatenated skips, optional attentions, optional upsampler.
+#[derive(Module, Debug)]
+pub struct UpBlock {
+    /// Resnets.
+    pub resnets: Vec<ResnetBlock2D>,
+    /// Transformers (empty for `UpBlock2D`).
+    pub attentions: Vec<Transformer2DModel>,
+    /// `upsamplers.0`.
+    pub upsamplers: Vec<Upsample2D>,
+}
+
+/// The denoiser.
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel {
+    /// `conv_in`.
+    pub conv_in: Conv2d,
+    /// `time_embedding`.
+    pub time_embedding: TimestepEmbedding,
+    /// `down_blocks`.
+    pub down_blocks: Vec<DownBlock>,
+    /// `mid_block`.
+    pub mid_block: Option<MidBlock>,
+    /// `up_blocks`.
+    pub up_blocks: Vec<UpBlock>,
+    /// `conv_norm_out`.
+    pub conv_norm_out: GroupNorm,
+    /// `conv_out`.
+    pub conv_out: Conv2d,
+    /// Width of the sinusoidal timestep features.
+    pub time_proj_dim: usize,
+    /// `flip_sin_to_cos`.
+    pub flip_sin_to_cos: bool,
+    /// `freq_shift`.
+    pub freq_shift: f64,
+    /// `center_input_sample`.
+    pub center_input_sample: bool,
+}
+
+fn transformers(
+    w: &Weights,
+    count: usize,
+    channels: usize,
+    plan: &BlockPlan,
+    groups: usize,
+    linear_projection: bool,
+) -> Result<Vec<Transformer2DModel>> {
+    let spec = TransformerSpec {
+        channels,
+        heads: plan.heads,
+        layers: plan.transformer_layers,
+        context_dim: plan.context_dim,
+        groups,
+        linear_projection,
+        only_cross_attention: plan.only_cross_attention,
+    };
+    (0..count)
+        .map(|j| Transformer2DModel::load(&w.pp("attentions").pp(j), &spec))
+        .collect()
+}
+
+impl UNet2DConditionModel {
+    /// Builds the UNet from its config and loads every weight from `store` (strict).
+    pub fn load(store: &TensorStore, cfg: &UNetConfig, device: &Device) -> Result<Self> {
+        let file = store.name().to_string();
+        let root = store.root(device);
+        let model = Self::load_from(&root, cfg, &file)?;
+        store.finish()?;
+        Ok(model)
+    }
+
+    /// Loads under an arbitrary cursor without the final unused-key check.
+    pub fn load_from(root: &Weights, cfg: &UNetConfig, file: &str) -> Result<Self> {
+        let groups = cfg.groups(file)?;
+        let eps = cfg.norm_eps;
+        let ch = &cfg.block_out_channels;
+        let n = ch.len();
+        let temb = cfg.time_embed_dim();
+        let resnet = |c_in, c_out, scale| ResnetSpec {
+            c_in,
+            c_out,
+            temb: Some(temb),
+            groups,
+            eps,
+            output_scale_factor: scale,
+        };
+        let conv_in = Conv2d::load(
+            &root.pp("conv_in"),
+            cfg.in_channels,
+            ch[0],
+            cfg.conv_in_kernel,
+            1,
+        )?;
+        let time_embedding = TimestepEmbedding {
+            linear_1: Linear::load(&root.pp("time_embedding").pp("linear_1"), ch[0], temb, true)?,
+            linear_2: Linear::load(&root.pp("time_embedding").pp("linear_2"), temb, temb, true)?,
+        };
+
+        let down_plans = cfg.down_plans(file)?;
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut c_prev = ch[0];
+        for (i, plan) in down_plans.iter().enumerate() {
+            let w = root.pp("down_blocks").pp(i);
+            let c_out = ch[i];
+            let resnets = (0..plan.layers)
+                .map(|j| {
+                    let c_in = if j == 0 { c_prev } else { c_out };
+                    ResnetBlock2D::load(
+                        &w.pp("resnets").pp(j),
+                        resnet(c_in, c_out, cfg.resnet_out_scale_factor),
+                    )
+                })
+                .collect::<Result<_>>()?;
+            let attentions = if plan.cross_attn {
+                transformers(
+                    &w,
+                    plan.layers,
+                    c_out,
+                    plan,
+                    groups,
+                    cfg.use_linear_projection,
+                )?
+            } else {
+                Vec::new()
+            };
+            let downsamplers = if i + 1 < n {
+                vec![Downsample2D::load(
+                    &w.pp("downsamplers").pp(0),
+                    c_out,
+                    cfg.downsample_padding,
+                )?]
+            } else {
+                Vec::new()
+            };
+            down_blocks.push(DownBlock {
+                resnets,
+                attentions,
+                downsamplers,
+            });
+            c_prev = c_out;
+        }
+
+        let mid_block = match cfg.mid_block_type {
+            Some(_) => {
+                let w = root.pp("mid_block");
+                let c = ch[n - 1];
+                let plan = BlockPlan {
+                    only_cross_attention: false,
+                    ..down_plans[n - 1].clone()
+                };
+                let scale = cfg.mid_block_scale_factor;
+                Some(MidBlock {
+                    resnets: (0..2)
+                        .map(|j| ResnetBlock2D::load(&w.pp("resnets").pp(j), resnet(c, c, scale)))
+                        .collect::<Result<_>>()?,
+                    attentions: transformers(&w, 1, c, &plan, groups, cfg.use_linear_projection)?,
+                })
+            }
+            None => None,
+        };
+
+        let up_plans = cfg.up_plans(file)?;
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut prev_out = rev[0];
+        for (i, plan) in up_plans.iter().enumerate() {
+            let w = root.pp("up_blocks").pp(i);
+            let c_out = rev[i];
+            let c_in = rev[(i + 1).min(n - 1)];
+            let resnets = (0..plan.layers)
+                .map(|j| {
+                    let skip = if j == plan.layers - 1 { c_in } else { c_out };
+                    let res_in = if j == 0 { prev_out } else { c_out };
+                    ResnetBlock2D::load(
+                        &w.pp("resnets").pp(j),
+                        resnet(res_in + skip, c_out, cfg.resnet_out_scale_factor),
+                    )
+                })
+                .collect::<Result<_>>()?;
+            let attentions = if plan.cross_attn {
+                transformers(
+                    &w,
+                    plan.layers,
+                    c_out,
+                    plan,
+                    groups,
+                    cfg.use_linear_projection,
+                )?
+            } else {
+                Vec::new()
+            };
+            let upsamplers = if i + 1 < n {
+                vec![Upsample2D::load(&w.pp("upsamplers").pp(0), c_out)?]
+            } else {
+                Vec::new()
+            };
+            up_blocks.push(UpBlock {
+                resnets,
+                attentions,
+                upsamplers,
+            });
+            prev_out = c_out;
+        }
+
+        Ok(UNet2DConditionModel {
+            conv_in,
+            time_embedding,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNorm::load(&root.pp("conv_norm_out"), groups, ch[0], eps)?,
+            conv_out: Conv2d::load(
+                &root.pp("conv_out"),
+                ch[0],
+                cfg.out_channels,
+                cfg.conv_out_kernel,
+                1,
+            )?,
+            time_proj_dim: ch[0],
+            flip_sin_to_cos: cfg.flip_sin_to_cos,
+            freq_shift: cfg.freq_shift,
+            center_input_sample: cfg.center_input_sample,
+        })
+    }
+
+    /// Sinusoidal timestep features `[b, dim]`, computed on the CPU in f32 as diffusers does.
+    pub fn timestep_features(&self, timesteps: &[f32], device: &Device) -> Tensor<2> {
+        let dim = self.time_proj_dim;
+        let half = dim / 2;
+        let ln = -(10000f32).ln();
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| (ln * i as f32 / (half as f32 - self.freq_shift as f32)).exp())
+            .collect();
+        let mut out = Vec::with_capacity(timesteps.len() * dim);
+        for &t in timesteps {
+            let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
+            let sin = args.iter().map(|a| a.sin());
+            let cos = args.iter().map(|a| a.cos());
+            if self.flip_sin_to_cos {
+                out.extend(cos.chain(sin));
+            } else {
+                out.extend(sin.chain(cos));
+            }
+            if dim % 2 == 1 {
+                out.push(0.0);
+            }
+        }
+        Tensor::from_data(TensorData::new(out, [timesteps.len(), dim]), device)
+    }
+
+    /// Predicts noise (or v) for `sample` `[b, c, h, w]` at `timesteps` (one per batch item, or
+    /// one for all) with text context `[b, t, d]`.
+    pub fn forward(&self, sample: Tensor<4>, timesteps: &[f32], context: Tensor<3>) -> Tensor<4> {
+        let device = sample.device();
+        let b = sample.dims()[0];
+        let ts: Vec<f32> = if timesteps.len() == 1 {
+            vec![timesteps[0]; b]
+        } else {
+            timesteps.to_vec()
+        };
+        let t = self.timestep_features(&ts, &device);
+        let temb = self
+            .time_embedding
+            .linear_2
+            .forward(silu(self.time_embedding.linear_1.forward(t)));
+        let temb = Some(&temb);
+
+        let sample = if self.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample
+        };
+        let mut h = self.conv_in.forward(sample);
+        let mut skips = vec![h.clone()];
+        for block in &self.down_blocks {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                h = resnet.forward(h, temb);
+                if let Some(attn) = block.attentions.get(j) {
+                    h = attn.forward(h, context.clone());
+                }
+                skips.push(h.clone());
+            }
+            for down in &block.downsamplers {
+                h = down.forward(h);
+                skips.push(h.clone());
+            }
+        }
+        if let Some(mid) = &self.mid_block {
+            h = mid.resnets[0].forward(h, temb);
+            for (attn, resnet) in mid.attentions.iter().zip(&mid.resnets[1..]) {
+                h = attn.forward(h, context.clone());
+                h = resnet.forward(h, temb);
+            }
+        }
+        for block in &self.up_blocks {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                let skip = skips.pop().expect("one skip per up resnet");
+                h = resnet.forward(Tensor::cat(vec![h, skip], 1), temb);
+                if let Some(attn) = block.attentions.get(j) {
+                    h = attn.forward(h, context.clone());
+                }
+            }
+            for up in &block.upsamplers {
+                // The next skip fixes the target size (odd latent sizes round down on the way in).
+                let size = skips.last().map(|s| {
+                    let [_, _, sh, sw] = s.dims();
+                    [sh, sw]
+                });
+                h = up.forward(h, size);
+            }
+        }
+        let h = silu(self.conv_norm_out.forward(h));
+        self.conv_out.forward(h)
+    }
+}

@@ -1,0 +1,289 @@
+//! Weight files: safetensors parsing from bytes, f16/bf16 → f32 conversion, and strict
+//! key accounting (every key consumed exactly as the config implies, none left over).
+//!
+//! Models load through a [`Weights`] cursor, in the style of a "var builder": a module asks
+//! for `prefix.name` with the shape its config implies, and the [`TensorStore`] records which
+//! keys were used. [`TensorStore::finish`] then turns any unused key into an error.
+
+pub mod keys;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Where a tensor's bytes live inside the store.
+#[derive(Debug, Clone)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    buffer: usize,
+    start: usize,
+    end: usize,
+}
+
+/// One or more parsed safetensors files, with key usage tracking.
+#[derive(Debug)]
+pub struct TensorStore {
+    name: String,
+    buffers: Vec<Vec<u8>>,
+    entries: BTreeMap<String, Entry>,
+    used: RefCell<BTreeSet<String>>,
+    synthetic: Option<RefCell<rand::rngs::StdRng>>,
+}
+
+impl TensorStore {
+    /// Parses one safetensors file held in memory. `name` is used in error messages.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self> {
+        let mut store = TensorStore {
+            name: name.into(),
+            buffers: Vec::new(),
+            entries: BTreeMap::new(),
+            used: RefCell::new(BTreeSet::new()),
+            synthetic: None,
+        };
+        store.add_bytes(bytes)?;
+        Ok(store)
+    }
+
+    /// A store that invents every requested tensor: norm weights 1, biases 0, other weights
+    /// `N(0, 0.02²)` from `seed`. Builds randomly initialised models (benchmarks, training).
+    pub fn synthetic(name: impl Into<String>, seed: u64) -> Self {
+        use rand::SeedableRng;
+        TensorStore {
+            name: name.into(),
+            buffers: Vec::new(),
+            entries: BTreeMap::new(),
+            used: RefCell::new(BTreeSet::new()),
+            synthetic: Some(RefCell::new(rand::rngs::StdRng::seed_from_u64(seed))),
+        }
+    }
+
+    /// Adds another shard to the store. Duplicate keys across shards are an error.
+    pub fn add_bytes(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| Error::SafeTensors {
+                file: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        let base = 8 + header_len;
+        let buffer = self.buffers.len();
+        for (key, info) in metadata.tensors() {
+            let entry = Entry {
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                buffer,
+                start: base + info.data_offsets.0,
+                end: base + info.data_offsets.1,
+            };
+            if self.entries.insert(key.clone(), entry).is_some() {
+                return Err(Error::SafeTensors {
+                    file: self.name.clone(),
+                    message: format!("key `{key}` appears in more than one shard"),
+                });
+            }
+        }
+        self.buffers.push(bytes);
+        Ok(())
+    }
+
+    /// The name used in error messages (usually the file path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// All keys in the store, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Whether `key` exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The stored shape of `key`, if present.
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.entries.get(key).map(|e| e.shape.as_slice())
+    }
+
+    /// Renames keys (and optionally reshapes them, same element count) with `rule`, which
+    /// returns `Some((new_key, new_shape))` for keys to rewrite. Used for legacy layouts.
+    pub fn remap(&mut self, rule: impl Fn(&str, &[usize]) -> Option<(String, Vec<usize>)>) {
+        let old = std::mem::take(&mut self.entries);
+        for (key, mut entry) in old {
+            match rule(&key, &entry.shape) {
+                Some((new_key, new_shape))
+                    if new_shape.iter().product::<usize>()
+                        == entry.shape.iter().product::<usize>() =>
+                {
+                    entry.shape = new_shape;
+                    self.entries.insert(new_key, entry);
+                }
+                _ => {
+                    self.entries.insert(key, entry);
+                }
+            }
+        }
+    }
+
+    /// Marks keys as consumed without loading them (known, unused buffers).
+    pub fn ignore(&self, key: &str) {
+        if self.entries.contains_key(key) {
+            self.used.borrow_mut().insert(key.to_string());
+        }
+    }
+
+    /// Reads `key` as f32 values, checking its shape.
+    pub fn read_f32(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        if let Some(rng) = &self.synthetic {
+            return Ok(synthesize(key, expected, &mut rng.borrow_mut()));
+        }
+        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+            file: self.name.clone(),
+            key: key.to_string(),
+        })?;
+        if entry.shape != expected {
+            return Err(Error::ShapeMismatch {
+                file: self.name.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let bytes = &self.buffers[entry.buffer][entry.start..entry.end];
+        let values = decode_f32(bytes, entry.dtype).ok_or_else(|| Error::UnsupportedDtype {
+            file: self.name.clone(),
+            key: key.to_string(),
+            dtype: format!("{:?}", entry.dtype),
+        })?;
+        self.used.borrow_mut().insert(key.to_string());
+        Ok(values)
+    }
+
+    /// Errors if any key was never consumed.
+    pub fn finish(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let unused: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnusedKeys {
+                file: self.name.clone(),
+                keys: unused,
+            })
+        }
+    }
+
+    /// A cursor at the root of the key tree.
+    pub fn root<'a>(&'a self, device: &'a Device) -> Weights<'a> {
+        Weights {
+            store: self,
+            prefix: String::new(),
+            device,
+        }
+    }
+}
+
+/// Invented values for a synthetic store (see [`TensorStore::synthetic`]).
+fn synthesize(key: &str, shape: &[usize], rng: &mut rand::rngs::StdRng) -> Vec<f32> {
+    use rand_distr::{Distribution, Normal};
+    let n = shape.iter().product();
+    let is_norm = key.contains("norm") && shape.len() == 1;
+    if key.ends_with("bias") {
+        vec![0.0; n]
+    } else if is_norm {
+        vec![1.0; n]
+    } else {
+        let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+        (0..n).map(|_| normal.sample(rng)).collect()
+    }
+}
+
+/// Decodes little-endian F32/F16/BF16/F64 bytes to f32; `None` for other dtypes.
+fn decode_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// A position in a [`TensorStore`]'s key tree, bound to a device.
+#[derive(Clone)]
+pub struct Weights<'a> {
+    store: &'a TensorStore,
+    prefix: String,
+    device: &'a Device,
+}
+
+impl<'a> Weights<'a> {
+    /// Descends into `name` (`a.b` + `c` → `a.b.c`).
+    pub fn pp(&self, name: impl std::fmt::Display) -> Weights<'a> {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        };
+        Weights {
+            store: self.store,
+            prefix,
+            device: self.device,
+        }
+    }
+
+    /// The full key for `name` under this cursor.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        }
+    }
+
+    /// Whether `name` exists under this cursor.
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.contains(&self.key(name))
+    }
+
+    /// The device tensors are created on.
+    pub fn device(&self) -> &'a Device {
+        self.device
+    }
+
+    /// Reads `name` as f32 values with the given shape.
+    pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.store.read_f32(&self.key(name), shape)
+    }
+
+    /// Loads `name` as a tensor of the given shape.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let values = self.values(name, &shape)?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            self.device,
+        ))
+    }
+}

@@ -1,0 +1,118 @@
+//! Shared helpers for the parity tests: fixture paths, reference tensors, error metrics.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// A reference tensor from a fixture file.
+#[derive(Debug, Clone)]
+pub struct Ref {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Ref {
+    /// As a burn tensor on `device`.
+    pub fn tensor<const D: usize>(&self, device: &burn::tensor::Device) -> Tensor<D> {
+        let shape: [usize; D] = self.shape.clone().try_into().expect("rank");
+        Tensor::from_data(TensorData::new(self.data.clone(), shape), device)
+    }
+
+    /// Slice `i` along the first axis.
+    pub fn index(&self, i: usize) -> Ref {
+        let per: usize = self.shape[1..].iter().product();
+        Ref {
+            shape: self.shape[1..].to_vec(),
+            data: self.data[i * per..(i + 1) * per].to_vec(),
+        }
+    }
+}
+
+/// Every tensor of a reference safetensors file, as f32 (ints converted).
+pub fn load_refs(rel: &str) -> HashMap<String, Ref> {
+    let bytes = std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let b = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => b
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                Dtype::F64 => b
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                Dtype::I32 => b
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                Dtype::I64 => b
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+                other => panic!("{rel}:{name}: unexpected dtype {other:?}"),
+            };
+            (
+                name,
+                Ref {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Reads a tensor back to the host.
+pub fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+    let dims = t.dims().to_vec();
+    (
+        dims,
+        t.into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 readback"),
+    )
+}
+
+/// ‖a − b‖ / ‖b‖.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// max |a − b|.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Asserts shape equality and relative L2 ≤ `tol`, naming `what`.
+pub fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, reference: &Ref, tol: f64) {
+    let (shape, data) = host(ours);
+    assert_eq!(shape, reference.shape, "{what}: shape");
+    let err = rel_l2(&data, &reference.data);
+    eprintln!("{what}: relative L2 = {err:.3e}");
+    assert!(err <= tol, "{what}: relative L2 {err:.3e} > {tol:e}");
+}

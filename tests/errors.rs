@@ -1,0 +1,263 @@
+//! Bad model folders give typed errors that name the file, key, shape or value — never a panic.
+
+mod common;
+
+use std::collections::HashMap;
+
+use burn::tensor::Device;
+use common::fixture;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use synfer::Error;
+use synfer::pipeline::Pipeline;
+use synfer::pipeline::source::MemorySource;
+
+const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
+
+/// The sd1-tiny folder in memory.
+fn folder() -> MemorySource {
+    let root = fixture("sd1-tiny");
+    let mut src = MemorySource::new("sd1-tiny (edited)");
+    for dir in ["", "scheduler", "text_encoder", "tokenizer", "unet", "vae"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let rel = path
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                src.insert(&rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    src
+}
+
+type Entry = (String, Vec<usize>, Vec<u8>);
+
+/// Rewrites an f32 safetensors file: `edit` may drop or change each entry; `extra` is appended.
+fn rewrite(
+    bytes: &[u8],
+    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<Entry>,
+    extra: Vec<Entry>,
+) -> Vec<u8> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut kept: Vec<Entry> = Vec::new();
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), Dtype::F32);
+        if let Some(e) = edit(&name, view.shape().to_vec(), view.data().to_vec()) {
+            kept.push(e);
+        }
+    }
+    kept.extend(extra);
+    let views: HashMap<String, TensorView> = kept
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(&views, None).unwrap()
+}
+
+fn keep(n: &str, s: Vec<usize>, d: Vec<u8>) -> Option<Entry> {
+    Some((n.to_string(), s, d))
+}
+
+fn load(src: &MemorySource) -> Error {
+    match Pipeline::from_source(src, &Device::flex()) {
+        Ok(_) => panic!("loading must fail"),
+        Err(e) => e,
+    }
+}
+
+fn unet_bytes(src: &MemorySource) -> Vec<u8> {
+    use synfer::pipeline::source::FileSource;
+    src.read(UNET).unwrap().unwrap()
+}
+
+#[test]
+fn truncated_safetensors() {
+    let mut src = folder();
+    let bytes = unet_bytes(&src);
+    src.insert(UNET, bytes[..bytes.len() / 2].to_vec());
+    let err = load(&src);
+    assert!(
+        matches!(err, Error::SafeTensors { ref file, .. } if file == UNET),
+        "{err}"
+    );
+    src.insert(UNET, bytes[..5].to_vec());
+    assert!(matches!(load(&src), Error::SafeTensors { .. }));
+}
+
+#[test]
+fn missing_key() {
+    let mut src = folder();
+    let key = "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+    let edited = rewrite(
+        &unet_bytes(&src),
+        |n, s, d| (n != key).then(|| (n.to_string(), s, d)),
+        vec![],
+    );
+    src.insert(UNET, edited);
+    let err = load(&src);
+    assert!(
+        matches!(err, Error::MissingKey { ref file, key: ref k } if file == UNET && k == key),
+        "{err}"
+    );
+    assert!(err.to_string().contains(key));
+}
+
+#[test]
+fn unused_key() {
+    let mut src = folder();
+    let extra = vec![("not_a_weight".to_string(), vec![2], vec![0u8; 8])];
+    src.insert(UNET, rewrite(&unet_bytes(&src), keep, extra));
+    let err = load(&src);
+    assert!(
+        matches!(err, Error::UnusedKeys { ref file, ref keys } if file == UNET && keys == &["not_a_weight".to_string()]),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_shape() {
+    let mut src = folder();
+    let edited = rewrite(
+        &unet_bytes(&src),
+        |n, s, d| {
+            // Same number of bytes is not enough: the shape itself must match.
+            let s = if n == "conv_out.bias" {
+                vec![1, s[0]]
+            } else {
+                s
+            };
+            keep(n, s, d)
+        },
+        vec![],
+    );
+    src.insert(UNET, edited);
+    let err = load(&src);
+    match err {
+        Error::ShapeMismatch {
+            ref key,
+            ref expected,
+            ref found,
+            ..
+        } => {
+            assert_eq!(key, "conv_out.bias");
+            assert_eq!(expected, &vec![4]);
+            assert_eq!(found, &vec![1, 4]);
+        }
+        other => panic!("expected ShapeMismatch, got {other}"),
+    }
+}
+
+#[test]
+fn malformed_configs() {
+    let mut src = folder();
+    src.insert("unet/config.json", b"{ not json".to_vec());
+    assert!(matches!(load(&src), Error::Json { ref file, .. } if file == "unet/config.json"));
+
+    let mut src = folder();
+    src.insert("unet/config.json", br#"{"down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D"], "up_block_types": ["UpBlock2D","UpBlock2D","UpBlock2D"], "block_out_channels": [8,16,16], "norm_num_groups": 4}"#.to_vec());
+    let err = load(&src);
+    assert!(
+        matches!(err, Error::Config { ref key, .. } if key == "down_block_types"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SimpleCrossAttnDownBlock2D"));
+
+    let mut src = folder();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("sd1-tiny/unet/config.json")).unwrap())
+            .unwrap();
+    cfg["class_embed_type"] = serde_json::json!("timestep");
+    src.insert("unet/config.json", serde_json::to_vec(&cfg).unwrap());
+    assert!(matches!(load(&src), Error::Config { ref key, .. } if key == "class_embed_type"));
+
+    let mut src = folder();
+    src.insert(
+        "scheduler/scheduler_config.json",
+        br#"{"_class_name": "DDIMScheduler", "beta_schedule": "cubic"}"#.to_vec(),
+    );
+    let err = load(&src);
+    assert!(err.to_string().contains("beta_schedule"), "{err}");
+
+    let mut src = folder();
+    src.insert(
+        "text_encoder/config.json",
+        br#"{"hidden_act": "swish", "hidden_size": 16}"#.to_vec(),
+    );
+    assert!(matches!(load(&src), Error::Config { ref key, .. } if key == "hidden_act"));
+}
+
+#[test]
+fn missing_files() {
+    let mut src = folder();
+    src.insert(
+        "model_index.json",
+        br#"{"unet": ["diffusers", "UNet2DConditionModel"]}"#.to_vec(),
+    );
+    assert!(matches!(load(&src), Error::Config { ref key, .. } if key == "text_encoder"));
+
+    let mut src = MemorySource::new("empty");
+    src.insert("readme.txt", b"nothing".to_vec());
+    assert!(matches!(load(&src), Error::Io { .. }));
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    use synfer::pipeline::GenerateRequest;
+    let p = Pipeline::from_source(&folder(), &Device::flex()).unwrap();
+    for (req, field) in [
+        (
+            GenerateRequest {
+                steps: 0,
+                ..GenerateRequest::new("x")
+            },
+            "steps",
+        ),
+        (
+            GenerateRequest {
+                width: Some(30),
+                ..GenerateRequest::new("x")
+            },
+            "width",
+        ),
+        (
+            GenerateRequest {
+                guidance_scale: f64::NAN,
+                ..GenerateRequest::new("x")
+            },
+            "guidance_scale",
+        ),
+        (
+            GenerateRequest {
+                num_images: 0,
+                ..GenerateRequest::new("x")
+            },
+            "num_images",
+        ),
+    ] {
+        let err = pollster::block_on(p.generate(&req, None, |_| {})).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidRequest { field: ref f, .. } if f == field),
+            "{err}"
+        );
+    }
+    let wrong = synfer::pipeline::HostTensor {
+        shape: vec![1, 4, 3, 3],
+        data: vec![0.0; 36],
+    };
+    let err = pollster::block_on(p.generate(&GenerateRequest::new("x"), Some(&wrong), |_| {}))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidRequest { field: ref f, .. } if f == "latents"),
+        "{err}"
+    );
+}

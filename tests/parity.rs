@@ -1,0 +1,154 @@
+//! Per-component and end-to-end parity with diffusers/transformers on the tiny SD-1.x and
+//! SD-2.x fixtures made by `tools/make_fixtures.py` (CPU, flex backend).
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::{assert_close, fixture, load_refs, max_abs};
+use synfer::pipeline::source::DirSource;
+use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
+
+const TOL: f64 = 1e-4;
+
+fn pipeline(name: &str) -> Pipeline {
+    let src = DirSource::new(fixture(name)).unwrap();
+    Pipeline::from_source(&src, &Device::flex()).unwrap()
+}
+
+fn text_encoder(name: &str, refs: &str) {
+    let p = pipeline(name);
+    let r = load_refs(refs);
+    let ids = &r["te.input_ids"];
+    let ids_i: Vec<i64> = ids.data.iter().map(|&v| v as i64).collect();
+    let t = Tensor::<2, Int>::from_data(
+        TensorData::new(ids_i, [ids.shape[0], ids.shape[1]]),
+        &p.device,
+    );
+    assert_close(
+        &format!("{name} text encoder"),
+        p.text_encoder.forward(t),
+        &r["te.last_hidden_state"],
+        TOL,
+    );
+}
+
+fn unet(name: &str, refs: &str) {
+    let p = pipeline(name);
+    let r = load_refs(refs);
+    let ts = &r["unet.timestep"].data;
+    let out = p.unet.forward(
+        r["unet.sample"].tensor(&p.device),
+        ts,
+        r["unet.encoder_hidden_states"].tensor(&p.device),
+    );
+    assert_close(&format!("{name} unet"), out, &r["unet.out"], TOL);
+}
+
+fn vae(name: &str, refs: &str) {
+    let p = pipeline(name);
+    let r = load_refs(refs);
+    let dist = p.vae.encode(r["vae.image"].tensor(&p.device));
+    assert_close(
+        &format!("{name} vae encode mean"),
+        dist.mean,
+        &r["vae.enc_mean"],
+        TOL,
+    );
+    assert_close(
+        &format!("{name} vae encode logvar"),
+        dist.logvar,
+        &r["vae.enc_logvar"],
+        TOL,
+    );
+    let dec = p.vae.decode(r["vae.latents"].tensor(&p.device));
+    assert_close(&format!("{name} vae decode"), dec, &r["vae.dec_out"], TOL);
+}
+
+fn end_to_end(name: &str, refs: &str, image_key: &str, guidance_key: Option<&str>) {
+    let p = pipeline(name);
+    let r = load_refs(refs);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture(&refs.replace(".safetensors", ".json"))).unwrap(),
+    )
+    .unwrap();
+    let e = &meta["e2e"];
+    let guidance = match guidance_key {
+        Some(k) => e[k]["guidance_scale"].as_f64().unwrap(),
+        None => e["guidance_scale"].as_f64().unwrap(),
+    };
+    let req = GenerateRequest {
+        prompt: e["prompt"].as_str().unwrap().into(),
+        negative_prompt: e["negative_prompt"].as_str().map(String::from),
+        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
+        guidance_scale: guidance,
+        width: Some(e["width"].as_u64().unwrap() as usize),
+        height: Some(e["height"].as_u64().unwrap() as usize),
+        ..Default::default()
+    };
+    let lat = &r["e2e.latents"];
+    let latents = HostTensor {
+        shape: lat.shape.clone(),
+        data: lat.data.clone(),
+    };
+    let out = pollster::block_on(p.generate(&req, Some(&latents), |_| {})).unwrap();
+    let reference = &r[image_key];
+    let err = max_abs(&out.images_f32[0], &reference.data);
+    eprintln!(
+        "{name} end to end ({image_key}): max abs = {err:.3e} ({:.3}/255)",
+        err * 255.0
+    );
+    assert!(
+        err <= 2.0 / 255.0,
+        "{name} {image_key}: max abs {err} > 2/255"
+    );
+}
+
+#[test]
+fn sd1_text_encoder() {
+    text_encoder("sd1-tiny", "reference/sd1.safetensors");
+}
+
+#[test]
+fn sd2_text_encoder() {
+    text_encoder("sd2-tiny", "reference/sd2.safetensors");
+}
+
+#[test]
+fn sd1_unet() {
+    unet("sd1-tiny", "reference/sd1.safetensors");
+}
+
+#[test]
+fn sd2_unet() {
+    unet("sd2-tiny", "reference/sd2.safetensors");
+}
+
+#[test]
+fn sd1_vae() {
+    vae("sd1-tiny", "reference/sd1.safetensors");
+}
+
+#[test]
+fn sd2_vae() {
+    vae("sd2-tiny", "reference/sd2.safetensors");
+}
+
+#[test]
+fn sd1_end_to_end_ddim_with_guidance() {
+    end_to_end("sd1-tiny", "reference/sd1.safetensors", "e2e.image", None);
+}
+
+#[test]
+fn sd1_end_to_end_ddim_without_guidance() {
+    end_to_end(
+        "sd1-tiny",
+        "reference/sd1.safetensors",
+        "e2e.image_noguide",
+        Some("noguide"),
+    );
+}
+
+#[test]
+fn sd2_end_to_end_dpm_solver_v_prediction() {
+    end_to_end("sd2-tiny", "reference/sd2.safetensors", "e2e.image", None);
+}
