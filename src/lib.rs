@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod au;
 pub mod device;
 pub mod error;
 pub mod guidance;

@@ -39,6 +39,9 @@ pub struct ClipTextConfig {
     /// LayerNorm epsilon.
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
+    /// diffusers passes a padding mask when set; SD checkpoints leave it unset.
+    #[serde(default)]
+    pub use_attention_mask: bool,
 }
 
 fn default_vocab() -> usize {
@@ -81,6 +84,14 @@ impl ClipTextConfig {
         let cfg: ClipTextConfig =
             serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
         cfg.activation(file)?;
+        if cfg.use_attention_mask {
+            return Err(Error::config(
+                file,
+                "use_attention_mask",
+                true,
+                "padding-masked text encoders are not supported (SD 1.x/2.x use the causal mask only)",
+            ));
+        }
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(Error::config(
