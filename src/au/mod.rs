@@ -2,6 +2,7 @@
 //! AU encoder that turns a vector into a conditioning token.
 
 pub mod catalog;
+pub mod encoder;
 pub mod expression;
 pub mod vector;
 

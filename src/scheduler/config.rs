@@ -217,7 +217,7 @@ pub struct SchedulerConfig {
     /// DPM-Solver and Euler: exponential sigmas (default false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub use_exponential_sigmas: Option<bool>,
-    /// DPM-Solver and Euler: beta-distribution sigmas (not implemented; must be false).
+    /// DPM-Solver and Euler: beta-distribution sigmas (default false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub use_beta_sigmas: Option<bool>,
     /// DPM-Solver: uniform-lambda ("Lu") step sizes (default false).
@@ -420,17 +420,22 @@ fn get_i64(map: &Map<String, Value>, key: &'static str) -> Result<Option<i64>, S
 fn get_usize(map: &Map<String, Value>, key: &'static str) -> Result<Option<usize>, SchedulerError> {
     match get_i64(map, key)? {
         None => Ok(None),
-        Some(i) => usize::try_from(i).map(Some).map_err(|_| SchedulerError::InvalidValue {
-            key,
-            value: i.to_string(),
-            reason: "expected a non-negative integer".into(),
-        }),
+        Some(i) => usize::try_from(i)
+            .map(Some)
+            .map_err(|_| SchedulerError::InvalidValue {
+                key,
+                value: i.to_string(),
+                reason: "expected a non-negative integer".into(),
+            }),
     }
 }
 
 fn get_bool(map: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, SchedulerError> {
     present(map, key)
-        .map(|v| v.as_bool().ok_or_else(|| invalid(key, v, "expected a boolean")))
+        .map(|v| {
+            v.as_bool()
+                .ok_or_else(|| invalid(key, v, "expected a boolean"))
+        })
         .transpose()
 }
 
@@ -494,6 +499,8 @@ pub(crate) enum SigmaSpacing {
     Timesteps,
     Karras,
     Exponential,
+    /// Beta(0.6, 0.6) quantiles between the smallest and largest sigma.
+    Beta,
     /// DPM-Solver's uniform-lambda steps.
     Lu,
 }
@@ -599,7 +606,9 @@ impl BetaParams {
         let n = self.num_train_timesteps;
         let betas = match (&self.trained_betas, self.schedule) {
             (Some(b), _) => b.iter().map(|&v| v as f32).collect(),
-            (None, BetaSchedule::Linear) => schedule::linear_betas(self.beta_start, self.beta_end, n),
+            (None, BetaSchedule::Linear) => {
+                schedule::linear_betas(self.beta_start, self.beta_end, n)
+            }
             (None, BetaSchedule::ScaledLinear) => {
                 schedule::scaled_linear_betas(self.beta_start, self.beta_end, n)
             }
@@ -652,7 +661,10 @@ fn parse_choice<T: Copy>(
         })
 }
 
-fn prediction(c: &SchedulerConfig, extra: &[(&str, PredictionType)]) -> Result<PredictionType, SchedulerError> {
+fn prediction(
+    c: &SchedulerConfig,
+    extra: &[(&str, PredictionType)],
+) -> Result<PredictionType, SchedulerError> {
     if c.prediction_type.as_deref() == Some("flow_prediction") {
         return Err(SchedulerError::Unsupported {
             key: "prediction_type",
@@ -674,7 +686,10 @@ fn prediction(c: &SchedulerConfig, extra: &[(&str, PredictionType)]) -> Result<P
     )
 }
 
-fn spacing(c: &SchedulerConfig, default: TimestepSpacing) -> Result<TimestepSpacing, SchedulerError> {
+fn spacing(
+    c: &SchedulerConfig,
+    default: TimestepSpacing,
+) -> Result<TimestepSpacing, SchedulerError> {
     parse_choice(
         "timestep_spacing",
         c.timestep_spacing.as_deref(),
@@ -715,7 +730,10 @@ fn final_sigmas(c: &SchedulerConfig) -> Result<FinalSigmas, SchedulerError> {
         "final_sigmas_type",
         c.final_sigmas_type.as_deref(),
         FinalSigmas::Zero,
-        &[("zero", FinalSigmas::Zero), ("sigma_min", FinalSigmas::SigmaMin)],
+        &[
+            ("zero", FinalSigmas::Zero),
+            ("sigma_min", FinalSigmas::SigmaMin),
+        ],
     )
 }
 
@@ -730,7 +748,7 @@ fn positive_sigma(key: &'static str, v: Option<f64>) -> Result<Option<f64>, Sche
     }
 }
 
-/// Karras / exponential / beta sigmas: at most one, and beta sigmas are not implemented.
+/// Karras / exponential / beta sigmas: at most one.
 fn sigma_spacing(c: &SchedulerConfig) -> Result<SigmaSpacing, SchedulerError> {
     let karras = c.use_karras_sigmas.unwrap_or(false);
     let exponential = c.use_exponential_sigmas.unwrap_or(false);
@@ -751,17 +769,12 @@ fn sigma_spacing(c: &SchedulerConfig) -> Result<SigmaSpacing, SchedulerError> {
             },
         });
     }
-    if beta {
-        return Err(SchedulerError::Unsupported {
-            key: "use_beta_sigmas",
-            value: "true".into(),
-            reason: "beta-distribution sigmas are not implemented".into(),
-        });
-    }
     Ok(if karras {
         SigmaSpacing::Karras
     } else if exponential {
         SigmaSpacing::Exponential
+    } else if beta {
+        SigmaSpacing::Beta
     } else {
         SigmaSpacing::Timesteps
     })
@@ -832,9 +845,10 @@ pub(crate) struct DpmParams {
 
 impl DpmParams {
     pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
-        let sigma_spacing = sigma_spacing(c)?;
-        let sigma_spacing = match sigma_spacing {
-            SigmaSpacing::Timesteps if c.use_lu_lambdas.unwrap_or(false) => SigmaSpacing::Lu,
+        // diffusers' precedence: Karras, then Lu lambdas, then exponential / beta sigmas.
+        let sigma_spacing = match sigma_spacing(c)? {
+            SigmaSpacing::Karras => SigmaSpacing::Karras,
+            _ if c.use_lu_lambdas.unwrap_or(false) => SigmaSpacing::Lu,
             other => other,
         };
         if c.use_flow_sigmas.unwrap_or(false) {
@@ -889,9 +903,7 @@ impl DpmParams {
             return Err(SchedulerError::InvalidValue {
                 key: "final_sigmas_type",
                 value: "\"zero\"".into(),
-                reason: format!(
-                    "algorithm_type {raw_algorithm} needs final_sigmas_type sigma_min"
-                ),
+                reason: format!("algorithm_type {raw_algorithm} needs final_sigmas_type sigma_min"),
             });
         }
         let lambda_min_clipped = c.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
@@ -988,7 +1000,8 @@ mod tests {
 
     #[test]
     fn non_finite_tokens_are_quoted_outside_strings() {
-        let s = r#"{"a": -Infinity, "b": "NaN -Infinity", "c": [NaN, Infinity], "d": "x\"Infinity"}"#;
+        let s =
+            r#"{"a": -Infinity, "b": "NaN -Infinity", "c": [NaN, Infinity], "d": "x\"Infinity"}"#;
         let q = quote_non_finite_tokens(s);
         assert_eq!(
             q,
@@ -1011,9 +1024,18 @@ mod tests {
             assert_eq!(SchedulerKind::from_class_name(k.class_name()), Some(k));
             assert_eq!(k.class_name().parse::<SchedulerKind>().unwrap(), k);
         }
-        assert_eq!("dpm++".parse::<SchedulerKind>().unwrap(), SchedulerKind::DpmSolverMultistep);
-        assert_eq!("Euler".parse::<SchedulerKind>().unwrap(), SchedulerKind::EulerDiscrete);
-        assert_eq!("ddim".parse::<SchedulerKind>().unwrap(), SchedulerKind::Ddim);
+        assert_eq!(
+            "dpm++".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::DpmSolverMultistep
+        );
+        assert_eq!(
+            "Euler".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::EulerDiscrete
+        );
+        assert_eq!(
+            "ddim".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::Ddim
+        );
         assert!("pndm".parse::<SchedulerKind>().is_err());
     }
 

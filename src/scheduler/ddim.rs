@@ -59,10 +59,7 @@ impl Ddim {
             });
         }
         let timesteps = ddim_timesteps(params.spacing, num_train, n, params.steps_offset);
-        if let Some(&bad) = timesteps
-            .iter()
-            .find(|&&t| t < 0 || t >= num_train as i64)
-        {
+        if let Some(&bad) = timesteps.iter().find(|&&t| t < 0 || t >= num_train as i64) {
             return Err(SchedulerError::InvalidValue {
                 key: "steps_offset",
                 value: params.steps_offset.to_string(),
@@ -93,8 +90,7 @@ impl Ddim {
     /// `(alpha_prod_t, alpha_prod_t_prev)` for a step.
     fn alphas(&self, step_index: usize) -> (f32, f32) {
         let t = self.timesteps[step_index];
-        let prev_t =
-            t - (self.params.beta.num_train_timesteps / self.num_inference_steps) as i64;
+        let prev_t = t - (self.params.beta.num_train_timesteps / self.num_inference_steps) as i64;
         let alpha_prod_t = self.alphas_cumprod[t as usize];
         let alpha_prod_t_prev = if prev_t >= 0 {
             self.alphas_cumprod[prev_t as usize]
@@ -104,7 +100,12 @@ impl Ddim {
         (alpha_prod_t, alpha_prod_t_prev)
     }
 
-    pub fn step(&self, model_output: Tensor<4>, step_index: usize, sample: Tensor<4>) -> StepOutput {
+    pub fn step(
+        &self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+    ) -> StepOutput {
         let (alpha_prod_t, alpha_prod_t_prev) = self.alphas(step_index);
         let beta_prod_t = 1.0 - alpha_prod_t;
         let sqrt_alpha = f64::from(alpha_prod_t.sqrt());

@@ -14,8 +14,8 @@ use super::config::{
     SigmaSpacing, SolverType, TimestepSpacing,
 };
 use super::schedule::{
-    self, exponential_sigmas, interp_on_index_grid, karras_sigmas, lu_lambdas, np_arange,
-    np_linspace, np_round, sigma_to_alpha_sigma_t, sigma_to_t,
+    self, beta_sigmas, exponential_sigmas, interp_on_index_grid, karras_sigmas, lu_lambdas,
+    np_arange, np_linspace, np_round, sigma_to_alpha_sigma_t, sigma_to_t,
 };
 use super::threshold::threshold_sample;
 
@@ -81,9 +81,7 @@ pub(crate) fn dpm_schedule(
 
     let train_sigmas = schedule::sigmas_from_alphas_cumprod(alphas_cumprod);
     let log_sigmas = schedule::log_f32(&train_sigmas);
-    let sigma_min = p
-        .sigma_min
-        .unwrap_or_else(|| f64::from(train_sigmas[0]));
+    let sigma_min = p.sigma_min.unwrap_or_else(|| f64::from(train_sigmas[0]));
     let sigma_max = p
         .sigma_max
         .unwrap_or_else(|| f64::from(train_sigmas[num_train - 1]));
@@ -116,6 +114,11 @@ pub(crate) fn dpm_schedule(
         }
         SigmaSpacing::Exponential => {
             let s = exponential_sigmas(sigma_min, sigma_max, n);
+            timesteps = to_timesteps(&s, false);
+            s
+        }
+        SigmaSpacing::Beta => {
+            let s = beta_sigmas(sigma_min, sigma_max, n, 0.6, 0.6);
             timesteps = to_timesteps(&s, false);
             s
         }
@@ -218,9 +221,9 @@ impl DpmSolver {
             AlgorithmType::DpmSolver => {
                 let epsilon = match p.prediction {
                     PredictionType::Epsilon => mean_only(model_output),
-                    PredictionType::Sample => (sample.clone()
-                        - model_output.mul_scalar(alpha_t))
-                    .div_scalar(sigma_t),
+                    PredictionType::Sample => {
+                        (sample.clone() - model_output.mul_scalar(alpha_t)).div_scalar(sigma_t)
+                    }
                     PredictionType::VPrediction => {
                         model_output.mul_scalar(alpha_t) + sample.clone().mul_scalar(sigma_t)
                     }
@@ -229,8 +232,8 @@ impl DpmSolver {
                 match p.thresholding {
                     Some(th) => {
                         let x0 = threshold_sample(x0, th);
-                        let epsilon = (sample.clone() - x0.clone().mul_scalar(alpha_t))
-                            .div_scalar(sigma_t);
+                        let epsilon =
+                            (sample.clone() - x0.clone().mul_scalar(alpha_t)).div_scalar(sigma_t);
                         (epsilon, x0)
                     }
                     None => (epsilon, x0),

@@ -12,8 +12,8 @@ use super::config::{
     TimestepSpacing,
 };
 use super::schedule::{
-    self, exponential_sigmas, interp_on_index_grid, karras_sigmas, np_arange, np_linspace,
-    np_round, sigma_to_t, torch_linspace_f32,
+    self, beta_sigmas, exponential_sigmas, interp_on_index_grid, karras_sigmas, np_arange,
+    np_linspace, np_round, sigma_to_t, torch_linspace_f32,
 };
 
 /// Euler state.
@@ -76,15 +76,18 @@ pub(crate) fn euler_schedule(
     };
 
     let (timesteps, sigmas): (Vec<f32>, Vec<f64>) = match p.sigma_spacing {
-        SigmaSpacing::Karras | SigmaSpacing::Exponential => {
+        SigmaSpacing::Karras | SigmaSpacing::Exponential | SigmaSpacing::Beta => {
             let lo = p.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
             let hi = p.sigma_max.unwrap_or(sigmas[0]);
-            let s = if p.sigma_spacing == SigmaSpacing::Karras {
-                karras_sigmas(lo, hi, n)
-            } else {
-                exponential_sigmas(lo, hi, n)
+            let s = match p.sigma_spacing {
+                SigmaSpacing::Karras => karras_sigmas(lo, hi, n),
+                SigmaSpacing::Exponential => exponential_sigmas(lo, hi, n),
+                _ => beta_sigmas(lo, hi, n, 0.6, 0.6),
             };
-            let t = s.iter().map(|&s| sigma_to_t(s, &log_sigmas) as f32).collect();
+            let t = s
+                .iter()
+                .map(|&s| sigma_to_t(s, &log_sigmas) as f32)
+                .collect();
             (t, s)
         }
         SigmaSpacing::Timesteps | SigmaSpacing::Lu => (timesteps, sigmas),
@@ -147,7 +150,12 @@ impl Euler {
         sample.div_scalar(f64::from((sigma * sigma + 1.0).sqrt()))
     }
 
-    pub fn step(&self, model_output: Tensor<4>, step_index: usize, sample: Tensor<4>) -> StepOutput {
+    pub fn step(
+        &self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+    ) -> StepOutput {
         let sigma = self.sigmas[step_index];
         // No churn (s_churn = 0), so sigma_hat = sigma.
         let sigma_hat = sigma;

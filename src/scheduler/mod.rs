@@ -45,6 +45,9 @@ use ddim::Ddim;
 use dpm_solver::DpmSolver;
 use euler::Euler;
 
+/// The largest `num_inference_steps` that [`SchedulerConfig::build`] accepts.
+pub const MAX_INFERENCE_STEPS: usize = 100_000;
+
 /// The result of one denoising step.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
@@ -81,13 +84,14 @@ impl SchedulerConfig {
     /// Builds the scheduler named by `_class_name` for `num_inference_steps` steps.
     ///
     /// Errors name the config key whose value is invalid or asks for an unimplemented diffusers
-    /// feature. Like diffusers, some settings (e.g. `trailing` spacing or a clipped
-    /// `lambda_min_clipped`) can yield a different number of timesteps than requested.
+    /// feature. `num_inference_steps` must be in `1..=MAX_INFERENCE_STEPS` (DDIM: at most
+    /// `num_train_timesteps`). Like diffusers, some settings (e.g. `trailing` spacing or a
+    /// clipped `lambda_min_clipped`) can yield a different number of timesteps than requested.
     pub fn build(&self, num_inference_steps: usize) -> Result<Scheduler, SchedulerError> {
-        if num_inference_steps == 0 {
+        if !(1..=MAX_INFERENCE_STEPS).contains(&num_inference_steps) {
             return Err(SchedulerError::InvalidStepCount {
-                steps: 0,
-                reason: "at least one step is needed".into(),
+                steps: num_inference_steps,
+                reason: format!("must be between 1 and {MAX_INFERENCE_STEPS}"),
             });
         }
         let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
@@ -218,12 +222,7 @@ impl Scheduler {
     /// # Panics
     ///
     /// If `step_index >= num_inference_steps()`, or (inside burn) if the tensors' shapes differ.
-    pub fn add_noise(
-        &self,
-        original: Tensor<4>,
-        noise: Tensor<4>,
-        step_index: usize,
-    ) -> Tensor<4> {
+    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Tensor<4> {
         self.check_index(step_index);
         match &self.inner {
             Inner::Ddim(d) => d.add_noise(original, noise, step_index),

@@ -28,7 +28,27 @@ pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Ten
         .reshape([b, sq, inner])
 }
 
-/// diffusers `Attention` with `to_q/to_k/to_v` (no bias) and `to_out.0` (bias).
+/// The decoupled AU cross-attention branch of a cross-attention layer (FineFace / IP-Adapter
+/// layout: `processor.au_to_k`, `processor.au_to_v`, no bias).
+#[derive(Module, Debug)]
+pub struct AuBranch {
+    /// Keys from the AU tokens.
+    pub au_to_k: Linear,
+    /// Values from the AU tokens.
+    pub au_to_v: Linear,
+}
+
+/// AU tokens for one UNet call: `[b, tokens, cross_attention_dim]` and the branch weight.
+#[derive(Debug, Clone)]
+pub struct AuContext {
+    /// Encoded AU tokens, one row per batch item.
+    pub tokens: Tensor<3>,
+    /// `au_scale`: 0 disables the branch's contribution.
+    pub scale: f64,
+}
+
+/// diffusers `Attention` with `to_q/to_k/to_v` (no bias) and `to_out.0` (bias), plus an
+/// optional AU branch.
 ///
 /// `upcast_attention` only changes precision in half-precision runs; we compute in f32.
 #[derive(Module, Debug)]
@@ -41,6 +61,8 @@ pub struct Attention {
     pub to_v: Linear,
     /// Output projection (`to_out.0`).
     pub to_out: Linear,
+    /// AU branch (cross-attention layers of a UNet with an AU adapter).
+    pub au: Option<AuBranch>,
     /// Number of heads.
     pub heads: usize,
 }
@@ -61,17 +83,52 @@ impl Attention {
             to_k: Linear::load(&w.pp("to_k"), context_dim, inner, qkv_bias)?,
             to_v: Linear::load(&w.pp("to_v"), context_dim, inner, qkv_bias)?,
             to_out: Linear::load(&w.pp("to_out").pp(0), inner, dim, true)?,
+            au: None,
             heads,
         })
     }
 
-    /// `x`: `[b, s, dim]`; `context`: `[b, t, context_dim]` or `None` for self-attention.
-    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+    /// Width of the key/value input (`cross_attention_dim` for cross-attention).
+    pub fn context_dim(&self) -> usize {
+        self.to_k.weight.dims()[0]
+    }
+
+    /// Width of the projected queries/keys/values (`heads × head_dim`).
+    pub fn inner_dim(&self) -> usize {
+        self.to_k.weight.dims()[1]
+    }
+
+    /// Loads `processor.au_to_k` / `processor.au_to_v` under `w` into this layer.
+    pub fn attach_au(&mut self, w: &Weights) -> Result<()> {
+        let (c, inner) = (self.context_dim(), self.inner_dim());
+        let p = w.pp("processor");
+        self.au = Some(AuBranch {
+            au_to_k: Linear::load(&p.pp("au_to_k"), c, inner, false)?,
+            au_to_v: Linear::load(&p.pp("au_to_v"), c, inner, false)?,
+        });
+        Ok(())
+    }
+
+    /// `x`: `[b, s, dim]`; `context`: `[b, t, context_dim]` or `None` for self-attention;
+    /// `au`: AU tokens, used only if this layer has an AU branch:
+    /// `softmax(q kᵀ/√d) v + au_scale · softmax(q k_auᵀ/√d) v_au`, per head, before `to_out`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        au: Option<&AuContext>,
+    ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        self.to_out.forward(multi_head(q, k, v, self.heads))
+        let mut out = multi_head(q.clone(), k, v, self.heads);
+        if let (Some(branch), Some(au)) = (&self.au, au) {
+            let k_au = branch.au_to_k.forward(au.tokens.clone());
+            let v_au = branch.au_to_v.forward(au.tokens.clone());
+            out = out + multi_head(q, k_au, v_au, self.heads) * au.scale;
+        }
+        self.to_out.forward(out)
     }
 }
 
@@ -175,10 +232,13 @@ impl BasicTransformerBlock {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, context: Tensor<3>, au: Option<&AuContext>) -> Tensor<3> {
         let self_context = self.only_cross_attention.then(|| context.clone());
-        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), self_context);
-        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), Some(context));
+        let x = x.clone()
+            + self
+                .attn1
+                .forward(self.norm1.forward(x), self_context, None);
+        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), Some(context), au);
         x.clone() + self.ff.forward(self.norm3.forward(x))
     }
 }
@@ -226,8 +286,8 @@ impl Transformer2DModel {
         })
     }
 
-    /// `[b, c, h, w]` with text context `[b, t, d]` → `[b, c, h, w]`.
-    pub fn forward(&self, x: Tensor<4>, context: Tensor<3>) -> Tensor<4> {
+    /// `[b, c, h, w]` with text context `[b, t, d]` (and AU tokens) → `[b, c, h, w]`.
+    pub fn forward(&self, x: Tensor<4>, context: Tensor<3>, au: Option<&AuContext>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
         let x = self.norm.forward(x);
@@ -237,7 +297,7 @@ impl Transformer2DModel {
             Projection::Linear(lin) => lin.forward(to_tokens(x)),
         };
         for block in &self.transformer_blocks {
-            tokens = block.forward(tokens, context.clone());
+            tokens = block.forward(tokens, context.clone(), au);
         }
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {

@@ -112,7 +112,8 @@ pub struct UNetConfig {
     /// Override of the time-embedding width (default `4 · block_out_channels[0]`).
     #[serde(default)]
     pub time_embedding_dim: Option<usize>,
-    /// Output divisor of every non-mid resnet.
+    /// Accepted but without effect: diffusers applies it only to block types SD UNets do not use
+    /// (`ResnetDownsampleBlock2D`, `SimpleCrossAttn*Block2D`), not to `(CrossAttn)Down/UpBlock2D`.
     #[serde(default = "one_f")]
     pub resnet_out_scale_factor: f64,
     /// Nominal latent size (not needed to run).

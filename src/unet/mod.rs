@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm, Linear};
 use crate::weights::{TensorStore, Weights};
-use attention::{Transformer2DModel, TransformerSpec};
+use attention::{Attention, AuContext, Transformer2DModel, TransformerSpec};
 use config::BlockPlan;
 pub use config::UNetConfig;
 use resnet::{Downsample2D, ResnetBlock2D, ResnetSpec, Upsample2D};
@@ -125,6 +125,10 @@ impl UNet2DConditionModel {
         let ch = &cfg.block_out_channels;
         let n = ch.len();
         let temb = cfg.time_embed_dim();
+        // diffusers' get_down_block/get_up_block pass `resnet_out_scale_factor` only to
+        // ResnetDownsampleBlock2D and SimpleCrossAttn*Block2D; the (CrossAttn)Down/UpBlock2D
+        // resnets keep output_scale_factor 1.0, so the key has no effect on SD UNets.
+        let block_scale = 1.0;
         let resnet = |c_in, c_out, scale| ResnetSpec {
             c_in,
             c_out,
@@ -154,10 +158,7 @@ impl UNet2DConditionModel {
             let resnets = (0..plan.layers)
                 .map(|j| {
                     let c_in = if j == 0 { c_prev } else { c_out };
-                    ResnetBlock2D::load(
-                        &w.pp("resnets").pp(j),
-                        resnet(c_in, c_out, cfg.resnet_out_scale_factor),
-                    )
+                    ResnetBlock2D::load(&w.pp("resnets").pp(j), resnet(c_in, c_out, block_scale))
                 })
                 .collect::<Result<_>>()?;
             let attentions = if plan.cross_attn {
@@ -222,7 +223,7 @@ impl UNet2DConditionModel {
                     let res_in = if j == 0 { prev_out } else { c_out };
                     ResnetBlock2D::load(
                         &w.pp("resnets").pp(j),
-                        resnet(res_in + skip, c_out, cfg.resnet_out_scale_factor),
+                        resnet(res_in + skip, c_out, block_scale),
                     )
                 })
                 .collect::<Result<_>>()?;
@@ -297,9 +298,69 @@ impl UNet2DConditionModel {
         Tensor::from_data(TensorData::new(out, [timesteps.len(), dim]), device)
     }
 
+    /// Every cross-attention layer (`attn2`) with its key path, in module order.
+    pub fn cross_attentions_mut(&mut self) -> Vec<(String, &mut Attention)> {
+        fn collect<'a>(
+            prefix: String,
+            attns: &'a mut [Transformer2DModel],
+            out: &mut Vec<(String, &'a mut Attention)>,
+        ) {
+            for (j, t) in attns.iter_mut().enumerate() {
+                for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
+                    out.push((
+                        format!("{prefix}.attentions.{j}.transformer_blocks.{k}.attn2"),
+                        &mut block.attn2,
+                    ));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, b) in self.down_blocks.iter_mut().enumerate() {
+            collect(format!("down_blocks.{i}"), &mut b.attentions, &mut out);
+        }
+        if let Some(mid) = &mut self.mid_block {
+            collect("mid_block".into(), &mut mid.attentions, &mut out);
+        }
+        for (i, b) in self.up_blocks.iter_mut().enumerate() {
+            collect(format!("up_blocks.{i}"), &mut b.attentions, &mut out);
+        }
+        out
+    }
+
+    /// Adds the AU branch to every cross-attention layer from `<path>.processor.au_to_{k,v}`
+    /// keys under `w` (FineFace's `attn_processors` layout).
+    pub fn attach_au_adapter(&mut self, w: &Weights) -> Result<()> {
+        for (path, attn) in self.cross_attentions_mut() {
+            attn.attach_au(&w.pp(path))?;
+        }
+        Ok(())
+    }
+
+    /// Whether an AU adapter is attached.
+    pub fn has_au_adapter(&self) -> bool {
+        self.down_blocks
+            .iter()
+            .flat_map(|b| &b.attentions)
+            .chain(self.mid_block.iter().flat_map(|m| &m.attentions))
+            .chain(self.up_blocks.iter().flat_map(|b| &b.attentions))
+            .flat_map(|t| &t.transformer_blocks)
+            .any(|b| b.attn2.au.is_some())
+    }
+
     /// Predicts noise (or v) for `sample` `[b, c, h, w]` at `timesteps` (one per batch item, or
     /// one for all) with text context `[b, t, d]`.
     pub fn forward(&self, sample: Tensor<4>, timesteps: &[f32], context: Tensor<3>) -> Tensor<4> {
+        self.forward_au(sample, timesteps, context, None)
+    }
+
+    /// [`forward`](Self::forward) with AU tokens for the AU branch (ignored without an adapter).
+    pub fn forward_au(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        context: Tensor<3>,
+        au: Option<&AuContext>,
+    ) -> Tensor<4> {
         let device = sample.device();
         let b = sample.dims()[0];
         let ts: Vec<f32> = if timesteps.len() == 1 {
@@ -325,7 +386,7 @@ impl UNet2DConditionModel {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 h = resnet.forward(h, temb);
                 if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, context.clone());
+                    h = attn.forward(h, context.clone(), au);
                 }
                 skips.push(h.clone());
             }
@@ -337,7 +398,7 @@ impl UNet2DConditionModel {
         if let Some(mid) = &self.mid_block {
             h = mid.resnets[0].forward(h, temb);
             for (attn, resnet) in mid.attentions.iter().zip(&mid.resnets[1..]) {
-                h = attn.forward(h, context.clone());
+                h = attn.forward(h, context.clone(), au);
                 h = resnet.forward(h, temb);
             }
         }
@@ -346,7 +407,7 @@ impl UNet2DConditionModel {
                 let skip = skips.pop().expect("one skip per up resnet");
                 h = resnet.forward(Tensor::cat(vec![h, skip], 1), temb);
                 if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, context.clone());
+                    h = attn.forward(h, context.clone(), au);
                 }
             }
             for up in &block.upsamplers {

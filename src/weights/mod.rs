@@ -6,6 +6,7 @@
 //! keys were used. [`TensorStore::finish`] then turns any unused key into an error.
 
 pub mod keys;
+pub mod lora;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -162,6 +163,21 @@ impl TensorStore {
         })?;
         self.used.borrow_mut().insert(key.to_string());
         Ok(values)
+    }
+
+    /// Replaces (or adds) `key` with f32 values, e.g. after merging a LoRA update.
+    pub fn replace_f32(&mut self, key: &str, shape: Vec<usize>, values: Vec<f32>) {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let entry = Entry {
+            dtype: Dtype::F32,
+            shape,
+            buffer: self.buffers.len(),
+            start: 0,
+            end: bytes.len(),
+        };
+        self.buffers.push(bytes);
+        self.entries.insert(key.to_string(), entry);
+        self.used.borrow_mut().remove(key);
     }
 
     /// Errors if any key was never consumed.

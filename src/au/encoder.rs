@@ -1,0 +1,180 @@
+//! The AU encoder (FineFace layout) and the `au_adapter/` component that carries it.
+//!
+//! `x → concat(x, Linear(n_aus → hidden·tokens)(x))`, zero-padded to the cross-attention width,
+//! split into `num_tokens` tokens. FineFace: 12 AUs, hidden 64, raw AUs included, one token.
+//! SynFER's variant: 41 binary AUs, `include_raw = false`, `hidden = cross_attention_dim`.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::catalog::AuSet;
+use super::vector::AuVector;
+use crate::error::{Error, Result};
+use crate::nn::Linear;
+use crate::weights::Weights;
+
+/// `au_adapter/config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuAdapterConfig {
+    /// `fineface` or `opengraphau`.
+    #[serde(default = "default_set")]
+    pub au_set: String,
+    /// Output width of the linear layer per token.
+    #[serde(default = "default_hidden")]
+    pub hidden_dim: usize,
+    /// Prepend the raw AU values to each token.
+    #[serde(default = "yes")]
+    pub include_raw: bool,
+    /// Number of AU tokens.
+    #[serde(default = "one")]
+    pub num_tokens: usize,
+    /// Token width (the UNet's `cross_attention_dim`); tokens are zero-padded to it.
+    pub cross_attention_dim: usize,
+    /// Default `au_scale` of requests that do not set one.
+    #[serde(default = "one_f")]
+    pub default_au_scale: f64,
+}
+
+fn default_set() -> String {
+    "fineface".into()
+}
+fn default_hidden() -> usize {
+    64
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+
+impl AuAdapterConfig {
+    /// FineFace's released configuration for a UNet with `cross_attention_dim`.
+    pub fn fineface(cross_attention_dim: usize) -> Self {
+        AuAdapterConfig {
+            au_set: default_set(),
+            hidden_dim: 64,
+            include_raw: true,
+            num_tokens: 1,
+            cross_attention_dim,
+            default_au_scale: 1.0,
+        }
+    }
+
+    /// Parses and validates `config.json` bytes.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        let cfg: AuAdapterConfig =
+            serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Checks that the token fits the cross-attention width.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let set = self.set(file)?;
+        if self.num_tokens == 0 {
+            return Err(Error::config(file, "num_tokens", 0, "must be at least 1"));
+        }
+        let width = self.token_payload(set);
+        if width > self.cross_attention_dim {
+            return Err(Error::config(
+                file,
+                "hidden_dim",
+                self.hidden_dim,
+                format!(
+                    "raw AUs + hidden ({width}) exceed cross_attention_dim {}",
+                    self.cross_attention_dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The AU set.
+    pub fn set(&self, file: &str) -> Result<AuSet> {
+        AuSet::by_name(&self.au_set).ok_or_else(|| {
+            Error::config(
+                file,
+                "au_set",
+                format!("\"{}\"", self.au_set),
+                "supported: fineface, opengraphau",
+            )
+        })
+    }
+
+    fn token_payload(&self, set: AuSet) -> usize {
+        self.hidden_dim + if self.include_raw { set.codes.len() } else { 0 }
+    }
+}
+
+/// The AU encoder: key `au_encoder.weight` `[hidden·tokens, n_aus]`, `au_encoder.bias`.
+#[derive(Module, Debug)]
+pub struct AuEncoder {
+    /// The linear layer.
+    pub au_encoder: Linear,
+    /// AUs in.
+    pub n_aus: usize,
+    /// Linear width per token.
+    pub hidden: usize,
+    /// Tokens out.
+    pub tokens: usize,
+    /// Raw AUs prepended.
+    pub include_raw: bool,
+    /// Token width.
+    pub width: usize,
+}
+
+impl AuEncoder {
+    /// Loads from `au_encoder.*` under `w`.
+    pub fn load(w: &Weights, cfg: &AuAdapterConfig, set: AuSet) -> Result<Self> {
+        let n = set.codes.len();
+        Ok(AuEncoder {
+            au_encoder: Linear::load(
+                &w.pp("au_encoder"),
+                n,
+                cfg.hidden_dim * cfg.num_tokens,
+                true,
+            )?,
+            n_aus: n,
+            hidden: cfg.hidden_dim,
+            tokens: cfg.num_tokens,
+            include_raw: cfg.include_raw,
+            width: cfg.cross_attention_dim,
+        })
+    }
+
+    /// `[b, n_aus]` → `[b, tokens, width]`.
+    pub fn forward(&self, aus: Tensor<2>) -> Tensor<3> {
+        let [b, n] = aus.dims();
+        let (t, h) = (self.tokens, self.hidden);
+        let projected = self.au_encoder.forward(aus.clone()).reshape([b, t, h]);
+        let mut parts = Vec::with_capacity(3);
+        if self.include_raw {
+            parts.push(aus.reshape([b, 1, n]).expand([b, t, n]));
+        }
+        parts.push(projected);
+        let used = h + if self.include_raw { n } else { 0 };
+        if used < self.width {
+            parts.push(Tensor::zeros(
+                [b, t, self.width - used],
+                &self.au_encoder.weight.device(),
+            ));
+        }
+        Tensor::cat(parts, 2)
+    }
+
+    /// Encodes AU vectors (all of this encoder's set) into tokens on `device`.
+    pub fn encode(&self, vectors: &[&AuVector], device: &Device) -> Tensor<3> {
+        let data: Vec<f32> = vectors
+            .iter()
+            .flat_map(|v| v.values().iter().copied())
+            .collect();
+        let x = Tensor::<2>::from_data(TensorData::new(data, [vectors.len(), self.n_aus]), device);
+        self.forward(x)
+    }
+}
