@@ -32,6 +32,35 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A PyTorch (`torch.save`) file's zip container is malformed, truncated, or uses a
+    /// feature this reader does not support (compression, encryption, multiple disks).
+    #[error("{file}: invalid torch archive: {message}")]
+    TorchArchive {
+        /// The weights file.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A PyTorch file's pickle is malformed, exceeds a safety limit, or uses something outside
+    /// the subset `torch.save` writes for state dicts. Nothing in it was executed.
+    #[error("{file}: unsupported or malformed pickle: {message}")]
+    Pickle {
+        /// The weights file.
+        file: String,
+        /// What is wrong, with the byte offset in the pickle where known.
+        message: String,
+    },
+    /// A pickle references a Python global that is not on the allow-list (for example
+    /// `os.system`). It was refused when read, never resolved or called.
+    #[error(
+        "{file}: pickle references forbidden global `{global}` (refused; nothing was executed)"
+    )]
+    PickleGlobal {
+        /// The weights file.
+        file: String,
+        /// `module.name` as written in the pickle.
+        global: String,
+    },
     /// A weight the model needs is absent from the file.
     #[error("{file}: missing weight `{key}`")]
     MissingKey {

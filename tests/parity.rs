@@ -5,8 +5,9 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{assert_close, fixture, load_refs, max_abs};
-use synfer::pipeline::source::DirSource;
+use synfer::pipeline::source::{DirSource, MemorySource};
 use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
+use synfer::scheduler::SchedulerKind;
 
 const TOL: f64 = 1e-4;
 
@@ -151,4 +152,107 @@ fn sd1_end_to_end_ddim_without_guidance() {
 #[test]
 fn sd2_end_to_end_dpm_solver_v_prediction() {
     end_to_end("sd2-tiny", "reference/sd2.safetensors", "e2e.image", None);
+}
+
+/// The fixture folder `name` in memory.
+fn memory_folder(name: &str) -> MemorySource {
+    let root = fixture(name);
+    let mut src = MemorySource::new(format!("{name} (in memory)"));
+    for dir in ["", "scheduler", "text_encoder", "tokenizer", "unet", "vae"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let rel = path.strip_prefix(&root).unwrap().to_str().unwrap();
+                src.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    src
+}
+
+/// sd1-tiny with its scheduler config replaced by Stable Diffusion 1.5's own `PNDMScheduler`
+/// config, run without a scheduler override, against diffusers (`tools/make_pndm_fixture.py`).
+#[test]
+fn sd1_end_to_end_pndm_scheduler_from_folder() {
+    let refs = "reference/sd1_pndm.safetensors";
+    let r = load_refs(refs);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("reference/sd1_pndm.json")).unwrap())
+            .unwrap();
+    let mut src = memory_folder("sd1-tiny");
+    src.insert(
+        "scheduler/scheduler_config.json",
+        meta["scheduler_config_json"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    );
+    let p = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    assert_eq!(p.info.scheduler_class, "PNDMScheduler");
+    assert_eq!(p.scheduler.kind().unwrap(), SchedulerKind::Pndm);
+
+    let e = &meta["e2e"];
+    let steps = e["num_inference_steps"].as_u64().unwrap() as usize;
+    let guidance = e["guidance_scale"].as_f64().unwrap();
+    let want_t: Vec<f64> = e["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+
+    // The scheduler alone, fed diffusers' own UNet outputs, reproduces its per-step latents.
+    let mut sched = p.scheduler.build(steps).unwrap();
+    assert_eq!(sched.timesteps(), want_t.as_slice());
+    let unet_out = &r["e2e.unet_out"];
+    let step_latents = &r["e2e.step_latents"];
+    let mut x = r["e2e.latents"].tensor::<4>(&p.device);
+    for (i, t) in want_t.iter().enumerate() {
+        let out = unet_out.index(i).tensor::<4>(&p.device);
+        let [b2, c, h, w] = out.dims();
+        let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
+        let cond = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
+        let noise = uncond.clone() + (cond - uncond).mul_scalar(guidance);
+        x = sched.step(noise, i, x).prev_sample;
+        assert_close(
+            &format!("sd1 PNDM step {i} (t = {t}) latents"),
+            x.clone(),
+            &step_latents.index(i),
+            TOL,
+        );
+    }
+
+    // The whole pipeline, with the folder's scheduler.
+    let req = GenerateRequest {
+        prompt: e["prompt"].as_str().unwrap().into(),
+        negative_prompt: e["negative_prompt"].as_str().map(String::from),
+        steps,
+        guidance_scale: guidance,
+        width: Some(e["width"].as_u64().unwrap() as usize),
+        height: Some(e["height"].as_u64().unwrap() as usize),
+        scheduler: None,
+        ..Default::default()
+    };
+    let lat = &r["e2e.latents"];
+    let latents = HostTensor {
+        shape: lat.shape.clone(),
+        data: lat.data.clone(),
+    };
+    let mut seen = Vec::new();
+    let out = pollster::block_on(p.generate(&req, Some(&latents), |ev| {
+        assert_eq!(ev.total, want_t.len());
+        seen.push(ev.timestep);
+    }))
+    .unwrap();
+    assert_eq!(
+        seen, want_t,
+        "the pipeline runs every PNDM timestep, repeats included"
+    );
+    let err = max_abs(&out.images_f32[0], &r["e2e.image"].data);
+    eprintln!(
+        "sd1-tiny + SD 1.5 PNDM config end to end: max abs = {err:.3e} ({:.3}/255)",
+        err * 255.0
+    );
+    assert!(err <= 2.0 / 255.0, "sd1 PNDM e2e: max abs {err} > 2/255");
 }

@@ -7,6 +7,11 @@
 //!   features those cases do not cover (Karras / exponential / Lu sigmas, thresholding, zero-SNR,
 //!   cosine betas, `lambda_min_clipped`, noise-prediction DPM-Solver, order 3, ...) and
 //!   `with_kind` conversions, each compared with diffusers' `Target.from_config(source.config)`.
+//! * `tests/scheduler_data/pndm_cases.{json,safetensors}` (written by
+//!   `tests/scheduler_data/gen_pndm.py`): `PNDMScheduler` over `skip_prk_steps` × prediction type ×
+//!   spacing × `steps_offset` × `set_alpha_to_one` × 1, 2, 3, 4, 7, 25, 50 steps, the SD 1.5
+//!   config, other beta schedules and conversions to and from PNDM, including the cases where
+//!   diffusers fails.
 
 use std::path::{Path, PathBuf};
 
@@ -379,6 +384,166 @@ fn diffusers_extra_cases_and_conversions() {
     report.finish("extra cases", cases.len());
 }
 
+/// The shared fake model of the fixture scripts: `x · t / (t + 1) + 0.3 · noise`.
+fn fake_model(x: Tensor<4>, t: f64, noise: &Tensor<4>) -> Tensor<4> {
+    x.mul_scalar(t / (t + 1.0)) + noise.clone().mul_scalar(0.3)
+}
+
+#[test]
+fn pndm_reference_cases() {
+    let json = read_json("tests/scheduler_data/pndm_cases.json");
+    let shared = std::fs::read(manifest_path(
+        "tests/fixtures/reference/schedulers.safetensors",
+    ))
+    .expect("schedulers.safetensors");
+    let shared = Fixture {
+        st: SafeTensors::deserialize(&shared).expect("valid safetensors"),
+    };
+    let bytes =
+        std::fs::read(manifest_path("tests/scheduler_data/pndm_cases.safetensors")).expect("pndm");
+    let fixture = Fixture {
+        st: SafeTensors::deserialize(&bytes).expect("valid safetensors"),
+    };
+    let device = Device::flex();
+    let shape = shape4(&json["sample_shape"]);
+    let step_len: usize = shape.iter().product();
+    let (sample, _) = shared.get("sample");
+    let (noise, _) = shared.get("noise");
+    let noise = tensor4(noise, shape, &device);
+
+    let cases = json["cases"].as_array().expect("cases");
+    let mut report = Report::default();
+    let mut errors = 0;
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let mut config =
+            SchedulerConfig::from_json_str(case["config_json"].as_str().expect("json"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(target) = case["convert_to"].as_str() {
+            config = config.with_kind(target.parse().expect("kind"));
+        }
+        let n = case["num_inference_steps"].as_u64().expect("steps") as usize;
+        if let Some(diffusers_error) = case["error"].as_str() {
+            // diffusers raises (at set_timesteps or at the first step); we refuse to build.
+            errors += 1;
+            match config.build(n) {
+                Ok(_) => report.failures.push(format!(
+                    "{name}: built, but diffusers fails at {}: {diffusers_error}",
+                    case["error_at"]
+                )),
+                Err(
+                    SchedulerError::InvalidStepCount { .. } | SchedulerError::InvalidValue { .. },
+                ) => {}
+                Err(e) => report
+                    .failures
+                    .push(format!("{name}: unexpected error kind: {e}")),
+            }
+            continue;
+        }
+        let mut sched = match config.build(n) {
+            Ok(s) => s,
+            Err(e) => {
+                report.failures.push(format!("{name}: build failed: {e}"));
+                continue;
+            }
+        };
+        if sched.kind().class_name() != case["class"] {
+            report.failures.push(format!(
+                "{name}: class {}, want {}",
+                sched.kind(),
+                case["class"]
+            ));
+            continue;
+        }
+        check_schedule(&mut report, name, &sched, case, true);
+        if let Some(full) = case["full_config"].as_str() {
+            match SchedulerConfig::from_json_str(full).and_then(|c| c.build(n)) {
+                Ok(f) if f.timesteps() == sched.timesteps() => {}
+                Ok(_) => report
+                    .failures
+                    .push(format!("{name}: full_config gives a different schedule")),
+                Err(e) => report
+                    .failures
+                    .push(format!("{name}: full_config build failed: {e}")),
+            }
+        }
+
+        let (prevs, _) = fixture.get(&format!("{name}.prev_sample"));
+        let preds = case["has_pred_original_sample"]
+            .as_bool()
+            .unwrap_or(false)
+            .then(|| fixture.get(&format!("{name}.pred_original_sample")).0);
+        // Runs starting mid-schedule hold the steps from `start_index` on.
+        let start = case["start_index"].as_u64().unwrap_or(0) as usize;
+        let steps = sched.num_inference_steps();
+        if start >= steps || prevs.len() != (steps - start) * step_len {
+            report.failures.push(format!(
+                "{name}: fixture has {} steps from {start}, scheduler {steps}",
+                prevs.len() / step_len
+            ));
+            continue;
+        }
+        let at =
+            |v: &[f32], i: usize| v[(i - start) * step_len..(i - start + 1) * step_len].to_vec();
+        let mut x = tensor4(sample.clone(), shape, &device).mul_scalar(sched.init_noise_sigma());
+        for i in start..steps {
+            let t = sched.timesteps()[i];
+            let xin = sched.scale_model_input(x.clone(), i);
+            let model_output = fake_model(xin, t, &noise);
+            let out = sched.step(model_output, i, x);
+            report.tensor(
+                format!("{name} step {i} (t = {t}): prev_sample"),
+                &to_vec(out.prev_sample.clone()),
+                &at(&prevs, i),
+            );
+            if let Some(preds) = &preds {
+                report.tensor(
+                    format!("{name} step {i} (t = {t}): pred_original_sample"),
+                    &to_vec(out.pred_original_sample),
+                    &at(preds, i),
+                );
+            }
+            x = out.prev_sample;
+        }
+    }
+    assert!(errors > 0 && cases.len() > 300, "fixture looks truncated");
+    report.finish(
+        &format!("PNDM cases ({errors} where diffusers fails)"),
+        cases.len(),
+    );
+}
+
+#[test]
+fn pndm_runs_restart_like_diffusers_set_timesteps() {
+    let device = Device::flex();
+    for skip_prk in [true, false] {
+        let mut config = SchedulerConfig::new(SchedulerKind::Pndm);
+        config.skip_prk_steps = Some(skip_prk);
+        config.prediction_type = Some("v_prediction".into());
+        let mut sched = config.build(8).unwrap();
+        let run = |sched: &mut Scheduler, start: usize| {
+            let mut x = pattern(1, 0.0, &device);
+            for i in start..sched.num_inference_steps() {
+                let t = sched.timesteps()[i];
+                let model_output = x.clone().mul_scalar(0.5) + pattern(1, t as f32, &device);
+                x = sched.step(model_output, i, x).prev_sample;
+            }
+            to_vec(x)
+        };
+        let first = run(&mut sched, 0);
+        assert_eq!(
+            first,
+            run(&mut sched, 0),
+            "a second run must not reuse history"
+        );
+        // Starting mid-schedule behaves like diffusers after `set_timesteps` (counter 0).
+        let partial = run(&mut sched, 3);
+        assert_eq!(partial, run(&mut config.build(8).unwrap(), 3));
+        sched.reset();
+        assert_eq!(run(&mut sched, 0), first);
+    }
+}
+
 #[test]
 fn pipeline_config_files_parse() {
     // sd2-tiny's scheduler_config.json as diffusers writes it, with `-Infinity`.
@@ -415,7 +580,8 @@ fn pipeline_config_files_parse() {
 
 #[test]
 fn with_kind_carries_set_keys_and_defaults_the_rest() {
-    // SD 1.5 ships a PNDMScheduler config; it cannot be built as is.
+    // SD 1.5 ships a PNDMScheduler config (PLMS): one more timestep than steps, the second one
+    // repeated, as diffusers' list.
     let pndm = SchedulerConfig::from_json_str(
         r#"{"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
             "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false,
@@ -423,9 +589,19 @@ fn with_kind_carries_set_keys_and_defaults_the_rest() {
             "clip_sample": false}"#,
     )
     .unwrap();
-    let err = pndm.build(10).unwrap_err();
+    assert_eq!(pndm.skip_prk_steps, Some(true));
+    let sched = pndm.build(5).unwrap();
+    assert_eq!(sched.kind(), SchedulerKind::Pndm);
+    assert_eq!(sched.timesteps(), &[801.0, 601.0, 601.0, 401.0, 201.0, 1.0]);
+    assert_eq!(sched.sigmas(), None);
+
+    // A class this crate does not implement cannot be built as is.
+    let mut lms = pndm.clone();
+    lms.class_name = "LMSDiscreteScheduler".into();
+    let err = lms.build(10).unwrap_err();
     assert_eq!(err.key(), Some("_class_name"));
     assert!(matches!(err, SchedulerError::Unsupported { .. }), "{err}");
+    assert!(lms.with_kind(SchedulerKind::Pndm).build(10).is_ok());
 
     for kind in SchedulerKind::ALL {
         let converted = pndm.clone().with_kind(kind);
@@ -439,7 +615,7 @@ fn with_kind_carries_set_keys_and_defaults_the_rest() {
         assert_eq!(sched.kind(), kind);
         let first = sched.timesteps()[0];
         match kind {
-            SchedulerKind::Ddim => assert_eq!(first, 901.0), // leading + offset
+            SchedulerKind::Ddim | SchedulerKind::Pndm => assert_eq!(first, 901.0), // leading + offset
             SchedulerKind::DpmSolverMultistep | SchedulerKind::EulerDiscrete => {
                 assert_eq!(first, 999.0) // linspace
             }
@@ -608,6 +784,30 @@ fn invalid_values_give_typed_errors_naming_the_key() {
             false,
         ),
         (euler, r#""sigma_max": "big""#, "sigma_max", false),
+        (
+            "PNDMScheduler",
+            r#""prediction_type": "sample""#,
+            "prediction_type",
+            false,
+        ),
+        (
+            "PNDMScheduler",
+            r#""skip_prk_steps": 1"#,
+            "skip_prk_steps",
+            false,
+        ),
+        (
+            "PNDMScheduler",
+            r#""steps_offset": 950, "skip_prk_steps": true"#,
+            "steps_offset",
+            false,
+        ),
+        (
+            "PNDMScheduler",
+            r#""timestep_spacing": "karras""#,
+            "timestep_spacing",
+            false,
+        ),
         ("LMSDiscreteScheduler", "", "_class_name", true),
         ("", "", "_class_name", true),
     ];
@@ -668,6 +868,13 @@ fn invalid_values_give_typed_errors_naming_the_key() {
         euler.build(usize::MAX),
         Err(SchedulerError::InvalidStepCount { .. })
     ));
+    // PNDM's Runge-Kutta warm-up needs 4 steps (diffusers fails inside numpy below that).
+    let prk = SchedulerConfig::new(SchedulerKind::Pndm);
+    assert!(matches!(
+        prk.build(3),
+        Err(SchedulerError::InvalidStepCount { steps: 3, .. })
+    ));
+    assert_eq!(prk.build(4).unwrap().num_inference_steps(), 13);
 }
 
 /// A deterministic `[b, 4, 3, 3]` tensor with values of both signs and magnitudes above 1.

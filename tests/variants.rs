@@ -16,22 +16,6 @@ use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
 const TOL: f64 = 1e-4;
 const E2E_TOL: f64 = 2.0 / 255.0;
 
-/// Variants that disagree with diffusers for a known, reported reason. They are still run and
-/// their errors printed; the test fails once one of them matches (so the entry gets removed).
-const KNOWN_MISMATCHES: &[(&str, &str)] = &[(
-    "v11-sched-pipeline-fixups",
-    "diffusers' StableDiffusionPipeline.__init__ rewrites the scheduler config (steps_offset -> 1, \
-     clip_sample -> false); Pipeline::from_source uses scheduler_config.json as written",
-)];
-
-/// max |a − b|, NaN when either side has a NaN.
-fn max_abs_nan(a: &[f32], b: &[f32]) -> f64 {
-    if a.iter().chain(b).any(|v| v.is_nan()) {
-        return f64::NAN;
-    }
-    max_abs(a, b)
-}
-
 /// Adds every file of `root/dir` to `src` under `dir/`.
 fn insert_dir(src: &mut MemorySource, root: &Path, dir: &str) {
     for entry in std::fs::read_dir(root.join(dir)).unwrap() {
@@ -131,7 +115,7 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
         Ok(out) => {
             let reference = &r["e2e.image"];
             let err = if out.images_f32[0].len() == reference.data.len() {
-                Ok(max_abs_nan(&out.images_f32[0], &reference.data))
+                Ok(max_abs(&out.images_f32[0], &reference.data))
             } else {
                 Err(format!(
                     "e2e image: {} values != reference {:?}",
@@ -174,16 +158,9 @@ fn every_variant_matches_diffusers() {
         let name = dir.file_name().unwrap().to_str().unwrap().to_string();
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
-        let known = KNOWN_MISMATCHES.iter().find(|(n, _)| *n == name);
-        match (check(dir, &meta), known) {
-            (Ok(report), None) => eprintln!("{name}: ok ({report})"),
-            (Err(why), Some((_, reason))) => {
-                eprintln!("{name}: known mismatch ({reason}): {why}")
-            }
-            (Ok(report), Some(_)) => failed.push(format!(
-                "variant {name} now matches diffusers ({report}): remove it from KNOWN_MISMATCHES"
-            )),
-            (Err(why), None) => {
+        match check(dir, &meta) {
+            Ok(report) => eprintln!("{name}: ok ({report})"),
+            Err(why) => {
                 eprintln!("{name}: FAILED: {why}");
                 failed.push(format!(
                     "variant {name}: {why}\n  covers: {}\n  config: {}",

@@ -30,8 +30,10 @@ pub struct AuAdapterConfig {
     /// Number of AU tokens.
     #[serde(default = "one")]
     pub num_tokens: usize,
-    /// Token width (the UNet's `cross_attention_dim`); tokens are zero-padded to it.
-    pub cross_attention_dim: usize,
+    /// Token width (the UNet's `cross_attention_dim`; `null`: take it from the UNet); tokens are
+    /// zero-padded to it.
+    #[serde(default)]
+    pub cross_attention_dim: Option<usize>,
     /// Default `au_scale` of requests that do not set one.
     #[serde(default = "one_f")]
     pub default_au_scale: f64,
@@ -54,14 +56,14 @@ fn one_f() -> f64 {
 }
 
 impl AuAdapterConfig {
-    /// FineFace's released configuration for a UNet with `cross_attention_dim`.
-    pub fn fineface(cross_attention_dim: usize) -> Self {
+    /// FineFace's released configuration (the token width follows the UNet).
+    pub fn fineface() -> Self {
         AuAdapterConfig {
             au_set: default_set(),
             hidden_dim: 64,
             include_raw: true,
             num_tokens: 1,
-            cross_attention_dim,
+            cross_attention_dim: None,
             default_au_scale: 1.0,
         }
     }
@@ -74,23 +76,22 @@ impl AuAdapterConfig {
         Ok(cfg)
     }
 
-    /// Checks that the token fits the cross-attention width.
+    /// Checks the set, the token count and, when known, that the token fits its width.
     pub fn validate(&self, file: &str) -> Result<()> {
         let set = self.set(file)?;
         if self.num_tokens == 0 {
             return Err(Error::config(file, "num_tokens", 0, "must be at least 1"));
         }
-        let width = self.token_payload(set);
-        if width > self.cross_attention_dim {
-            return Err(Error::config(
-                file,
-                "hidden_dim",
-                self.hidden_dim,
-                format!(
-                    "raw AUs + hidden ({width}) exceed cross_attention_dim {}",
-                    self.cross_attention_dim
-                ),
-            ));
+        if let Some(width) = self.cross_attention_dim {
+            let used = self.token_payload(set);
+            if used > width {
+                return Err(Error::config(
+                    file,
+                    "hidden_dim",
+                    self.hidden_dim,
+                    format!("raw AUs + hidden ({used}) exceed cross_attention_dim {width}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -144,7 +145,7 @@ impl AuEncoder {
             hidden: cfg.hidden_dim,
             tokens: cfg.num_tokens,
             include_raw: cfg.include_raw,
-            width: cfg.cross_attention_dim,
+            width: cfg.cross_attention_dim.unwrap_or(n + cfg.hidden_dim),
         })
     }
 

@@ -179,6 +179,20 @@ impl Expression {
             .expect("prototype tables only use units of their set, in range")
     }
 
+    /// Word stems that show a prompt already names this expression.
+    pub fn keywords(self) -> &'static [&'static str] {
+        match self {
+            Expression::Neutral => &["neutral", "expressionless", "blank expression"],
+            Expression::Happy => &["happ", "smil", "joy", "laugh"],
+            Expression::Sad => &["sad", "sorrow", "unhapp", "cry"],
+            Expression::Angry => &["angry", "anger", "furious", "rage"],
+            Expression::Fearful => &["fear", "afraid", "scared", "terrified"],
+            Expression::Disgusted => &["disgust", "revolted"],
+            Expression::Surprised => &["surpris", "astonish", "amazed", "shocked"],
+            Expression::Contempt => &["contempt", "sneer", "scorn"],
+        }
+    }
+
     /// A word for prompts (`a happy face`).
     pub fn adjective(self) -> &'static str {
         match self {

@@ -8,9 +8,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
+use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
-use synfer::pipeline::{GenerateRequest, Pipeline};
+use synfer::pipeline::{GenerateRequest, LoadOptions, Pipeline};
 use synfer::scheduler::SchedulerKind;
 use synfer::{Error, Result};
 
@@ -28,7 +30,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate an image from a prompt.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
+    /// List the action units of an AU set and the expression prototypes.
+    Aus {
+        /// `fineface` (12 AUs, 0–5) or `opengraphau` (41 AUs, binary).
+        #[arg(long, default_value = "fineface")]
+        set: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -63,12 +71,29 @@ struct GenerateArgs {
     /// Initial latents (.npy, or .safetensors with a tensor named `latents`), replacing the noise.
     #[arg(long)]
     latents: Option<PathBuf>,
-    /// Override the model's scheduler: ddim, dpm++ or euler.
+    /// Override the model's scheduler: ddim, dpm++, euler or pndm (plms).
     #[arg(long, value_parser = parse_scheduler)]
     scheduler: Option<SchedulerKind>,
     /// Skip final CLIP layers.
     #[arg(long)]
     clip_skip: Option<usize>,
+    /// Target expression: AU prototype + prompt wording (neutral, happy, sad, angry, fearful,
+    /// disgusted, surprised, contempt).
+    #[arg(long)]
+    expression: Option<Expression>,
+    /// Action units over the expression prototype, e.g. `AU12=4,AU6=3` (needs an AU adapter).
+    #[arg(long)]
+    au: Option<String>,
+    /// Weight of the AU branch (default: the adapter's, usually 1).
+    #[arg(long)]
+    au_scale: Option<f64>,
+    /// AU adapter: an `au_adapter` folder (config.json + safetensors), or FineFace's released
+    /// files (a folder holding them, or a comma-separated list).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// LoRA weights merged into the model, `FILE[:scale]` (repeatable).
+    #[arg(long)]
+    lora: Vec<String>,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -97,7 +122,8 @@ fn main() -> ExitCode {
     quiet_vulkan_loader();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => generate(args),
+        Command::Generate(args) => generate(*args),
+        Command::Aus { set } => list_aus(&set),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +132,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn list_aus(set: &str) -> Result<()> {
+    use std::fmt::Write as _;
+    let set = synfer::au::AuSet::by_name(set).ok_or_else(|| {
+        Error::request("set", format!("{set:?}: expected fineface or opengraphau"))
+    })?;
+    let range = if set.binary {
+        "0/1".to_string()
+    } else {
+        format!("0–{}", set.max)
+    };
+    let mut out = format!(
+        "{} set: {} action units, values {range}\n\n",
+        set.name,
+        set.codes.len()
+    );
+    for unit in set.units() {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<22} {:<48} {}",
+            unit.code, unit.name, unit.muscle, unit.description
+        );
+    }
+    out.push_str("\nexpression prototypes (--expression):\n");
+    for e in Expression::EIGHT {
+        let spec = e.prototype(set).to_spec();
+        let _ = writeln!(
+            out,
+            "{:<10} {}",
+            e.name(),
+            if spec.is_empty() {
+                "(all zero)".into()
+            } else {
+                spec
+            }
+        );
+    }
+    // A closed pipe (`synfer aus | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    Ok(())
 }
 
 fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
@@ -133,8 +200,34 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let start = Instant::now();
     let selected = device::select(args.device)?;
-    let pipeline = Pipeline::load(&args.model, &selected.device)?;
+    let mut options = LoadOptions::default();
+    for spec in &args.lora {
+        options.loras.push(read_lora(spec)?);
+    }
+    if let Some(spec) = &args.adapter {
+        let paths: Vec<PathBuf> = spec.split(',').map(PathBuf::from).collect();
+        let (adapter, loras) = read_adapter(&paths)?;
+        options.adapter = Some(adapter);
+        options.loras.extend(loras);
+    }
+    let pipeline = Pipeline::load_with(&args.model, &selected.device, options)?;
     let load_s = start.elapsed().as_secs_f64();
+    let aus = match &args.au {
+        Some(text) => {
+            let set = pipeline
+                .au_adapter
+                .as_ref()
+                .map_or(synfer::au::FINEFACE, |a| a.set);
+            Some(
+                AuVector::parse(set, text)?
+                    .active()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
 
     let req = GenerateRequest {
         prompt: args.prompt,
@@ -147,6 +240,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
         num_images: args.num_images,
         scheduler: args.scheduler,
         clip_skip: args.clip_skip,
+        expression: args.expression,
+        aus,
+        au_scale: args.au_scale,
     };
     let latents = args.latents.as_deref().map(load_latents_file).transpose()?;
 
@@ -185,6 +281,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let sidecar = json!({
         "synfer_version": env!("CARGO_PKG_VERSION"),
         "request": req,
+        "prompt_used": output.prompt,
+        "aus": output.aus,
+        "au_scale": output.au_scale,
         "seed": req.seed,
         "seeds": output.seeds,
         "latents_file": args.latents,

@@ -1,6 +1,7 @@
 //! The text-to-image pipeline, in diffusers' phases: `check_request` → `encode_prompt` →
 //! `prepare_latents` → `denoise` → `decode` → 8-bit RGB.
 
+pub mod adapter;
 pub mod latents;
 pub mod model;
 pub mod request;
@@ -8,12 +9,16 @@ pub mod source;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::au::AuVector;
+use crate::au::encoder::AuAdapterConfig;
 use crate::error::{Error, Result};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::text_encoder::{ClipTextConfig, ClipTextModel};
 use crate::tokenizer::{ClipTokenizer, TokenizerSettings};
+use crate::unet::attention::AuContext;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
+pub use adapter::{AdapterWeights, AuAdapter, LoadOptions, LoraWeights};
 pub use latents::{HostTensor, seeded_noise};
 pub use request::GenerateRequest;
 use source::FileSource;
@@ -38,7 +43,8 @@ pub struct ModelInfo {
 pub struct StepEvent {
     /// Steps done (1-based).
     pub step: usize,
-    /// Total steps.
+    /// Total steps: the scheduler's timesteps (model evaluations), which for PNDM is more
+    /// than the requested number.
     pub total: usize,
     /// The timestep just processed.
     pub timestep: f64,
@@ -59,6 +65,12 @@ pub struct GenerateOutput {
     pub seeds: Vec<Option<u64>>,
     /// Non-fatal notes (e.g. prompt truncation).
     pub warnings: Vec<String>,
+    /// The prompt that was encoded (see [`GenerateRequest::effective_prompt`]).
+    pub prompt: String,
+    /// The AU vector used, when the model has an AU adapter.
+    pub aus: Option<AuVector>,
+    /// The AU branch weight used.
+    pub au_scale: Option<f64>,
 }
 
 /// A loaded Stable-Diffusion-class model, ready to generate.
@@ -74,6 +86,8 @@ pub struct Pipeline {
     pub vae: AutoencoderKL,
     /// The folder's scheduler config.
     pub scheduler: SchedulerConfig,
+    /// AU adapter, when the model has one.
+    pub au_adapter: Option<AuAdapter>,
     /// Model facts.
     pub info: ModelInfo,
     /// Device the weights live on.
@@ -105,6 +119,27 @@ impl Pipeline {
 
     /// Loads every component from `src` (strict: any missing, unused or mis-shaped weight fails).
     pub fn from_source(src: &dyn FileSource, device: &Device) -> Result<Self> {
+        Self::from_source_with(src, device, LoadOptions::default())
+    }
+
+    /// Loads a folder from disk with extra LoRAs and/or an AU adapter.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load_with(
+        dir: impl AsRef<std::path::Path>,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        Self::from_source_with(&source::DirSource::new(dir.as_ref())?, device, options)
+    }
+
+    /// [`from_source`](Self::from_source) with LoRAs merged and/or an AU adapter attached. The
+    /// folder's own `au_adapter/` (config.json + safetensors) is used unless `options` has one.
+    pub fn from_source_with(
+        src: &dyn FileSource,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        let LoadOptions { loras, adapter } = options;
         model::check_model_index(src)?;
         let mut tokenizer = load_tokenizer(src)?;
 
@@ -112,16 +147,36 @@ impl Pipeline {
             &src.require("text_encoder/config.json")?,
             "text_encoder/config.json",
         )?;
-        let te_store = model::load_store(src, "text_encoder", "model")?;
+        let mut te_store = model::load_store(src, "text_encoder", "model")?;
+        for lora in &loras {
+            te_store.merge_lora(&lora.store, "text_encoder", lora.scale)?;
+        }
         let text_encoder = ClipTextModel::load(&te_store, &te_cfg, device)?;
         drop(te_store);
         tokenizer.set_max_length(tokenizer.max_length().min(text_encoder.max_positions()));
 
         let unet_file = "unet/config.json";
         let unet_cfg = UNetConfig::from_json(&src.require(unet_file)?, unet_file)?;
-        let unet_store = model::load_store(src, "unet", "diffusion_pytorch_model")?;
-        let unet = UNet2DConditionModel::load(&unet_store, &unet_cfg, device)?;
+        let mut unet_store = model::load_store(src, "unet", "diffusion_pytorch_model")?;
+        for lora in &loras {
+            unet_store.merge_lora(&lora.store, "unet", lora.scale)?;
+            lora.store.finish()?;
+        }
+        let mut unet = UNet2DConditionModel::load(&unet_store, &unet_cfg, device)?;
         drop(unet_store);
+        let adapter = match adapter {
+            Some(a) => Some(a),
+            None => match src.read("au_adapter/config.json")? {
+                Some(bytes) => Some(AdapterWeights {
+                    config: AuAdapterConfig::from_json(&bytes, "au_adapter/config.json")?,
+                    store: model::load_store(src, "au_adapter", "diffusion_pytorch_model")?,
+                }),
+                None => None,
+            },
+        };
+        let au_adapter = adapter
+            .map(|a| AuAdapter::attach(a, &mut unet, device))
+            .transpose()?;
 
         let vae_file = "vae/config.json";
         let vae_cfg = VaeConfig::from_json(&src.require(vae_file)?, vae_file)?;
@@ -138,9 +193,11 @@ impl Pipeline {
             file: sched_file.into(),
             message: "not UTF-8".into(),
         })?;
-        let scheduler = SchedulerConfig::from_json_str(&sched_text).map_err(sched_err)?;
-        // Validate now rather than at the first request. A class we cannot build (e.g. SD 1.5's
-        // PNDMScheduler) is checked through DDIM, the kind its shared keys carry over to.
+        let mut scheduler = SchedulerConfig::from_json_str(&sched_text).map_err(sched_err)?;
+        sd_pipeline_scheduler_fixups(&mut scheduler);
+        // Validate now rather than at the first request. A class we cannot build (e.g.
+        // LMSDiscreteScheduler) is checked through DDIM, the kind its shared keys carry over to;
+        // requests must then name a scheduler.
         let probe = match scheduler.kind() {
             Ok(_) => scheduler.clone(),
             Err(_) => scheduler.clone().with_kind(SchedulerKind::Ddim),
@@ -178,6 +235,7 @@ impl Pipeline {
             text_encoder,
             unet,
             vae,
+            au_adapter,
             info: ModelInfo {
                 source: src.describe(),
                 latent_channels: unet_cfg.in_channels,
@@ -242,6 +300,18 @@ impl Pipeline {
         // 1. Scheduler.
         let sched_cfg = match req.scheduler {
             Some(kind) => self.scheduler.clone().with_kind(kind),
+            None if self.scheduler.kind().is_err() => {
+                return Err(Error::request(
+                    "scheduler",
+                    format!(
+                        "the model's {} is not implemented; choose one of: {}",
+                        self.scheduler.class_name,
+                        SchedulerKind::ALL
+                            .map(request::scheduler_short_name)
+                            .join(", ")
+                    ),
+                ));
+            }
             None => self.scheduler.clone(),
         };
         let mut scheduler = sched_cfg
@@ -255,12 +325,14 @@ impl Pipeline {
         let cfg = req.uses_cfg();
         let clip_skip = req.clip_skip.unwrap_or(0);
         let negative = req.negative_prompt.as_deref().unwrap_or("");
+        let prompt = req.effective_prompt();
         let mut prompts: Vec<&str> = Vec::with_capacity(2 * n);
         if cfg {
             prompts.extend(std::iter::repeat_n(negative, n));
         }
-        prompts.extend(std::iter::repeat_n(req.prompt.as_str(), n));
+        prompts.extend(std::iter::repeat_n(prompt.as_str(), n));
         let (context, warnings) = self.encode_prompt(&prompts, clip_skip)?;
+        let (aus, au_context) = self.au_conditioning(req, n, cfg)?;
 
         // 3. Initial latents.
         let (host, seeds) = match latents {
@@ -304,7 +376,9 @@ impl Pipeline {
                 x.clone()
             };
             let input = scheduler.scale_model_input(input, i);
-            let out = self.unet.forward(input, &[t as f32], context.clone());
+            let out =
+                self.unet
+                    .forward_au(input, &[t as f32], context.clone(), au_context.as_ref());
             let noise = if cfg {
                 let [b2, c, h, w] = out.dims();
                 let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
@@ -342,7 +416,63 @@ impl Pipeline {
             height,
             seeds,
             warnings,
+            prompt,
+            au_scale: au_context.as_ref().map(|c| c.scale),
+            aus,
         })
+    }
+
+    /// The AU vector of a request (expression prototype, then explicit units) and the tokens for
+    /// the UNet batch (`[zeros × n; aus × n]` under guidance: the unconditional branch gets
+    /// all-zero AUs).
+    pub fn au_conditioning(
+        &self,
+        req: &GenerateRequest,
+        n: usize,
+        cfg: bool,
+    ) -> Result<(Option<AuVector>, Option<AuContext>)> {
+        let Some(adapter) = &self.au_adapter else {
+            if req.aus.as_ref().is_some_and(|a| !a.is_empty()) || req.au_scale.is_some() {
+                return Err(Error::request(
+                    "aus",
+                    "this model has no AU adapter; load one (au_adapter/ or --adapter) to use AUs",
+                ));
+            }
+            return Ok((None, None));
+        };
+        let mut aus = match req.expression {
+            Some(e) => e.prototype(adapter.set),
+            None => AuVector::zeros(adapter.set),
+        };
+        for (code, value) in req.aus.iter().flatten() {
+            aus.set(code, *value)?;
+        }
+        let zeros = AuVector::zeros(adapter.set);
+        let mut rows: Vec<&AuVector> = Vec::with_capacity(2 * n);
+        if cfg {
+            rows.extend(std::iter::repeat_n(&zeros, n));
+        }
+        rows.extend(std::iter::repeat_n(&aus, n));
+        let tokens = adapter.encoder.encode(&rows, &self.device);
+        let scale = req.au_scale.unwrap_or(adapter.config.default_au_scale);
+        Ok((Some(aus), Some(AuContext { tokens, scale })))
+    }
+}
+
+/// The corrections `StableDiffusionPipeline.__init__` applies to a folder's scheduler config
+/// (for outdated configs): `steps_offset` becomes 1 for every class that has the key, and
+/// `clip_sample` becomes false where it is on (DDIM/DDPM default it to true). Overrides made
+/// with `with_kind` inherit the corrected values, as diffusers' `from_config` does.
+pub fn sd_pipeline_scheduler_fixups(scheduler: &mut SchedulerConfig) {
+    if scheduler.steps_offset.is_some() || scheduler.class_name != "LMSDiscreteScheduler" {
+        scheduler.steps_offset = Some(1);
+    }
+    let clip_default = matches!(
+        scheduler.class_name.as_str(),
+        "DDIMScheduler" | "DDPMScheduler"
+    );
+    if scheduler.clip_sample.unwrap_or(clip_default) {
+        scheduler.clip_sample = Some(false);
     }
 }
 

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::au::Expression;
 use crate::error::{Error, Result};
 use crate::scheduler::SchedulerKind;
 
@@ -26,11 +29,20 @@ pub struct GenerateRequest {
     /// Images to generate in one batch.
     pub num_images: usize,
     /// Replace the model's scheduler (keeping its shared settings, like diffusers' `from_config`):
-    /// `ddim`, `dpm++` or `euler`.
+    /// `ddim`, `dpm++`, `euler` or `pndm`.
     #[serde(with = "scheduler_name")]
     pub scheduler: Option<SchedulerKind>,
     /// Skip this many final CLIP layers (diffusers' `clip_skip`).
     pub clip_skip: Option<usize>,
+    /// Target expression: sets the AU vector to the expression's prototype (see
+    /// [`Expression::prototype`]) and, unless the prompt already names it, adds it to the prompt
+    /// (see [`GenerateRequest::effective_prompt`]).
+    pub expression: Option<Expression>,
+    /// Action-unit intensities (`{"AU12": 4}`), applied over the expression prototype.
+    /// Needs a model with an AU adapter.
+    pub aus: Option<BTreeMap<String, f32>>,
+    /// Weight of the AU branch (default: the adapter's `default_au_scale`, usually 1).
+    pub au_scale: Option<f64>,
 }
 
 impl Default for GenerateRequest {
@@ -46,6 +58,9 @@ impl Default for GenerateRequest {
             num_images: 1,
             scheduler: None,
             clip_skip: None,
+            expression: None,
+            aus: None,
+            au_scale: None,
         }
     }
 }
@@ -96,7 +111,29 @@ impl GenerateRequest {
                 ));
             }
         }
+        if let Some(s) = self.au_scale
+            && !s.is_finite()
+        {
+            return Err(Error::request("au_scale", format!("{s} must be finite")));
+        }
         Ok(())
+    }
+
+    /// The prompt actually encoded. With an expression: unchanged if it already names the
+    /// expression; `a photo of a <adjective> face` if empty; else `<prompt>, <adjective> facial
+    /// expression`.
+    pub fn effective_prompt(&self) -> String {
+        let Some(e) = self.expression else {
+            return self.prompt.clone();
+        };
+        let lower = self.prompt.to_lowercase();
+        if self.prompt.trim().is_empty() {
+            format!("a photo of a {} face", e.adjective())
+        } else if e.keywords().iter().any(|k| lower.contains(k)) {
+            self.prompt.clone()
+        } else {
+            format!("{}, {} facial expression", self.prompt, e.adjective())
+        }
     }
 
     /// Whether classifier-free guidance runs (diffusers: `guidance_scale > 1`).
@@ -111,10 +148,12 @@ pub fn scheduler_short_name(kind: SchedulerKind) -> &'static str {
         SchedulerKind::Ddim => "ddim",
         SchedulerKind::DpmSolverMultistep => "dpm++",
         SchedulerKind::EulerDiscrete => "euler",
+        SchedulerKind::Pndm => "pndm",
     }
 }
 
-/// Serde for `Option<SchedulerKind>` as `"ddim" | "dpm++" | "euler"` (class names accepted too).
+/// Serde for `Option<SchedulerKind>` as `"ddim" | "dpm++" | "euler" | "pndm"` (class names and
+/// the other short names of [`SchedulerKind`]'s `FromStr` accepted too).
 mod scheduler_name {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -149,8 +188,32 @@ mod tests {
         let back: GenerateRequest =
             serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
         assert_eq!(back, req);
-        assert!(serde_json::from_str::<GenerateRequest>(r#"{"scheduler": "pndm"}"#).is_err());
+        let pndm: GenerateRequest = serde_json::from_str(r#"{"scheduler": "pndm"}"#).unwrap();
+        assert_eq!(pndm.scheduler, Some(SchedulerKind::Pndm));
+        assert!(serde_json::from_str::<GenerateRequest>(r#"{"scheduler": "lms"}"#).is_err());
         assert!(serde_json::from_str::<GenerateRequest>(r#"{"stepz": 3}"#).is_err());
+    }
+
+    #[test]
+    fn expression_extends_the_prompt_once() {
+        let with = |prompt: &str| GenerateRequest {
+            expression: Some(Expression::Surprised),
+            ..GenerateRequest::new(prompt)
+        };
+        assert_eq!(with("").effective_prompt(), "a photo of a surprised face");
+        assert_eq!(
+            with("a photo of a woman").effective_prompt(),
+            "a photo of a woman, surprised facial expression"
+        );
+        assert_eq!(
+            with("a Surprised child").effective_prompt(),
+            "a Surprised child"
+        );
+        assert_eq!(
+            with("a look of surprise").effective_prompt(),
+            "a look of surprise"
+        );
+        assert_eq!(GenerateRequest::new("x").effective_prompt(), "x");
     }
 
     #[test]

@@ -74,11 +74,19 @@ pub enum SchedulerKind {
     DpmSolverMultistep,
     /// diffusers' `EulerDiscreteScheduler`.
     EulerDiscrete,
+    /// diffusers' `PNDMScheduler`: pseudo numerical methods (PLMS with `skip_prk_steps`, as
+    /// Stable Diffusion 1.x/2.x-base folders configure it; Runge-Kutta warm-up otherwise).
+    Pndm,
 }
 
 impl SchedulerKind {
     /// All buildable kinds.
-    pub const ALL: [SchedulerKind; 3] = [Self::Ddim, Self::DpmSolverMultistep, Self::EulerDiscrete];
+    pub const ALL: [SchedulerKind; 4] = [
+        Self::Ddim,
+        Self::DpmSolverMultistep,
+        Self::EulerDiscrete,
+        Self::Pndm,
+    ];
 
     /// The diffusers class name (`_class_name`) of this kind.
     pub fn class_name(self) -> &'static str {
@@ -86,6 +94,7 @@ impl SchedulerKind {
             Self::Ddim => "DDIMScheduler",
             Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
             Self::EulerDiscrete => "EulerDiscreteScheduler",
+            Self::Pndm => "PNDMScheduler",
         }
     }
 
@@ -105,7 +114,7 @@ impl FromStr for SchedulerKind {
     type Err = SchedulerError;
 
     /// Parses a diffusers class name or a short name (case-insensitive): `ddim`, `dpm++`,
-    /// `dpmsolver++`, `dpm-solver++`, `dpm`, `dpmsolver`, `euler`.
+    /// `dpmsolver++`, `dpm-solver++`, `dpm`, `dpmsolver`, `euler`, `pndm`, `plms`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(kind) = Self::from_class_name(s) {
             return Ok(kind);
@@ -115,10 +124,11 @@ impl FromStr for SchedulerKind {
             "dpm++" | "dpmsolver++" | "dpm-solver++" | "dpm" | "dpmsolver" | "dpm-solver"
             | "dpmsolvermultistep" => Ok(Self::DpmSolverMultistep),
             "euler" | "eulerdiscrete" => Ok(Self::EulerDiscrete),
+            "pndm" | "plms" => Ok(Self::Pndm),
             _ => Err(SchedulerError::InvalidValue {
                 key: "_class_name",
                 value: format!("{s:?}"),
-                reason: "expected one of ddim, dpm++, euler or a diffusers class name".into(),
+                reason: "expected one of ddim, dpm++, euler, pndm or a diffusers class name".into(),
             }),
         }
     }
@@ -156,10 +166,11 @@ pub struct SchedulerConfig {
     /// Explicit betas, overriding `beta_start`/`beta_end`/`beta_schedule`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trained_betas: Option<Vec<f64>>,
-    /// `epsilon` (default), `v_prediction` or `sample`.
+    /// `epsilon` (default), `v_prediction` or `sample` (not PNDM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction_type: Option<String>,
-    /// `leading` (DDIM default), `linspace` (DPM-Solver and Euler default) or `trailing`.
+    /// `leading` (DDIM and PNDM default), `linspace` (DPM-Solver and Euler default) or
+    /// `trailing`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestep_spacing: Option<String>,
     /// Offset added to `leading` timesteps (default 0).
@@ -171,7 +182,8 @@ pub struct SchedulerConfig {
     /// DDIM: clipping range (default 1.0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_sample_range: Option<f64>,
-    /// DDIM: use 1 as the final previous `alphas_cumprod` (default true).
+    /// DDIM and PNDM: use 1 as the final previous `alphas_cumprod` (DDIM default true, PNDM
+    /// default false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub set_alpha_to_one: Option<bool>,
     /// DDIM and DPM-Solver: dynamic thresholding of the predicted `x_0` (default false).
@@ -183,7 +195,7 @@ pub struct SchedulerConfig {
     /// Upper bound of the dynamic threshold (default 1.0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_max_value: Option<f64>,
-    /// Rescale betas to zero terminal SNR (default false).
+    /// Rescale betas to zero terminal SNR (default false; PNDM ignores it, as diffusers does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rescale_betas_zero_snr: Option<bool>,
     /// DPM-Solver: order 1, 2 (default) or 3.
@@ -238,6 +250,10 @@ pub struct SchedulerConfig {
     /// Largest sigma for Karras/exponential sigmas (default: the schedule's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sigma_max: Option<f64>,
+    /// PNDM: skip the Runge-Kutta warm-up and run PLMS from the first step (default false;
+    /// Stable Diffusion folders set it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_prk_steps: Option<bool>,
 }
 
 impl SchedulerConfig {
@@ -259,15 +275,16 @@ impl SchedulerConfig {
 
     /// The kind named by `_class_name`.
     ///
-    /// Classes this crate cannot build (e.g. `PNDMScheduler`) give
+    /// Classes this crate cannot build (e.g. `LMSDiscreteScheduler`) give
     /// [`SchedulerError::Unsupported`]; convert them with [`with_kind`](Self::with_kind).
     pub fn kind(&self) -> Result<SchedulerKind, SchedulerError> {
         SchedulerKind::from_class_name(&self.class_name).ok_or_else(|| {
             SchedulerError::Unsupported {
                 key: "_class_name",
                 value: format!("{:?}", self.class_name),
-                reason: "only DDIMScheduler, DPMSolverMultistepScheduler and \
-                         EulerDiscreteScheduler can be built; convert with `with_kind`"
+                reason: "only DDIMScheduler, DPMSolverMultistepScheduler, \
+                         EulerDiscreteScheduler and PNDMScheduler can be built; convert with \
+                         `with_kind`"
                     .into(),
             }
         })
@@ -325,6 +342,7 @@ impl TryFrom<Map<String, Value>> for SchedulerConfig {
             timestep_type: get_string(&map, "timestep_type")?,
             sigma_min: get_f64(&map, "sigma_min")?,
             sigma_max: get_f64(&map, "sigma_max")?,
+            skip_prk_steps: get_bool(&map, "skip_prk_steps")?,
         })
     }
 }
@@ -994,6 +1012,45 @@ impl EulerParams {
     }
 }
 
+/// Resolved `PNDMScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PndmParams {
+    /// Never rescaled: `PNDMScheduler` takes no `rescale_betas_zero_snr`, so diffusers'
+    /// `from_config` drops a carried-over value.
+    pub beta: BetaParams,
+    /// `Epsilon` or `VPrediction` (diffusers' PNDM rejects anything else).
+    pub prediction: PredictionType,
+    pub spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    pub skip_prk_steps: bool,
+    pub set_alpha_to_one: bool,
+}
+
+impl PndmParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let mut beta = BetaParams::resolve(c)?;
+        beta.rescale_betas_zero_snr = false;
+        // diffusers accepts any string here but raises at the first `step`; refuse it up front.
+        let prediction = parse_choice(
+            "prediction_type",
+            c.prediction_type.as_deref(),
+            PredictionType::Epsilon,
+            &[
+                ("epsilon", PredictionType::Epsilon),
+                ("v_prediction", PredictionType::VPrediction),
+            ],
+        )?;
+        Ok(Self {
+            beta,
+            prediction,
+            spacing: spacing(c, TimestepSpacing::Leading)?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            skip_prk_steps: c.skip_prk_steps.unwrap_or(false),
+            set_alpha_to_one: c.set_alpha_to_one.unwrap_or(false),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,7 +1093,15 @@ mod tests {
             "ddim".parse::<SchedulerKind>().unwrap(),
             SchedulerKind::Ddim
         );
-        assert!("pndm".parse::<SchedulerKind>().is_err());
+        assert_eq!(
+            "pndm".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::Pndm
+        );
+        assert_eq!(
+            "PLMS".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::Pndm
+        );
+        assert!("lms".parse::<SchedulerKind>().is_err());
     }
 
     #[test]
@@ -1055,5 +1120,21 @@ mod tests {
         assert_eq!(euler.spacing, TimestepSpacing::Linspace);
         assert_eq!(euler.beta.num_train_timesteps, 1000);
         assert_eq!(euler.beta.schedule, BetaSchedule::Linear);
+        let pndm = PndmParams::resolve(&c).unwrap();
+        assert_eq!(pndm.spacing, TimestepSpacing::Leading);
+        assert!(!pndm.skip_prk_steps);
+        assert!(!pndm.set_alpha_to_one);
+        assert_eq!(pndm.steps_offset, 0);
+        assert_eq!(pndm.prediction, PredictionType::Epsilon);
+    }
+
+    #[test]
+    fn pndm_ignores_zero_snr_and_refuses_sample_prediction() {
+        let mut c = SchedulerConfig::new(SchedulerKind::Pndm);
+        c.rescale_betas_zero_snr = Some(true);
+        assert!(!PndmParams::resolve(&c).unwrap().beta.rescale_betas_zero_snr);
+        c.prediction_type = Some("sample".into());
+        let err = PndmParams::resolve(&c).unwrap_err();
+        assert_eq!(err.key(), Some("prediction_type"));
     }
 }

@@ -33,6 +33,7 @@ mod config;
 mod ddim;
 mod dpm_solver;
 mod euler;
+mod pndm;
 pub mod schedule;
 mod threshold;
 
@@ -40,10 +41,11 @@ use burn::tensor::Tensor;
 
 pub use config::{SchedulerConfig, SchedulerError, SchedulerKind};
 
-use config::{DdimParams, DpmParams, EulerParams};
+use config::{DdimParams, DpmParams, EulerParams, PndmParams};
 use ddim::Ddim;
 use dpm_solver::DpmSolver;
 use euler::Euler;
+use pndm::Pndm;
 
 /// The largest `num_inference_steps` that [`SchedulerConfig::build`] accepts.
 pub const MAX_INFERENCE_STEPS: usize = 100_000;
@@ -54,16 +56,24 @@ pub struct StepOutput {
     /// The sample at the next (less noisy) timestep.
     pub prev_sample: Tensor<4>,
     /// The model's prediction of the clean sample `x_0` at this step (after clipping or
-    /// thresholding, where configured).
+    /// thresholding, where configured). diffusers' PNDM returns none; for it this is the `x_0`
+    /// implied by this call's model output and sample at `timesteps()[step_index]`, meant for
+    /// previews only.
     pub pred_original_sample: Tensor<4>,
 }
 
 /// A scheduler with its inference timesteps set (diffusers' scheduler after `set_timesteps`).
 ///
-/// Steps are addressed by their index into [`timesteps`](Self::timesteps). Multistep state
-/// (DPM-Solver's history) lives inside; it restarts whenever `step` is not called with the
-/// index following the previous call's, so a run may start at any index (as img2img does with
-/// diffusers' `set_begin_index`) and the same scheduler can run another sample from index 0.
+/// Steps are addressed by their index into [`timesteps`](Self::timesteps); call `step` once per
+/// entry, in order. Multistep state (DPM-Solver's and PNDM's history) lives inside; it
+/// restarts whenever `step` is not called with the index following the previous call's, so a
+/// run may start at any index (as img2img does with diffusers' `set_begin_index`) and the same
+/// scheduler can run another sample from index 0.
+///
+/// PNDM's timesteps repeat entries exactly as diffusers' do (PLMS: `[t0, t1, t1, t2, …]`, one
+/// more entry than requested steps; Runge-Kutta warm-up: 12 entries for the first three
+/// intervals), and its step is diffusers' state machine driven by the number of calls since the
+/// run (re)started, as diffusers' `counter` is by the calls since `set_timesteps`.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     inner: Inner,
@@ -78,6 +88,8 @@ enum Inner {
     Ddim(Ddim),
     Dpm(DpmSolver),
     Euler(Euler),
+    /// Boxed: PNDM's state is the largest.
+    Pndm(Box<Pndm>),
 }
 
 impl SchedulerConfig {
@@ -132,6 +144,18 @@ impl SchedulerConfig {
                     inner: Inner::Euler(euler),
                 }
             }
+            SchedulerKind::Pndm => {
+                let params = PndmParams::resolve(self)?;
+                let num_train_timesteps = params.beta.num_train_timesteps;
+                let pndm = Pndm::new(params, num_inference_steps)?;
+                Scheduler {
+                    timesteps: pndm.timesteps.iter().map(|&t| t as f64).collect(),
+                    sigmas: None,
+                    alphas_cumprod: widen(pndm.alphas_cumprod()),
+                    num_train_timesteps,
+                    inner: Inner::Pndm(Box::new(pndm)),
+                }
+            }
         };
         Ok(scheduler)
     }
@@ -144,22 +168,25 @@ impl Scheduler {
             Inner::Ddim(_) => SchedulerKind::Ddim,
             Inner::Dpm(_) => SchedulerKind::DpmSolverMultistep,
             Inner::Euler(_) => SchedulerKind::EulerDiscrete,
+            Inner::Pndm(_) => SchedulerKind::Pndm,
         }
     }
 
-    /// The inference timesteps in denoising order, as the model takes them (integers for DDIM
-    /// and DPM-Solver; float32 values, possibly fractional, for Euler).
+    /// The inference timesteps in denoising order, as the model takes them (integers for DDIM,
+    /// DPM-Solver and PNDM; float32 values, possibly fractional, for Euler). PNDM's repeat
+    /// entries, as diffusers' do.
     pub fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    /// The number of denoising steps, `timesteps().len()`.
+    /// The number of denoising steps (model evaluations), `timesteps().len()`; for PNDM this
+    /// differs from the requested number.
     pub fn num_inference_steps(&self) -> usize {
         self.timesteps.len()
     }
 
     /// The inference sigmas (float32 values, ending with the final sigma) of sigma-based
-    /// schedulers; `None` for DDIM.
+    /// schedulers; `None` for DDIM and PNDM.
     pub fn sigmas(&self) -> Option<&[f64]> {
         self.sigmas.as_deref()
     }
@@ -178,7 +205,7 @@ impl Scheduler {
     pub fn init_noise_sigma(&self) -> f64 {
         match &self.inner {
             Inner::Euler(e) => f64::from(e.init_noise_sigma),
-            Inner::Ddim(_) | Inner::Dpm(_) => 1.0,
+            Inner::Ddim(_) | Inner::Dpm(_) | Inner::Pndm(_) => 1.0,
         }
     }
 
@@ -192,7 +219,7 @@ impl Scheduler {
         self.check_index(step_index);
         match &self.inner {
             Inner::Euler(e) => e.scale_model_input(sample, step_index),
-            Inner::Ddim(_) | Inner::Dpm(_) => sample,
+            Inner::Ddim(_) | Inner::Dpm(_) | Inner::Pndm(_) => sample,
         }
     }
 
@@ -213,6 +240,7 @@ impl Scheduler {
             Inner::Ddim(d) => d.step(model_output, step_index, sample),
             Inner::Dpm(d) => d.step(model_output, step_index, sample),
             Inner::Euler(e) => e.step(model_output, step_index, sample),
+            Inner::Pndm(p) => p.step(model_output, step_index, sample),
         }
     }
 
@@ -228,13 +256,16 @@ impl Scheduler {
             Inner::Ddim(d) => d.add_noise(original, noise, step_index),
             Inner::Dpm(d) => d.add_noise(original, noise, step_index),
             Inner::Euler(e) => e.add_noise(original, noise, step_index),
+            Inner::Pndm(p) => p.add_noise(original, noise, step_index),
         }
     }
 
     /// Forgets the multistep history, so the next `step` starts a fresh run.
     pub fn reset(&mut self) {
-        if let Inner::Dpm(d) = &mut self.inner {
-            d.reset();
+        match &mut self.inner {
+            Inner::Dpm(d) => d.reset(),
+            Inner::Pndm(p) => p.reset(),
+            Inner::Ddim(_) | Inner::Euler(_) => {}
         }
     }
 

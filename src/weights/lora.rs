@@ -49,7 +49,7 @@ fn parse_key(key: &str) -> Option<(String, &'static str)> {
 /// `attn1.processor.to_q` → `attn1.to_q`; `attn1.processor.to_out` → `attn1.to_out.0`.
 fn processor_path(stem: &str) -> String {
     match stem.rsplit_once(".processor.") {
-        Some((attn, proj)) if proj == "to_out" => format!("{attn}.to_out.0"),
+        Some((attn, "to_out")) => format!("{attn}.to_out.0"),
         Some((attn, proj)) => format!("{attn}.{proj}"),
         None => stem.to_string(),
     }

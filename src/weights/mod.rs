@@ -7,6 +7,8 @@
 
 pub mod keys;
 pub mod lora;
+mod torch;
+mod zip;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,15 +41,88 @@ pub struct TensorStore {
 impl TensorStore {
     /// Parses one safetensors file held in memory. `name` is used in error messages.
     pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Self> {
-        let mut store = TensorStore {
+        let mut store = TensorStore::empty(name);
+        store.add_bytes(bytes)?;
+        Ok(store)
+    }
+
+    /// A store with no tensors; fill it with [`TensorStore::insert`].
+    pub fn empty(name: impl Into<String>) -> Self {
+        TensorStore {
             name: name.into(),
             buffers: Vec::new(),
             entries: BTreeMap::new(),
             used: RefCell::new(BTreeSet::new()),
             synthetic: None,
+        }
+    }
+
+    /// Adds one tensor from its contiguous, row-major, little-endian bytes. Errors if `key`
+    /// exists already or `bytes` does not hold exactly `shape.product()` elements of `dtype`.
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let len = bytes.len();
+        let buffer = self.push_buffer(bytes);
+        self.insert_range(key.into(), dtype, shape, buffer, 0..len)
+    }
+
+    /// Adds a raw buffer that entries can point into (see [`TensorStore::insert_range`]).
+    pub(crate) fn push_buffer(&mut self, bytes: Vec<u8>) -> usize {
+        self.buffers.push(bytes);
+        self.buffers.len() - 1
+    }
+
+    /// Adds a tensor whose contiguous little-endian bytes are `range` of buffer `buffer`.
+    /// Several entries may share one buffer. Checks the range and the element count.
+    pub(crate) fn insert_range(
+        &mut self,
+        key: String,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        buffer: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let invalid = |message: String| Error::SafeTensors {
+            file: self.name.clone(),
+            message,
         };
-        store.add_bytes(bytes)?;
-        Ok(store)
+        let available = self.buffers.get(buffer).map_or(0, Vec::len);
+        if range.start > range.end || range.end > available {
+            return Err(invalid(format!(
+                "tensor `{key}`: byte range {range:?} outside its buffer ({available} bytes)"
+            )));
+        }
+        if !dtype.bitsize().is_multiple_of(8) {
+            return Err(invalid(format!(
+                "tensor `{key}`: sub-byte dtype {dtype:?} is not supported"
+            )));
+        }
+        let expected = shape
+            .iter()
+            .try_fold(dtype.bitsize() / 8, |acc, &d| acc.checked_mul(d));
+        if expected != Some(range.len()) {
+            return Err(invalid(format!(
+                "tensor `{key}`: {} bytes do not hold shape {shape:?} of {dtype:?}",
+                range.len()
+            )));
+        }
+        if self.entries.contains_key(&key) {
+            return Err(invalid(format!("key `{key}` appears more than once")));
+        }
+        let entry = Entry {
+            dtype,
+            shape,
+            buffer,
+            start: range.start,
+            end: range.end,
+        };
+        self.entries.insert(key, entry);
+        Ok(())
     }
 
     /// A store that invents every requested tensor: norm weights 1, biases 0, other weights
@@ -91,6 +166,24 @@ impl TensorStore {
         Ok(())
     }
 
+    /// Moves every tensor of `other` into this store; a key present in both is an error.
+    pub fn extend(&mut self, other: TensorStore) -> Result<()> {
+        if let Some(key) = other.entries.keys().find(|k| self.entries.contains_key(*k)) {
+            return Err(Error::SafeTensors {
+                file: format!("{} + {}", self.name, other.name),
+                message: format!("key `{key}` appears in both"),
+            });
+        }
+        let offset = self.buffers.len();
+        for (key, mut entry) in other.entries {
+            entry.buffer += offset;
+            self.entries.insert(key, entry);
+        }
+        self.buffers.extend(other.buffers);
+        self.name = format!("{} + {}", self.name, other.name);
+        Ok(())
+    }
+
     /// The name used in error messages (usually the file path).
     pub fn name(&self) -> &str {
         &self.name
@@ -109,6 +202,33 @@ impl TensorStore {
     /// The stored shape of `key`, if present.
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.entries.get(key).map(|e| e.shape.as_slice())
+    }
+
+    /// The stored dtype of `key`, if present.
+    pub fn dtype(&self, key: &str) -> Option<Dtype> {
+        self.entries.get(key).map(|e| e.dtype)
+    }
+
+    /// The raw little-endian bytes of `key` (any dtype, e.g. int64 counters), checking its
+    /// shape. Marks the key as consumed, like [`TensorStore::read_f32`].
+    pub fn read_raw(&self, key: &str, expected: &[usize]) -> Result<(Dtype, &[u8])> {
+        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+            file: self.name.clone(),
+            key: key.to_string(),
+        })?;
+        if entry.shape != expected {
+            return Err(Error::ShapeMismatch {
+                file: self.name.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        self.used.borrow_mut().insert(key.to_string());
+        Ok((
+            entry.dtype,
+            &self.buffers[entry.buffer][entry.start..entry.end],
+        ))
     }
 
     /// Renames keys (and optionally reshapes them, same element count) with `rule`, which

@@ -99,9 +99,12 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
-/// max |a − b|.
+/// max |a − b|; NaN when either side holds a NaN (so tolerance checks fail).
 pub fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
+    if a.iter().chain(b).any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
     a.iter()
         .zip(b)
         .map(|(x, y)| (*x as f64 - *y as f64).abs())

@@ -1,0 +1,198 @@
+//! Extras loaded on top of a base model: the AU adapter and LoRA weights.
+
+use burn::tensor::Device;
+
+use crate::au::AuSet;
+use crate::au::encoder::{AuAdapterConfig, AuEncoder};
+use crate::error::{Error, Result};
+use crate::unet::UNet2DConditionModel;
+use crate::weights::TensorStore;
+
+/// A loaded AU adapter: the encoder that turns AU vectors into tokens (the per-layer branches
+/// live inside the UNet's cross-attention layers).
+#[derive(Debug)]
+pub struct AuAdapter {
+    /// Its configuration.
+    pub config: AuAdapterConfig,
+    /// The AU set its input vector follows.
+    pub set: AuSet,
+    /// The encoder.
+    pub encoder: AuEncoder,
+    /// Where it came from.
+    pub source: String,
+}
+
+/// AU adapter weights before loading: `au_encoder.*` plus `<attn2 path>.processor.au_to_{k,v}.weight`
+/// for every cross-attention layer, in one store (our `au_adapter/` folder), or assembled from
+/// FineFace's `au_encoder.ckpt` + `attn_processors.ckpt`.
+#[derive(Debug)]
+pub struct AdapterWeights {
+    /// Configuration.
+    pub config: AuAdapterConfig,
+    /// All adapter tensors.
+    pub store: TensorStore,
+}
+
+/// LoRA weights with their merge scale.
+#[derive(Debug)]
+pub struct LoraWeights {
+    /// The LoRA tensors (any supported key style).
+    pub store: TensorStore,
+    /// User scale (1.0 = as trained).
+    pub scale: f32,
+}
+
+/// What to load on top of the folder's own components.
+#[derive(Debug, Default)]
+pub struct LoadOptions {
+    /// LoRAs merged into the UNet (and text encoder, for `text_encoder.` keys) at load.
+    pub loras: Vec<LoraWeights>,
+    /// An AU adapter replacing the folder's own `au_adapter/` (if any).
+    pub adapter: Option<AdapterWeights>,
+}
+
+impl AuAdapter {
+    /// Attaches the adapter's branches to `unet` and builds its encoder; every adapter key must
+    /// be used and every cross-attention layer must receive a branch.
+    pub fn attach(
+        weights: AdapterWeights,
+        unet: &mut UNet2DConditionModel,
+        device: &Device,
+    ) -> Result<Self> {
+        let AdapterWeights { mut config, store } = weights;
+        let file = store.name().to_string();
+        let set = config.set(&file)?;
+        let layers = unet.cross_attentions_mut();
+        let Some(width) = layers.first().map(|(_, a)| a.context_dim()) else {
+            return Err(Error::config(
+                &file,
+                "au_set",
+                &config.au_set,
+                "the UNet has no cross-attention layer",
+            ));
+        };
+        let width = *config.cross_attention_dim.get_or_insert(width);
+        if let Some((path, attn)) = layers.into_iter().find(|(_, a)| a.context_dim() != width) {
+            return Err(Error::config(
+                &file,
+                "cross_attention_dim",
+                width,
+                format!(
+                    "the UNet's {path} takes {}-wide context",
+                    attn.context_dim()
+                ),
+            ));
+        }
+        config.validate(&file)?;
+        let root = store.root(device);
+        unet.attach_au_adapter(&root)?;
+        let encoder = AuEncoder::load(&root, &config, set)?;
+        store.finish()?;
+        Ok(AuAdapter {
+            config,
+            set,
+            encoder,
+            source: file,
+        })
+    }
+}
+
+/// Reads `FILE[:scale]` (scale defaults to 1).
+#[cfg(not(target_family = "wasm"))]
+pub fn read_lora(spec: &str) -> Result<LoraWeights> {
+    let (path, scale) = match spec.rsplit_once(':') {
+        Some((p, s)) if !p.is_empty() && s.parse::<f32>().is_ok() => {
+            (p, s.parse::<f32>().expect("checked"))
+        }
+        _ => (spec, 1.0),
+    };
+    if !scale.is_finite() {
+        return Err(Error::request(
+            "lora",
+            format!("scale {scale} must be finite"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(LoraWeights {
+        store: TensorStore::from_bytes(path, bytes)?,
+        scale,
+    })
+}
+
+/// Reads an AU adapter from disk: an `au_adapter` folder (`config.json` +
+/// `diffusion_pytorch_model.safetensors`), or FineFace's released files — `attn_processors.ckpt`,
+/// `au_encoder.ckpt` and optionally `pytorch_lora_weights.safetensors` (merged at scale 1) —
+/// given as their folder or as a list of files.
+#[cfg(not(target_family = "wasm"))]
+pub fn read_adapter(paths: &[std::path::PathBuf]) -> Result<(AdapterWeights, Vec<LoraWeights>)> {
+    use std::path::PathBuf;
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    if let [dir] = paths
+        && dir.join("config.json").is_file()
+    {
+        let config = AuAdapterConfig::from_json(
+            &read(&dir.join("config.json"))?,
+            &dir.join("config.json").display().to_string(),
+        )?;
+        let weights = dir.join("diffusion_pytorch_model.safetensors");
+        let store = TensorStore::from_bytes(weights.display().to_string(), read(&weights)?)?;
+        return Ok((AdapterWeights { config, store }, Vec::new()));
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            for name in [FINEFACE_PROCESSORS, FINEFACE_ENCODER, FINEFACE_LORA] {
+                if p.join(name).is_file() {
+                    files.push(p.join(name));
+                }
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let named = |name: &str| {
+        files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == name))
+    };
+    let missing = |name: &str| {
+        Error::io(
+            paths.first().cloned().unwrap_or_default(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("AU adapter: {name} not found"),
+            ),
+        )
+    };
+    let processors = named(FINEFACE_PROCESSORS).ok_or_else(|| missing(FINEFACE_PROCESSORS))?;
+    let encoder = named(FINEFACE_ENCODER).ok_or_else(|| missing(FINEFACE_ENCODER))?;
+    let mut store =
+        TensorStore::from_torch_bytes(processors.display().to_string(), read(processors)?)?;
+    store.extend(TensorStore::from_torch_bytes(
+        encoder.display().to_string(),
+        read(encoder)?,
+    )?)?;
+    let mut loras = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "safetensors"))
+    {
+        loras.push(LoraWeights {
+            store: TensorStore::from_bytes(f.display().to_string(), read(f)?)?,
+            scale: 1.0,
+        });
+    }
+    // FineFace uses hidden 64; take the width from the file so smaller variants load too.
+    let mut config = AuAdapterConfig::fineface();
+    if let Some(&[hidden, _]) = store.shape("au_encoder.weight") {
+        config.hidden_dim = hidden;
+    }
+    Ok((AdapterWeights { config, store }, loras))
+}
+
+/// FineFace's released file names.
+pub const FINEFACE_PROCESSORS: &str = "attn_processors.ckpt";
+/// FineFace's AU encoder file.
+pub const FINEFACE_ENCODER: &str = "au_encoder.ckpt";
+/// FineFace's UNet LoRA.
+pub const FINEFACE_LORA: &str = "pytorch_lora_weights.safetensors";

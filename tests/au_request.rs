@@ -1,0 +1,118 @@
+//! `expression`, `aus` and `au_scale` resolve into the AU vector and prompt exactly as documented
+//! (prototype first, explicit units over it; zero AUs for the unconditional half).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use common::{fixture, host};
+use synfer::Error;
+use synfer::au::encoder::AuAdapterConfig;
+use synfer::au::{AuVector, Expression, FINEFACE};
+use synfer::pipeline::source::DirSource;
+use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline};
+use synfer::weights::TensorStore;
+
+fn with_adapter() -> Pipeline {
+    // A randomly initialised FineFace-layout adapter (hidden 4: 12 raw + 4 = 16 = cross dim).
+    let config = AuAdapterConfig {
+        hidden_dim: 4,
+        ..AuAdapterConfig::fineface()
+    };
+    let options = LoadOptions {
+        loras: Vec::new(),
+        adapter: Some(AdapterWeights {
+            config,
+            store: TensorStore::synthetic("random adapter", 7),
+        }),
+    };
+    let src = DirSource::new(fixture("sd1-tiny")).unwrap();
+    Pipeline::from_source_with(&src, &Device::flex(), options).unwrap()
+}
+
+fn aus(pairs: &[(&str, f32)]) -> Option<BTreeMap<String, f32>> {
+    Some(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+}
+
+#[test]
+fn expression_prototype_then_explicit_units() {
+    let p = with_adapter();
+    assert!(p.unet.has_au_adapter());
+    let req = GenerateRequest {
+        expression: Some(Expression::Happy),
+        aus: aus(&[("AU12", 2.0), ("AU26", 1.0)]),
+        ..GenerateRequest::new("a photo of a man")
+    };
+    let (v, ctx) = p.au_conditioning(&req, 1, true).unwrap();
+    let v = v.unwrap();
+    let expected = AuVector::parse(FINEFACE, "AU6=3,AU12=2,AU26=1").unwrap();
+    assert_eq!(v, expected);
+    assert_eq!(
+        req.effective_prompt(),
+        "a photo of a man, happy facial expression"
+    );
+    let ctx = ctx.unwrap();
+    assert_eq!(ctx.scale, 1.0);
+    // Unconditional half = encoded zeros, conditional half = encoded request.
+    let enc = &p.au_adapter.as_ref().unwrap().encoder;
+    let zeros = AuVector::zeros(FINEFACE);
+    let (_, want) = host(enc.encode(&[&zeros, &expected], &p.device));
+    let (shape, got) = host(ctx.tokens);
+    assert_eq!(shape, vec![2, 1, 16]);
+    assert_eq!(got, want);
+    // Raw AUs lead the token (FineFace layout).
+    assert_eq!(&got[16..28], expected.values());
+}
+
+#[test]
+fn au_scale_and_guidance_layout() {
+    let p = with_adapter();
+    let req = GenerateRequest {
+        au_scale: Some(2.5),
+        aus: aus(&[("AU1", 5.0)]),
+        ..GenerateRequest::new("x")
+    };
+    let (_, ctx) = p.au_conditioning(&req, 3, false).unwrap();
+    let ctx = ctx.unwrap();
+    assert_eq!(ctx.scale, 2.5);
+    assert_eq!(ctx.tokens.dims(), [3, 1, 16]);
+}
+
+#[test]
+fn invalid_units_are_refused_by_name() {
+    let p = with_adapter();
+    let req = GenerateRequest {
+        aus: aus(&[("AU7", 1.0)]),
+        ..GenerateRequest::new("x")
+    };
+    let err = p.au_conditioning(&req, 1, true).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidRequest { ref field, .. } if field == "aus.AU7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn aus_without_an_adapter_are_refused() {
+    let src = DirSource::new(fixture("sd1-tiny")).unwrap();
+    let p = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    let req = GenerateRequest {
+        aus: aus(&[("AU12", 1.0)]),
+        ..GenerateRequest::new("x")
+    };
+    let err = pollster::block_on(p.generate(&req, None, |_| {})).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidRequest { ref field, .. } if field == "aus"),
+        "{err}"
+    );
+    // An expression alone still works (text only) on a model without an adapter.
+    let req = GenerateRequest {
+        expression: Some(Expression::Sad),
+        steps: 2,
+        ..GenerateRequest::new("a woman")
+    };
+    let out = pollster::block_on(p.generate(&req, None, |_| {})).unwrap();
+    assert_eq!(out.prompt, "a woman, sad facial expression");
+    assert!(out.aus.is_none());
+}
