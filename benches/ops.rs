@@ -58,7 +58,7 @@ fn main() {
     );
     ours.insert(
         "attention_8x1024x40",
-        time_ms(|| attention(q.clone(), q.clone(), q.clone(), None, None, no_mask.clone())),
+        time_ms(|| attention(q.clone(), q.clone(), q.clone(), None, None, no_mask)),
     );
     ours.insert("groupnorm_320_32x32", time_ms(|| gn.forward(x.clone())));
     ours.insert(
