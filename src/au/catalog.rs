@@ -380,8 +380,12 @@ pub struct AuSet {
     pub name: &'static str,
     /// Codes in the order of the model's input vector.
     pub codes: &'static [&'static str],
-    /// Largest value (smallest is 0).
+    /// Smallest value.
+    pub min: f32,
+    /// Largest value.
     pub max: f32,
+    /// Value of a unit the request leaves unset (and of the unconditional branch).
+    pub default: f32,
     /// Values must be 0 or 1.
     pub binary: bool,
 }
@@ -392,7 +396,9 @@ pub const FINEFACE: AuSet = AuSet {
     codes: &[
         "AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26",
     ],
+    min: 0.0,
     max: 5.0,
+    default: 0.0,
     binary: false,
 };
 
@@ -405,7 +411,9 @@ pub const OPENGRAPHAU: AuSet = AuSet {
         "AU27", "AU32", "AU38", "AU39", "AUL1", "AUR1", "AUL2", "AUR2", "AUL4", "AUR4", "AUL6",
         "AUR6", "AUL10", "AUR10", "AUL12", "AUR12", "AUL14", "AUR14",
     ],
+    min: 0.0,
     max: 1.0,
+    default: 0.0,
     binary: true,
 };
 

@@ -179,3 +179,70 @@ impl AuEncoder {
         self.forward(x)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::au::{FINEFACE, OPENGRAPHAU};
+    use crate::weights::TensorStore;
+
+    fn values(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn synfer_variant_is_the_same_module_with_another_config() {
+        // SynFER: 41 binary AUs → Linear(41 → d), one token, no raw AUs, no padding.
+        let device = Device::flex();
+        let cfg = AuAdapterConfig {
+            au_set: "opengraphau".into(),
+            hidden_dim: 16,
+            include_raw: false,
+            num_tokens: 1,
+            cross_attention_dim: Some(16),
+            default_au_scale: 1.0,
+        };
+        cfg.validate("test").unwrap();
+        let store = TensorStore::synthetic("test", 3);
+        let enc = AuEncoder::load(&store.root(&device), &cfg, OPENGRAPHAU).unwrap();
+        let v = AuVector::parse(OPENGRAPHAU, "AU12=1,AUL6=1").unwrap();
+        let tokens = enc.encode(&[&v], &device);
+        assert_eq!(tokens.dims(), [1, 1, 16]);
+        let x = Tensor::<2>::from_data(TensorData::new(v.values().to_vec(), [1, 41]), &device);
+        let direct = enc.au_encoder.forward(x).reshape([1, 1, 16]);
+        assert_eq!(values(tokens), values(direct));
+    }
+
+    #[test]
+    fn fineface_layout_is_raw_then_hidden_then_zeros() {
+        let device = Device::flex();
+        let cfg = AuAdapterConfig {
+            hidden_dim: 3,
+            num_tokens: 2,
+            cross_attention_dim: Some(20),
+            ..AuAdapterConfig::fineface()
+        };
+        let store = TensorStore::synthetic("test", 5);
+        let enc = AuEncoder::load(&store.root(&device), &cfg, FINEFACE).unwrap();
+        let v = AuVector::parse(FINEFACE, "AU1=2,AU26=5").unwrap();
+        let got = values(enc.encode(&[&v], &device));
+        assert_eq!(got.len(), 2 * 20);
+        for token in got.chunks(20) {
+            assert_eq!(&token[..12], v.values());
+            assert!(token[12..15].iter().any(|x| *x != 0.0));
+            assert_eq!(&token[15..], &[0.0; 5]);
+        }
+        // Too wide for the token: refused with the key named.
+        let bad = AuAdapterConfig {
+            hidden_dim: 9,
+            cross_attention_dim: Some(20),
+            ..AuAdapterConfig::fineface()
+        };
+        assert!(
+            bad.validate("cfg.json")
+                .unwrap_err()
+                .to_string()
+                .contains("hidden_dim")
+        );
+    }
+}

@@ -19,11 +19,12 @@ fn au_error(code: &str, message: impl Into<String>) -> Error {
 }
 
 impl AuVector {
-    /// All zeros (the unconditional AU input of classifier-free guidance).
+    /// Every unit at the set's default, 0 (the unconditional AU input of classifier-free
+    /// guidance).
     pub fn zeros(set: AuSet) -> Self {
         AuVector {
             set,
-            values: vec![0.0; set.codes.len()],
+            values: vec![set.default; set.codes.len()],
         }
     }
 
@@ -52,10 +53,10 @@ impl AuVector {
                 format!("{known}; valid: {}", self.set.codes.join(", ")),
             )
         })?;
-        if !value.is_finite() || value < 0.0 || value > self.set.max {
+        if !value.is_finite() || value < self.set.min || value > self.set.max {
             return Err(au_error(
                 code,
-                format!("{value} is outside 0..={}", self.set.max),
+                format!("{value} is outside {}..={}", self.set.min, self.set.max),
             ));
         }
         if self.set.binary && value != 0.0 && value != 1.0 {

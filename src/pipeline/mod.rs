@@ -476,11 +476,25 @@ pub fn sd_pipeline_scheduler_fixups(scheduler: &mut SchedulerConfig) {
     }
 }
 
-/// `[0, 1]` floats → bytes, rounding half away from zero like numpy's `round` on `x · 255`
-/// followed by `astype(uint8)` (ties are measure-zero for real images).
+/// `[0, 1]` floats → bytes as diffusers' `numpy_to_pil` does: `(x · 255).round()` (numpy
+/// rounds half to even) then `astype(uint8)`.
 pub fn to_u8(values: &[f32]) -> Vec<u8> {
     values
         .iter()
-        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .map(|v| (v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_u8;
+
+    #[test]
+    fn rounds_and_clamps() {
+        // 0.5 · 255 = 127.5 exactly: numpy's half-to-even gives 128.
+        assert_eq!(
+            to_u8(&[0.0, 1.0, 0.2, 0.5, 1.5, -0.1, 0.0019]),
+            vec![0, 255, 51, 128, 255, 0, 0]
+        );
+    }
 }

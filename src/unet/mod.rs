@@ -86,9 +86,9 @@ pub struct UNet2DConditionModel {
     pub center_input_sample: bool,
 }
 
+/// The block's attention layers: one per resnet for cross-attention blocks, none otherwise.
 fn transformers(
     w: &Weights,
-    count: usize,
     channels: usize,
     plan: &BlockPlan,
     groups: usize,
@@ -103,6 +103,7 @@ fn transformers(
         linear_projection,
         only_cross_attention: plan.only_cross_attention,
     };
+    let count = if plan.cross_attn { plan.layers } else { 0 };
     (0..count)
         .map(|j| Transformer2DModel::load(&w.pp("attentions").pp(j), &spec))
         .collect()
@@ -161,18 +162,7 @@ impl UNet2DConditionModel {
                     ResnetBlock2D::load(&w.pp("resnets").pp(j), resnet(c_in, c_out, block_scale))
                 })
                 .collect::<Result<_>>()?;
-            let attentions = if plan.cross_attn {
-                transformers(
-                    &w,
-                    plan.layers,
-                    c_out,
-                    plan,
-                    groups,
-                    cfg.use_linear_projection,
-                )?
-            } else {
-                Vec::new()
-            };
+            let attentions = transformers(&w, c_out, plan, groups, cfg.use_linear_projection)?;
             let downsamplers = if i + 1 < n {
                 vec![Downsample2D::load(
                     &w.pp("downsamplers").pp(0),
@@ -194,7 +184,10 @@ impl UNet2DConditionModel {
             Some(_) => {
                 let w = root.pp("mid_block");
                 let c = ch[n - 1];
+                // One attention layer, never `only_cross_attention` (diffusers' get_mid_block).
                 let plan = BlockPlan {
+                    cross_attn: true,
+                    layers: 1,
                     only_cross_attention: false,
                     ..down_plans[n - 1].clone()
                 };
@@ -203,7 +196,7 @@ impl UNet2DConditionModel {
                     resnets: (0..2)
                         .map(|j| ResnetBlock2D::load(&w.pp("resnets").pp(j), resnet(c, c, scale)))
                         .collect::<Result<_>>()?,
-                    attentions: transformers(&w, 1, c, &plan, groups, cfg.use_linear_projection)?,
+                    attentions: transformers(&w, c, &plan, groups, cfg.use_linear_projection)?,
                 })
             }
             None => None,
@@ -227,18 +220,7 @@ impl UNet2DConditionModel {
                     )
                 })
                 .collect::<Result<_>>()?;
-            let attentions = if plan.cross_attn {
-                transformers(
-                    &w,
-                    plan.layers,
-                    c_out,
-                    plan,
-                    groups,
-                    cfg.use_linear_projection,
-                )?
-            } else {
-                Vec::new()
-            };
+            let attentions = transformers(&w, c_out, plan, groups, cfg.use_linear_projection)?;
             let upsamplers = if i + 1 < n {
                 vec![Upsample2D::load(&w.pp("upsamplers").pp(0), c_out)?]
             } else {

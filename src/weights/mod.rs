@@ -263,26 +263,12 @@ impl TensorStore {
         if let Some(rng) = &self.synthetic {
             return Ok(synthesize(key, expected, &mut rng.borrow_mut()));
         }
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+        let (dtype, bytes) = self.read_raw(key, expected)?;
+        decode_f32(bytes, dtype).ok_or_else(|| Error::UnsupportedDtype {
             file: self.name.clone(),
             key: key.to_string(),
-        })?;
-        if entry.shape != expected {
-            return Err(Error::ShapeMismatch {
-                file: self.name.clone(),
-                key: key.to_string(),
-                expected: expected.to_vec(),
-                found: entry.shape.clone(),
-            });
-        }
-        let bytes = &self.buffers[entry.buffer][entry.start..entry.end];
-        let values = decode_f32(bytes, entry.dtype).ok_or_else(|| Error::UnsupportedDtype {
-            file: self.name.clone(),
-            key: key.to_string(),
-            dtype: format!("{:?}", entry.dtype),
-        })?;
-        self.used.borrow_mut().insert(key.to_string());
-        Ok(values)
+            dtype: format!("{dtype:?}"),
+        })
     }
 
     /// Replaces (or adds) `key` with f32 values, e.g. after merging a LoRA update.
