@@ -16,6 +16,7 @@
 pub mod au;
 pub mod device;
 pub mod error;
+pub mod face;
 pub mod guidance;
 pub mod nn;
 pub mod pipeline;
