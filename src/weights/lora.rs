@@ -6,7 +6,8 @@
 //! - older diffusers: `<module>.lora.down.weight`, `<module>.lora.up.weight`;
 //! - attention-processor LoRA: `<attn>.processor.to_q_lora.down.weight` (→ `<attn>.to_q`,
 //!   `to_out_lora` → `to_out.0`);
-//! - an optional `<module>.alpha` (or `.lora.alpha`) scalar; without it `α = r` (scale 1).
+//! - an optional `<module>.alpha` (or `.lora.alpha`) scalar; else `lora_alpha` from the
+//!   `lora_adapter_metadata` header newer diffusers writes (`unet.lora_alpha`); else `α = r`.
 //!
 //! Linear (`[out, in]`) and convolution (`[out, in, kh, kw]`, with `B` of shape `[out, r, 1, 1]`)
 //! targets are supported. Every LoRA key must land on a base weight of matching shape.
@@ -55,6 +56,32 @@ fn processor_path(stem: &str) -> String {
     }
 }
 
+/// `lora_alpha` for `component` from the safetensors header's `lora_adapter_metadata` JSON
+/// (`unet.lora_alpha`, or unprefixed), as diffusers' LoRA loader reads it.
+fn metadata_alpha(lora: &TensorStore, component: &str) -> Result<Option<f32>> {
+    let Some(raw) = lora.metadata().get("lora_adapter_metadata") else {
+        return Ok(None);
+    };
+    let file = format!("{} (lora_adapter_metadata)", lora.name());
+    let meta: serde_json::Value = serde_json::from_str(raw).map_err(|e| Error::json(&file, e))?;
+    let get = |key: &str| {
+        meta.get(format!("{component}.{key}"))
+            .or_else(|| meta.get(key))
+    };
+    for pattern in ["alpha_pattern", "rank_pattern"] {
+        if get(pattern)
+            .and_then(|v| v.as_object())
+            .is_some_and(|o| !o.is_empty())
+        {
+            return Err(lora_err(
+                &file,
+                format!("per-module `{pattern}` is not supported"),
+            ));
+        }
+    }
+    Ok(get("lora_alpha").and_then(|v| v.as_f64()).map(|a| a as f32))
+}
+
 fn lora_err(file: &str, message: impl Into<String>) -> Error {
     Error::SafeTensors {
         file: file.to_string(),
@@ -68,6 +95,7 @@ impl TensorStore {
     /// Returns the number of weights updated; keys of other components are left unmarked.
     pub fn merge_lora(&mut self, lora: &TensorStore, component: &str, scale: f32) -> Result<usize> {
         let file = lora.name().to_string();
+        let header_alpha = metadata_alpha(lora, component)?;
         let mut pairs: BTreeMap<String, LoraPair> = BTreeMap::new();
         for key in lora.keys() {
             let Some((module, role)) = parse_key(key) else {
@@ -145,7 +173,7 @@ impl TensorStore {
                         .copied()
                         .ok_or_else(|| lora_err(&file, format!("`{k}` is empty")))?
                 }
-                None => rank as f32,
+                None => header_alpha.unwrap_or(rank as f32),
             };
             let factor = scale * alpha / rank as f32;
             let mut weight = self.read_f32(&target, &base_shape)?;
@@ -200,5 +228,75 @@ mod tests {
             assert_eq!(parse_key(key), Some((module.to_string(), role)), "{key}");
         }
         assert_eq!(parse_key("conv_in.weight"), None);
+    }
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn lora_file(metadata: Option<&str>) -> TensorStore {
+        use safetensors::Dtype;
+        use safetensors::tensor::TensorView;
+        let a = f32_bytes(&[1.0, 2.0, 3.0, 0.5, -1.0, 2.0]); // down: r=2 × in=3
+        let b = f32_bytes(&[1.0, 0.0, 0.0, 1.0]); // up: out=2 × r=2
+        let views = [
+            (
+                "unet.proj.lora_A.weight",
+                TensorView::new(Dtype::F32, vec![2, 3], &a).unwrap(),
+            ),
+            (
+                "unet.proj.lora_B.weight",
+                TensorView::new(Dtype::F32, vec![2, 2], &b).unwrap(),
+            ),
+        ];
+        let meta = metadata.map(|m| {
+            [("lora_adapter_metadata".to_string(), m.to_string())]
+                .into_iter()
+                .collect()
+        });
+        let bytes = safetensors::serialize(views, meta).unwrap();
+        TensorStore::from_bytes("lora.safetensors", bytes).unwrap()
+    }
+
+    fn merged(metadata: Option<&str>, scale: f32) -> Vec<f32> {
+        let mut base = TensorStore::empty("base");
+        base.insert(
+            "proj.weight",
+            safetensors::Dtype::F32,
+            vec![2, 3],
+            f32_bytes(&[0.0; 6]),
+        )
+        .unwrap();
+        base.merge_lora(&lora_file(metadata), "unet", scale)
+            .unwrap();
+        base.read_f32("proj.weight", &[2, 3]).unwrap()
+    }
+
+    #[test]
+    fn alpha_from_the_diffusers_metadata_header() {
+        // B·A = A here (B = I); W = scale · α / r · A.
+        let a = [1.0, 2.0, 3.0, 0.5, -1.0, 2.0];
+        let scaled = |f: f32| a.iter().map(|x| x * f).collect::<Vec<f32>>();
+        assert_eq!(merged(None, 1.0), scaled(1.0));
+        assert_eq!(merged(None, 0.5), scaled(0.5));
+        let meta = r#"{"unet.lora_alpha": 8, "unet.r": 2, "unet.alpha_pattern": {}, "unet.rank_pattern": {}}"#;
+        assert_eq!(merged(Some(meta), 1.0), scaled(4.0));
+        assert_eq!(merged(Some(r#"{"lora_alpha": 1}"#), 1.0), scaled(0.5));
+        let mut base = TensorStore::empty("base");
+        base.insert(
+            "proj.weight",
+            safetensors::Dtype::F32,
+            vec![2, 3],
+            f32_bytes(&[0.0; 6]),
+        )
+        .unwrap();
+        let err = base
+            .merge_lora(
+                &lora_file(Some(r#"{"unet.alpha_pattern": {"proj": 3}}"#)),
+                "unet",
+                1.0,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("alpha_pattern"), "{err}");
     }
 }

@@ -36,6 +36,7 @@ pub struct TensorStore {
     entries: BTreeMap<String, Entry>,
     used: RefCell<BTreeSet<String>>,
     synthetic: Option<RefCell<rand::rngs::StdRng>>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl TensorStore {
@@ -54,6 +55,7 @@ impl TensorStore {
             entries: BTreeMap::new(),
             used: RefCell::new(BTreeSet::new()),
             synthetic: None,
+            metadata: BTreeMap::new(),
         }
     }
 
@@ -135,6 +137,7 @@ impl TensorStore {
             entries: BTreeMap::new(),
             used: RefCell::new(BTreeSet::new()),
             synthetic: Some(RefCell::new(rand::rngs::StdRng::seed_from_u64(seed))),
+            metadata: BTreeMap::new(),
         }
     }
 
@@ -162,8 +165,17 @@ impl TensorStore {
                 });
             }
         }
+        if let Some(extra) = metadata.metadata() {
+            self.metadata
+                .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         self.buffers.push(bytes);
         Ok(())
+    }
+
+    /// The safetensors header's `__metadata__` strings (empty for other sources).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// Moves every tensor of `other` into this store; a key present in both is an error.
