@@ -69,11 +69,8 @@ impl Ddim {
             });
         }
         let alphas_cumprod = schedule::alphas_cumprod(&params.beta.betas());
-        let final_alpha_cumprod = if params.set_alpha_to_one {
-            1.0
-        } else {
-            alphas_cumprod[0]
-        };
+        let final_alpha_cumprod =
+            schedule::final_alpha_cumprod(&alphas_cumprod, params.set_alpha_to_one);
         Ok(Self {
             params,
             alphas_cumprod,

@@ -175,6 +175,15 @@ pub fn alphas_cumprod(betas: &[f32]) -> Vec<f32> {
     cumprod_f32(&alphas)
 }
 
+/// DDIM/PNDM's `final_alpha_cumprod`: 1 with `set_alpha_to_one`, else `alphas_cumprod[0]`.
+pub fn final_alpha_cumprod(alphas_cumprod: &[f32], set_alpha_to_one: bool) -> f32 {
+    if set_alpha_to_one {
+        1.0
+    } else {
+        alphas_cumprod[0]
+    }
+}
+
 /// diffusers' `rescale_zero_terminal_snr` (Lin et al. 2023, algorithm 1), in float32.
 ///
 /// The rescaled `alphas_cumprod` ends at exactly zero.
