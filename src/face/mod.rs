@@ -24,6 +24,7 @@
 //! preprocessed `[n, c, h, w]` (NCHW) tensor. FaceMesh takes RGB in `[0, 1]` directly, NHWC or
 //! NCHW.
 
+pub mod detector;
 pub mod face_api;
 pub mod mesh;
 pub mod mini_xception;

