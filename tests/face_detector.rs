@@ -9,13 +9,19 @@ use common::{fixture, host, max_abs};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
-use synfer::face::detector::{ANCHORS, BlazeFace, INPUT_SIZE, ROW};
+use synfer::face::detector::{
+    ANCHORS, BlazeFace, Detection, DetectorConfig, INPUT_SIZE, ROW, detect,
+};
 
 const N: usize = 8;
 /// Raw outputs (logits and offsets in pixels of the 256×256 input): `|ours − tfjs| ≤ RAW_TOL ·
 /// max(1, |tfjs|)`. Absolute below 1, relative above: the logits reach ±1900, where one float32
 /// ulp is already 1.2e-4, so an absolute 1e-4 would demand bit-identical accumulation order.
 const RAW_TOL: f64 = 1e-4;
+/// Decoded boxes, crops and keypoints, in original-image pixels.
+const PX_TOL: f64 = 1.0;
+/// Values per reference detection row (see `detector_reference.json`).
+const DET: usize = 22;
 /// Images per forward pass.
 const BATCH: usize = 4;
 const FILE: &str = "blazeface.safetensors";
@@ -58,6 +64,84 @@ fn rgb_images(grey: &[u8], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, [n, s, s, 3]), device)
 }
 
+/// The reference decoding: `(original sizes [N], detections per image)`, each detection row
+/// `[anchor, confidence, box ×4, square crop ×4, keypoints ×12]`.
+fn reference_detections() -> (Vec<[usize; 2]>, Vec<Vec<Vec<f32>>>) {
+    let bytes = std::fs::read(fixture("face/detector_reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let sizes: Vec<[usize; 2]> = f32s(&st.tensor("original_size").unwrap())
+        .chunks_exact(2)
+        .map(|c| [c[0] as usize, c[1] as usize])
+        .collect();
+    let counts = f32s(&st.tensor("counts").unwrap());
+    let rows = f32s(&st.tensor("detections").unwrap());
+    let mut rows = rows.chunks_exact(DET).map(<[f32]>::to_vec);
+    let per_image = counts
+        .iter()
+        .map(|&c| rows.by_ref().take(c as usize).collect())
+        .collect();
+    assert!(rows.next().is_none());
+    (sizes, per_image)
+}
+
+/// The config the reference was decoded with: human's defaults, `maxDetected` 5.
+fn reference_config() -> DetectorConfig {
+    DetectorConfig {
+        max_detected: 5,
+        ..DetectorConfig::default()
+    }
+}
+
+/// Largest pixel difference between our detections and the reference rows (same count and
+/// anchors asserted); `(box, crop, keypoints, confidence)`.
+fn compare(ours: &[Detection], reference: &[Vec<f32>]) -> [f64; 4] {
+    assert_eq!(ours.len(), reference.len(), "face count");
+    let mut d = [0.0f64; 4];
+    for (o, r) in ours.iter().zip(reference) {
+        assert_eq!(o.anchor, r[0] as usize, "anchor");
+        let r64: Vec<f64> = r.iter().map(|&v| f64::from(v)).collect();
+        let max = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        };
+        d[0] = d[0].max(max(&o.bbox, &r64[2..6]));
+        d[1] = d[1].max(max(&o.crop, &r64[6..10]));
+        d[2] = d[2].max(max(o.keypoints.as_flattened(), &r64[10..22]));
+        d[3] = d[3].max(f64::from((o.confidence - r[1]).abs()));
+    }
+    d
+}
+
+#[test]
+fn decoding_matches_human_on_tfjs_outputs() {
+    // Human's decoding applied to the original graph's own outputs: only the decoding differs.
+    let (_, ref_raw) = reference();
+    let (sizes, reference) = reference_detections();
+    let config = reference_config();
+    let mut d = [0.0f64; 4];
+    for ((raw, [w, h]), want) in ref_raw
+        .chunks_exact(ANCHORS * ROW)
+        .zip(sizes)
+        .zip(&reference)
+    {
+        let got = detect(raw, w, h, &config);
+        for (k, v) in compare(&got, want).into_iter().enumerate() {
+            d[k] = d[k].max(v);
+        }
+    }
+    eprintln!(
+        "decoding of the tfjs outputs: max |ours − human| box {:.3e} px, crop {:.3e} px, \
+         keypoints {:.3e} px, confidence {:.3e}",
+        d[0], d[1], d[2], d[3]
+    );
+    // f32 storage of JS doubles: boxes and keypoints to a few 1e-5 px; crops are integers.
+    assert!(d[0] <= 1e-3 && d[2] <= 1e-3, "{d:?}");
+    assert_eq!(d[1], 0.0, "square crops");
+    assert!(d[3] <= 1e-7, "{d:?}");
+}
+
 #[test]
 fn blazeface_raw_outputs_match_tfjs() {
     let device = Device::flex();
@@ -88,6 +172,27 @@ fn blazeface_raw_outputs_match_tfjs() {
              max |ours − tfjs| / max(1, |tfjs|) {scaled:.3e} over {N} images"
         );
         assert!(scaled <= RAW_TOL, "raw outputs: {scaled:.3e} > {RAW_TOL:e}");
+
+        // End to end: our network and decoding against human's detections.
+        let (sizes, reference) = reference_detections();
+        let mut d = [0.0f64; 4];
+        for ((image, &[w, h]), want) in raw.chunks_exact(ANCHORS * ROW).zip(&sizes).zip(&reference)
+        {
+            let got = detect(image, w, h, &reference_config());
+            for (k, v) in compare(&got, want).into_iter().enumerate() {
+                d[k] = d[k].max(v);
+            }
+        }
+        let faces: usize = reference.iter().map(Vec::len).sum();
+        eprintln!(
+            "BlazeFace ({layout}) detections: {faces} faces, max |ours − human| box {:.3e} px, \
+             crop {:.3e} px, keypoints {:.3e} px, confidence {:.3e}",
+            d[0], d[1], d[2], d[3]
+        );
+        assert!(
+            d[0] <= PX_TOL && d[1] <= PX_TOL && d[2] <= PX_TOL,
+            "detections: {d:?} px"
+        );
     }
     // The fixture is meaningful: every image holds a face the original scores above 0.5.
     for image in ref_raw.chunks_exact(ANCHORS * ROW) {

@@ -39,6 +39,16 @@ const SIDES = [112, 160, 200, 96, 128, 180, 140, 224];
 const OFFSETS = [[72, 72], [10, 40], [50, 20], [150, 140], [0, 128], [76, 30], [100, 90], [16, 16]];
 const N = SIDES.length;
 const ANCHORS = 896;
+// Sizes (width, height) of the original images the 256x256 inputs stand for: human's decoding
+// only uses them to scale boxes and keypoints back (factor [width / 256, height / 256]).
+const ORIGINAL_SIZES = [[256, 256], [720, 576], [640, 480], [512, 512], [480, 640], [1024, 768], [300, 300], [720, 576]];
+// human@3.3.6 config.face.detector defaults (src/config.ts), except maxDetected (default 1), raised
+// so that non-maximum suppression decides the count: maxDetected 5, iouThreshold 0.1,
+// minConfidence 0.2, scale 1.4, minSize 0; square unset (no padding).
+const DETECTOR_CONFIG = { maxDetected: 5, iouThreshold: 0.1, minConfidence: 0.2, scale: 1.4, minSize: 0 };
+// Per detection: anchor index, confidence, scaled box (x1, y1, x2, y2), square crop box
+// (x1, y1, x2, y2, rounded), 6 keypoints (x, y); all in original-image pixels.
+const DET = 22;
 const Q = 'StatefulPartitionedCall/functional_1/';
 
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
@@ -255,6 +265,110 @@ function convertWeights(graphWeights, specs, decoded) {
   return tensors;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// human@3.3.6 src/face/blazeface.ts getBoxes after the model, and the facemeshutil.ts helpers it
+// calls, verbatim in tfjs ops and JS arithmetic (square unset: pad [0, 0], scale [1, 1])
+
+function generateAnchors(inputSize) {
+  const spec = { strides: [inputSize / 16, inputSize / 8], anchors: [2, 6] };
+  const anchors = [];
+  for (let i = 0; i < spec.strides.length; i++) {
+    const stride = spec.strides[i];
+    const gridRows = Math.floor((inputSize + stride - 1) / stride);
+    const gridCols = Math.floor((inputSize + stride - 1) / stride);
+    const anchorsNum = spec.anchors[i];
+    for (let gridY = 0; gridY < gridRows; gridY++) {
+      const anchorY = stride * (gridY + 0.5);
+      for (let gridX = 0; gridX < gridCols; gridX++) {
+        const anchorX = stride * (gridX + 0.5);
+        for (let n = 0; n < anchorsNum; n++) anchors.push([anchorX, anchorY]);
+      }
+    }
+  }
+  return anchors;
+}
+
+const getBoxSize = (box) => [Math.abs(box.endPoint[0] - box.startPoint[0]), Math.abs(box.endPoint[1] - box.startPoint[1])];
+const getBoxCenter = (box) => [box.startPoint[0] + (box.endPoint[0] - box.startPoint[0]) / 2, box.startPoint[1] + (box.endPoint[1] - box.startPoint[1]) / 2, 1];
+const scaleBoxCoordinates = (box, factor, anchor) => {
+  const startPoint = [box.startPoint[0] * factor[0], box.startPoint[1] * factor[1]];
+  const endPoint = [box.endPoint[0] * factor[0], box.endPoint[1] * factor[1]];
+  const landmarks = box.landmarks.map((pt) => [(pt[0] + anchor[0]) * factor[0], (pt[1] + anchor[1]) * factor[1]]);
+  return { startPoint, endPoint, landmarks, confidence: box.confidence };
+};
+const enlargeBox = (box, factor) => {
+  const center = getBoxCenter(box);
+  const size = getBoxSize(box);
+  const halfSize = [factor * size[0] / 2, factor * size[1] / 2];
+  return {
+    startPoint: [center[0] - halfSize[0], center[1] - halfSize[1]],
+    endPoint: [center[0] + halfSize[0], center[1] + halfSize[1]],
+    landmarks: box.landmarks,
+    confidence: box.confidence,
+    size,
+  };
+};
+const squarifyBox = (box) => {
+  const centers = getBoxCenter(box);
+  const size = getBoxSize(box);
+  const halfSize = Math.max(...size) / 2;
+  return {
+    startPoint: [Math.round(centers[0] - halfSize), Math.round(centers[1] - halfSize)],
+    endPoint: [Math.round(centers[0] + halfSize), Math.round(centers[1] + halfSize)],
+    landmarks: box.landmarks,
+    confidence: box.confidence,
+    size: [Math.round(size[0]), Math.round(size[1])],
+  };
+};
+
+/** `batch`: the [896, 17] tensor; returns rows of DET values. */
+async function humanDecode(batch, anchors, inputSize, width, height, config) {
+  const keypointsCount = 6;
+  const inputSizeT = tf.scalar(inputSize, 'int32');
+  const t = {};
+  t.batch = batch;
+  // decodeBoxes
+  t.boxStarts = tf.slice(t.batch, [0, 1], [-1, 2]);
+  t.centers = tf.add(t.boxStarts, anchors);
+  t.boxSizes = tf.slice(t.batch, [0, 3], [-1, 2]);
+  t.boxSizesNormalized = tf.div(t.boxSizes, inputSizeT);
+  t.centersNormalized = tf.div(t.centers, inputSizeT);
+  t.halfBoxSize = tf.div(t.boxSizesNormalized, tf.scalar(2, 'float32'));
+  t.starts = tf.sub(t.centersNormalized, t.halfBoxSize);
+  t.ends = tf.add(t.centersNormalized, t.halfBoxSize);
+  t.startNormalized = tf.mul(t.starts, inputSizeT);
+  t.endNormalized = tf.mul(t.ends, inputSizeT);
+  t.boxes = tf.concat2d([t.startNormalized, t.endNormalized], 1);
+  t.logits = tf.slice(t.batch, [0, 0], [-1, 1]);
+  t.sigmoid = tf.sigmoid(t.logits);
+  t.scores = tf.squeeze(t.sigmoid);
+  t.nms = await tf.image.nonMaxSuppressionAsync(t.boxes, t.scores, config.maxDetected, config.iouThreshold, config.minConfidence);
+  const nms = await t.nms.array();
+  const scores = await t.scores.data();
+  const rows = [];
+  const pad = [0, 0];
+  const scale = [1, 1];
+  for (let i = 0; i < nms.length; i++) {
+    const confidence = scores[nms[i]];
+    if (confidence > config.minConfidence) {
+      const points = await tf.slice(t.boxes, [nms[i], 0], [1, -1]).data();
+      const landmarks = await tf.reshape(tf.squeeze(tf.slice(t.batch, [nms[i], keypointsCount - 1], [1, -1])), [keypointsCount, -1]).array();
+      const unpadded = [points[0] * scale[0] - pad[0], points[1] * scale[1] - pad[1], points[2] * scale[0] - pad[0], points[3] * scale[1] - pad[1]];
+      const rawBox = { startPoint: [unpadded[0], unpadded[1]], endPoint: [unpadded[2], unpadded[3]], landmarks, confidence };
+      const anchor = await tf.slice(anchors, [nms[i], 0], [1, 2]).data();
+      const scaledBox = scaleBoxCoordinates(rawBox, [width / inputSize, height / inputSize], anchor);
+      const enlargedBox = enlargeBox(scaledBox, config.scale);
+      const squaredBox = squarifyBox(enlargedBox);
+      if (squaredBox.size[0] > config.minSize && squaredBox.size[1] > config.minSize) {
+        rows.push([nms[i], confidence, ...scaledBox.startPoint, ...scaledBox.endPoint,
+          ...squaredBox.startPoint, ...squaredBox.endPoint, ...squaredBox.landmarks.flat()]);
+      }
+    }
+  }
+  return rows;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
@@ -334,6 +448,21 @@ async function main() {
     for (let i = 0; i < ANCHORS * 17; i += 1) assert(named[i] === raw[i], 'sorted-by-size order = [Identity, Identity_2 | Identity_1, Identity_3]');
   });
 
+  const anchors = tf.tensor2d(generateAnchors(SIZE));
+  const counts = new Float32Array(N);
+  const detections = [];
+  for (let k = 0; k < N; k += 1) {
+    const batch = tf.tensor2d(raw.subarray(k * ANCHORS * 17, (k + 1) * ANCHORS * 17), [ANCHORS, 17]);
+    const [width, height] = ORIGINAL_SIZES[k];
+    const rows = await humanDecode(batch, anchors, SIZE, width, height, DETECTOR_CONFIG);
+    counts[k] = rows.length;
+    for (const r of rows) {
+      assert(r.length === DET, 'detection row');
+      detections.push(...r);
+    }
+  }
+  assert(detections.length > 0, 'some faces detected');
+
   const versions = {
     node: process.version,
     '@tensorflow/tfjs': tf.version.tfjs,
@@ -348,6 +477,9 @@ async function main() {
   const sizeFix = writeSafetensors(path.join(ROOT, 'tests/fixtures/face/detector_reference.safetensors'), {
     input: { dtype: 'U8', shape: [N, SIZE, SIZE], data: input },
     raw: { dtype: 'F32', shape: [N, ANCHORS, 17], data: raw },
+    original_size: { dtype: 'F32', shape: [N, 2], data: Float32Array.from(ORIGINAL_SIZES.flat()) },
+    counts: { dtype: 'F32', shape: [N], data: counts },
+    detections: { dtype: 'F32', shape: [detections.length / DET, DET], data: Float32Array.from(detections) },
   });
   const info = {
     generator: 'tools/face/make_face_detector.js',
@@ -359,6 +491,7 @@ async function main() {
       input: `u8 [${N}, 256, 256] grey`,
     },
     outputs: {
+      detections: `human@3.3.6 getBoxes decoding of each image's raw outputs (square unset) with config ${JSON.stringify(DETECTOR_CONFIG)} and original image sizes (width, height) ${JSON.stringify(ORIGINAL_SIZES)}; counts [n] detections per image, then rows of ${DET}: anchor index, confidence (sigmoid of the logit), scaled box x1, y1, x2, y2 (scaleBoxCoordinates), square crop x1, y1, x2, y2 (enlargeBox(scale) then squarifyBox, rounded), 6 keypoints x, y; original-image pixels; stored as float32 (the JS doubles rounded)`,
       raw: 'human@3.3.6 getBoxes: the four graph outputs concatenated to [896, 17] = [Identity | Identity_2] (16x16 map, 2 anchors per cell, 512 rows) then [Identity_1 | Identity_3] (8x8 map, 6 anchors per cell, 384 rows); columns: score logit, box (dx, dy, w, h), 6 keypoints (dx, dy), in pixels of the 256x256 input',
     },
   };
@@ -395,6 +528,7 @@ async function main() {
     best.push((1 / (1 + Math.exp(-m))).toFixed(3));
   }
   console.log('best score per image:', best.join(' '));
+  console.log('detections per image:', Array.from(counts).join(' '));
 }
 
 main().catch((e) => {
