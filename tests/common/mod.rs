@@ -63,6 +63,7 @@ pub fn load_refs(rel: &str) -> HashMap<String, Ref> {
                     .chunks_exact(8)
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
                     .collect(),
+                Dtype::U8 => b.iter().map(|&v| v as f32).collect(),
                 other => panic!("{rel}:{name}: unexpected dtype {other:?}"),
             };
             (
