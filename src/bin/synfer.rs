@@ -10,6 +10,7 @@ use serde_json::json;
 
 use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
+use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
 use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
 use synfer::pipeline::{GenerateRequest, LoadOptions, Pipeline};
@@ -37,6 +38,28 @@ enum Command {
         #[arg(long, default_value = "fineface")]
         set: String,
     },
+    /// Analyse faces in images: expression (two FER classifiers and their ensemble), FineFace
+    /// AU estimates and 468 landmarks. Directories are walked recursively (sorted; .png, .jpg,
+    /// .jpeg). A file that cannot be read or decoded is reported (stderr, and a
+    /// `{"file", "error"}` line with --json) and the run goes on; the exit code is non-zero
+    /// only when no file could be analysed.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Treat each image as one face crop (no detection; bbox = whole image).
+    #[arg(long)]
+    assume_cropped: bool,
+    /// Print JSON Lines: `{"file": ..., "faces": [...]}` per image.
+    #[arg(long)]
+    json: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Image files or directories.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +147,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate(*args),
         Command::Aus { set } => list_aus(&set),
+        Command::Analyze(args) => analyze(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,6 +196,153 @@ fn list_aus(set: &str) -> Result<()> {
     }
     // A closed pipe (`synfer aus | head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    Ok(())
+}
+
+/// Image extensions walked in directories (what the crate's `image` features decode).
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Files named on the command line as given; directories walked recursively, sorted, keeping
+/// image extensions only.
+fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => {
+                // Unreadable directory: report it as a file error.
+                out.push(dir.to_path_buf());
+                return;
+            }
+        };
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut out);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    out
+}
+
+fn analyze_file(
+    analyzer: &FaceAnalyzer,
+    path: &Path,
+    assume_cropped: bool,
+) -> Result<Vec<FaceReport>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::Image {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?
+        .to_rgb8();
+    let view = RgbView::new(img.width() as usize, img.height() as usize, img.as_raw())?;
+    if assume_cropped {
+        Ok(vec![analyzer.analyze_cropped(view)?])
+    } else {
+        analyzer.analyze(view)
+    }
+}
+
+fn table_row(file: &str, index: usize, face: &FaceReport) -> String {
+    let [x, y, w, h] = face.bbox;
+    let e = &face.expression;
+    let mut aus: Vec<(&str, f32)> = face.aus.active().into_iter().collect();
+    aus.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top = aus
+        .iter()
+        .take(3)
+        .map(|(c, v)| format!("{c}={v:.1}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "{file}\t{index}\t{x:.0},{y:.0},{w:.0},{h:.0}\t{} {:.2}\t{}\t{}\t{}",
+        e.ensemble.label,
+        e.ensemble.confidence(),
+        e.face_api.label,
+        e.mini_xception.label,
+        if top.is_empty() { "-".into() } else { top }
+    )
+}
+
+fn analyze(args: &AnalyzeArgs) -> Result<()> {
+    use std::io::Write as _;
+    let selected = device::select(args.device)?;
+    let analyzer = FaceAnalyzer::embedded(&selected.device)?;
+    let files = collect_files(&args.paths);
+    if files.is_empty() {
+        return Err(Error::request("paths", "no image files found"));
+    }
+    let mut stdout = std::io::stdout().lock();
+    if !args.json {
+        let _ = writeln!(
+            stdout,
+            "file\tface\tbbox(x,y,w,h)\tensemble\tface-api\tmini-xception\ttop AUs"
+        );
+    }
+    let mut ok = 0usize;
+    for path in &files {
+        let file = path.display().to_string();
+        match analyze_file(&analyzer, path, args.assume_cropped) {
+            Ok(faces) => {
+                ok += 1;
+                if args.json {
+                    // A struct, not `json!`: keeps the AU and class order of `FaceReport`.
+                    #[derive(serde::Serialize)]
+                    struct Line<'a> {
+                        file: &'a str,
+                        faces: &'a [FaceReport],
+                    }
+                    let line = serde_json::to_string(&Line {
+                        file: &file,
+                        faces: &faces,
+                    })
+                    .expect("serialisable");
+                    let _ = writeln!(stdout, "{line}");
+                } else if faces.is_empty() {
+                    let _ = writeln!(stdout, "{file}\t-\tno face");
+                } else {
+                    for (i, face) in faces.iter().enumerate() {
+                        let _ = writeln!(stdout, "{}", table_row(&file, i, face));
+                    }
+                }
+            }
+            Err(e) => {
+                // I/O and decoding errors name the file already.
+                let message = e.to_string();
+                if message.contains(&file) {
+                    eprintln!("error: {message}");
+                } else {
+                    eprintln!("error: {file}: {message}");
+                }
+                if args.json {
+                    let line = json!({ "file": file, "error": message });
+                    let _ = writeln!(stdout, "{line}");
+                }
+            }
+        }
+    }
+    let _ = stdout.flush();
+    if ok == 0 {
+        return Err(Error::request(
+            "paths",
+            format!("none of the {} file(s) could be analysed", files.len()),
+        ));
+    }
     Ok(())
 }
 

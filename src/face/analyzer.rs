@@ -1,0 +1,505 @@
+//! [`FaceAnalyzer`]: the face models of this module chained into one call per image.
+//!
+//! [`FaceAnalyzer::analyze`] runs, per image:
+//!
+//! 1. BlazeFace ([`super::detector`]) on the image resized to 256×256 as human does
+//!    (TensorFlow `resizeBilinear`, `alignCorners = false`, `halfPixelCenters = false`, no
+//!    square padding), decoded with [`FaceAnalyzer::detector_config`] (human's defaults: at most
+//!    one face);
+//! 2. per face, human's padded square crop ([`super::detector::square_crop`], box enlarged 1.4×
+//!    then squared and rounded);
+//! 3. that crop resampled to each model's input side (112 for FER A, 64 for FER B, 192 for
+//!    FaceMesh) as TensorFlow's `cropAndResize` does: bilinear, box corners normalised by the
+//!    image size, sample `i` of `n` at `y1·(H − 1) + i·(y2 − y1)·(H − 1)/(n − 1)` (corners
+//!    sampled exactly), pixels outside the image 0 — the crop is never rounded to u8, so an
+//!    image already at a model's side enters it unchanged;
+//! 4. FER A and FER B probabilities (canonical order [`super::CLASSES`]), their mean as the
+//!    ensemble, labels by argmax (ties to the earlier class);
+//! 5. FaceMesh on the 192×192 crop; landmarks mapped back to image pixels
+//!    (`x1 + x · side / 192`, z scaled by the same factor);
+//! 6. FineFace AU intensities from those landmarks ([`super::au_estimator::AuEstimator`]).
+//!
+//! [`FaceAnalyzer::analyze_cropped`] skips 1–2: the whole image is the face crop (resampled to
+//! each side without padding, so a non-square image is stretched).
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use super::au_estimator::{AuEstimator, Landmarks};
+use super::detector::{self, BlazeFace, DetectorConfig};
+use super::face_api::{self, FaceApiExpression};
+use super::mesh::{self, FaceMesh};
+use super::mini_xception::{self, MiniXception};
+use super::{CLASSES, nhwc_to_nchw};
+use crate::au::vector::AuVector;
+use crate::error::{Error, Result};
+
+/// FER A weights (`assets/face/fer_a_face_api.safetensors`).
+pub const FER_A_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/face/fer_a_face_api.safetensors"
+));
+/// FER B weights (`assets/face/fer_b_mini_xception.safetensors`).
+pub const FER_B_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/face/fer_b_mini_xception.safetensors"
+));
+/// FaceMesh weights (`assets/face/facemesh.safetensors`).
+pub const MESH_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/face/facemesh.safetensors"
+));
+/// BlazeFace weights (`assets/face/blazeface.safetensors`).
+pub const DETECTOR_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/face/blazeface.safetensors"
+));
+
+/// A borrowed RGB image: `width × height` pixels, rows top to bottom, 3 bytes per pixel.
+#[derive(Debug, Clone, Copy)]
+pub struct RgbView<'a> {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width · height · 3` bytes, RGB.
+    pub pixels: &'a [u8],
+}
+
+impl<'a> RgbView<'a> {
+    /// Wraps `pixels` (checked by [`RgbView::validate`]).
+    pub fn new(width: usize, height: usize, pixels: &'a [u8]) -> Result<Self> {
+        let view = RgbView {
+            width,
+            height,
+            pixels,
+        };
+        view.validate()?;
+        Ok(view)
+    }
+
+    /// A zero-size image or a buffer of the wrong length is an
+    /// [`Error::InvalidRequest`] on `image`.
+    pub fn validate(&self) -> Result<()> {
+        if self.width == 0 || self.height == 0 {
+            return Err(Error::request(
+                "image",
+                format!("{}×{} image has no pixels", self.width, self.height),
+            ));
+        }
+        let expected = self
+            .width
+            .checked_mul(self.height)
+            .and_then(|n| n.checked_mul(3));
+        if expected != Some(self.pixels.len()) {
+            return Err(Error::request(
+                "image",
+                format!(
+                    "{} bytes do not hold a {}×{} RGB image",
+                    self.pixels.len(),
+                    self.width,
+                    self.height
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn at(&self, x: usize, y: usize, c: usize) -> f32 {
+        f32::from(self.pixels[(y * self.width + x) * 3 + c])
+    }
+}
+
+/// One classifier's verdict: probabilities in the canonical order [`CLASSES`] and their
+/// argmax. Serialises as `{"label": "happy", "probs": {"neutral": p, ..., "surprised": p}}`
+/// (classes in canonical order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// The most probable class (ties to the earlier class).
+    pub label: &'static str,
+    /// Probabilities, canonical order.
+    pub probs: [f32; 7],
+}
+
+impl Classification {
+    /// Labels `probs` by argmax.
+    pub fn new(probs: [f32; 7]) -> Self {
+        let best = (0..7).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
+        Classification {
+            label: CLASSES[best],
+            probs,
+        }
+    }
+
+    /// The probability of the label.
+    pub fn confidence(&self) -> f32 {
+        self.probs[CLASSES
+            .iter()
+            .position(|c| *c == self.label)
+            .expect("label is a class")]
+    }
+
+    /// `class → probability`.
+    pub fn probs_map(&self) -> BTreeMap<&'static str, f32> {
+        CLASSES.iter().copied().zip(self.probs).collect()
+    }
+}
+
+struct ProbMap<'a>(&'a [f32; 7]);
+
+impl Serialize for ProbMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(7))?;
+        for (class, p) in CLASSES.iter().zip(self.0) {
+            map.serialize_entry(class, p)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Classification {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("label", self.label)?;
+        map.serialize_entry("probs", &ProbMap(&self.probs))?;
+        map.end()
+    }
+}
+
+/// The expression verdicts of one face.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ExpressionReport {
+    /// FER A (face-api.js `FaceExpressionNet`).
+    #[serde(rename = "face-api")]
+    pub face_api: Classification,
+    /// FER B (mini-Xception).
+    #[serde(rename = "mini-xception")]
+    pub mini_xception: Classification,
+    /// Mean of the two probability vectors.
+    pub ensemble: Classification,
+}
+
+/// Everything measured on one face.
+///
+/// JSON: `{"bbox": [x, y, w, h], "expression": {"face-api": .., "mini-xception": ..,
+/// "ensemble": ..}, "aus": {"AU1": .., ...}, "landmarks": [[x, y, z], ...]}`, plus
+/// `"detector_score"` when the face was detected (absent for
+/// [`FaceAnalyzer::analyze_cropped`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FaceReport {
+    /// The face box `[x, y, w, h]` in image pixels: the detector's box (not the enlarged
+    /// crop), or the whole image for [`FaceAnalyzer::analyze_cropped`].
+    pub bbox: [f32; 4],
+    /// FER A, FER B and ensemble verdicts.
+    pub expression: ExpressionReport,
+    /// FineFace AU intensities (0–5) estimated from the landmarks.
+    pub aus: AuVector,
+    /// 468 FaceMesh landmarks in image pixels (z on the same scale).
+    pub landmarks: Vec<[f32; 3]>,
+    /// BlazeFace confidence of the detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector_score: Option<f32>,
+}
+
+/// A face to analyse: reported box, crop box `[x1, y1, x2, y2]` (pixels), detector score.
+struct FaceCrop {
+    bbox: [f32; 4],
+    crop: [f64; 4],
+    score: Option<f32>,
+}
+
+/// The FER classifiers, FaceMesh, BlazeFace and the AU estimator, on one device.
+#[derive(Debug)]
+pub struct FaceAnalyzer {
+    /// FER A.
+    pub fer_a: FaceApiExpression,
+    /// FER B.
+    pub fer_b: MiniXception,
+    /// FaceMesh.
+    pub mesh: FaceMesh,
+    /// BlazeFace.
+    pub detector: BlazeFace,
+    /// AU estimator (population neutral baseline unless calibrated).
+    pub au: AuEstimator,
+    /// Detector decoding settings (human's defaults: at most one face).
+    pub detector_config: DetectorConfig,
+    device: Device,
+}
+
+impl FaceAnalyzer {
+    /// Loads the weights compiled into the crate (`assets/face/`).
+    pub fn embedded(device: &Device) -> Result<Self> {
+        Self::from_bytes(FER_A_BYTES, FER_B_BYTES, MESH_BYTES, DETECTOR_BYTES, device)
+    }
+
+    /// Loads from safetensors files held in memory (the layouts of `assets/face/`).
+    pub fn from_bytes(
+        fer_a: &[u8],
+        fer_b: &[u8],
+        mesh: &[u8],
+        detector: &[u8],
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(FaceAnalyzer {
+            fer_a: FaceApiExpression::from_bytes("fer_a_face_api.safetensors", fer_a, device)?,
+            fer_b: MiniXception::from_bytes("fer_b_mini_xception.safetensors", fer_b, device)?,
+            mesh: FaceMesh::from_bytes("facemesh.safetensors", mesh, device)?,
+            detector: BlazeFace::from_bytes("blazeface.safetensors", detector, device)?,
+            au: AuEstimator::default(),
+            detector_config: DetectorConfig::default(),
+            device: device.clone(),
+        })
+    }
+
+    /// The device the models run on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Detects faces and analyses each (see the module docs); no face: an empty list.
+    pub fn analyze(&self, image: RgbView) -> Result<Vec<FaceReport>> {
+        image.validate()?;
+        let s = detector::INPUT_SIZE;
+        let values: Vec<f32> = resize_bilinear(image, s)
+            .into_iter()
+            .map(BlazeFace::normalize)
+            .collect();
+        let input = Tensor::<4>::from_data(TensorData::new(values, [1, s, s, 3]), &self.device);
+        let raw = readback(self.detector.forward(input)?)?;
+        let faces: Vec<FaceCrop> =
+            detector::detect(&raw, image.width, image.height, &self.detector_config)
+                .into_iter()
+                .map(|d| FaceCrop {
+                    bbox: [
+                        d.bbox[0] as f32,
+                        d.bbox[1] as f32,
+                        (d.bbox[2] - d.bbox[0]) as f32,
+                        (d.bbox[3] - d.bbox[1]) as f32,
+                    ],
+                    crop: d.crop,
+                    score: Some(d.confidence),
+                })
+                .collect();
+        self.reports(image, &faces)
+    }
+
+    /// Analyses the whole image as one face crop (no detection; `bbox` is the whole image).
+    pub fn analyze_cropped(&self, image: RgbView) -> Result<FaceReport> {
+        image.validate()?;
+        let (w, h) = (image.width as f64, image.height as f64);
+        let face = FaceCrop {
+            bbox: [0.0, 0.0, w as f32, h as f32],
+            crop: [0.0, 0.0, w, h],
+            score: None,
+        };
+        Ok(self
+            .reports(image, std::slice::from_ref(&face))?
+            .pop()
+            .expect("one report per face"))
+    }
+
+    fn reports(&self, image: RgbView, faces: &[FaceCrop]) -> Result<Vec<FaceReport>> {
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = faces.len();
+        let crops = |side: usize| -> Vec<f32> {
+            faces
+                .iter()
+                .flat_map(|f| crop_and_resize(image, f.crop, side))
+                .collect()
+        };
+
+        let a = face_api::INPUT_SIZE;
+        let values = crops(a)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (v - face_api::MEAN_RGB[i % 3]) / 255.0)
+            .collect();
+        let probs_a = readback(self.fer_a.forward(nhwc_to_nchw(
+            values,
+            [n, a, a, 3],
+            &self.device,
+        )))?;
+
+        let b = mini_xception::INPUT_SIZE;
+        let values = crops(b)
+            .chunks_exact(3)
+            .map(|p| {
+                let grey = p
+                    .iter()
+                    .zip(mini_xception::GREY_WEIGHTS)
+                    .map(|(&v, g)| (v / 255.0) * g)
+                    .fold(0.0f32, |acc, x| acc + x);
+                (grey - 0.5) * 2.0
+            })
+            .collect();
+        let probs_b = readback(self.fer_b.forward(nhwc_to_nchw(
+            values,
+            [n, b, b, 1],
+            &self.device,
+        )))?;
+
+        let m = mesh::INPUT_SIZE;
+        let values = crops(m).into_iter().map(|v| v / 255.0).collect();
+        let (landmarks, _) = self.mesh.forward(Tensor::<4>::from_data(
+            TensorData::new(values, [n, m, m, 3]),
+            &self.device,
+        ))?;
+        let landmarks = readback(landmarks)?;
+
+        Ok(faces
+            .iter()
+            .enumerate()
+            .map(|(i, face)| {
+                let row = |p: &[f32]| -> [f32; 7] { p[i * 7..(i + 1) * 7].try_into().unwrap() };
+                let (pa, pb) = (row(&probs_a), row(&probs_b));
+                let mean = std::array::from_fn(|k| (pa[k] + pb[k]) / 2.0);
+                let [x1, y1, x2, y2] = face.crop;
+                let sx = ((x2 - x1) / m as f64) as f32;
+                let sy = ((y2 - y1) / m as f64) as f32;
+                let per = mesh::LANDMARKS * 3;
+                let points: Landmarks = std::array::from_fn(|k| {
+                    let p = &landmarks[i * per + k * 3..i * per + k * 3 + 3];
+                    [x1 as f32 + p[0] * sx, y1 as f32 + p[1] * sy, p[2] * sx]
+                });
+                FaceReport {
+                    bbox: face.bbox,
+                    expression: ExpressionReport {
+                        face_api: Classification::new(pa),
+                        mini_xception: Classification::new(pb),
+                        ensemble: Classification::new(mean),
+                    },
+                    aus: self.au.estimate(&points),
+                    landmarks: points.to_vec(),
+                    detector_score: face.score,
+                }
+            })
+            .collect())
+    }
+}
+
+fn readback<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Device(format!("reading face-model outputs back: {e:?}")))
+}
+
+/// TensorFlow `resizeBilinear` (`alignCorners = false`, `halfPixelCenters = false`) of `image`
+/// to `side × side`: RGB values in 0–255, `[side, side, 3]`.
+pub fn resize_bilinear(image: RgbView, side: usize) -> Vec<f32> {
+    let axis = |len: usize| -> Vec<(usize, usize, f32)> {
+        let scale = len as f64 / side as f64;
+        (0..side)
+            .map(|o| {
+                let v = o as f64 * scale;
+                let lo = (v.floor() as usize).min(len - 1);
+                let hi = (lo + 1).min(len - 1);
+                (lo, hi, (v - lo as f64) as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(image.width), axis(image.height));
+    let mut out = Vec::with_capacity(side * side * 3);
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            for c in 0..3 {
+                let top = image.at(x0, y0, c) + (image.at(x1, y0, c) - image.at(x0, y0, c)) * fx;
+                let bottom = image.at(x0, y1, c) + (image.at(x1, y1, c) - image.at(x0, y1, c)) * fx;
+                out.push(top + (bottom - top) * fy);
+            }
+        }
+    }
+    out
+}
+
+/// TensorFlow `cropAndResize` of the box `[x1, y1, x2, y2]` (pixels; normalised by the image
+/// size as human does) to `side × side`, bilinear, 0 outside the image: RGB values in 0–255,
+/// `[side, side, 3]`.
+pub fn crop_and_resize(image: RgbView, crop: [f64; 4], side: usize) -> Vec<f32> {
+    let axis = |lo: f64, hi: f64, len: usize| -> Vec<Option<(usize, usize, f32)>> {
+        let last = (len - 1) as f64;
+        let (a, b) = (lo / len as f64, hi / len as f64);
+        let step = if side > 1 {
+            (b - a) * last / (side - 1) as f64
+        } else {
+            0.0
+        };
+        (0..side)
+            .map(|o| {
+                let v = if side > 1 {
+                    a * last + o as f64 * step
+                } else {
+                    0.5 * (a + b) * last
+                };
+                (0.0..=last).contains(&v).then(|| {
+                    let f = v.floor();
+                    (f as usize, v.ceil() as usize, (v - f) as f32)
+                })
+            })
+            .collect()
+    };
+    let xs = axis(crop[0], crop[2], image.width);
+    let ys = axis(crop[1], crop[3], image.height);
+    let mut out = Vec::with_capacity(side * side * 3);
+    for y in &ys {
+        for x in &xs {
+            match (y, x) {
+                (Some((y0, y1, fy)), Some((x0, x1, fx))) => {
+                    for c in 0..3 {
+                        let top = image.at(*x0, *y0, c)
+                            + (image.at(*x1, *y0, c) - image.at(*x0, *y0, c)) * fx;
+                        let bottom = image.at(*x0, *y1, c)
+                            + (image.at(*x1, *y1, c) - image.at(*x0, *y1, c)) * fx;
+                        out.push(top + (bottom - top) * fy);
+                    }
+                }
+                _ => out.extend([0.0; 3]),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resamplers_are_identity_at_native_size() {
+        let pixels: Vec<u8> = (0..4 * 4 * 3).map(|i| (i * 5) as u8).collect();
+        let image = RgbView::new(4, 4, &pixels).unwrap();
+        let same: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
+        assert_eq!(resize_bilinear(image, 4), same);
+        assert_eq!(crop_and_resize(image, [0.0, 0.0, 4.0, 4.0], 4), same);
+        // A box entirely off the image samples zeros.
+        assert!(
+            crop_and_resize(image, [10.0, 10.0, 20.0, 20.0], 3)
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+    }
+
+    #[test]
+    fn zero_size_and_short_buffers_are_rejected() {
+        assert!(matches!(
+            RgbView::new(0, 5, &[]),
+            Err(Error::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            RgbView::new(2, 2, &[0; 11]),
+            Err(Error::InvalidRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn labels_are_argmax_with_ties_to_the_first() {
+        let c = Classification::new([0.1, 0.3, 0.3, 0.1, 0.1, 0.05, 0.05]);
+        assert_eq!(c.label, "happy");
+        assert_eq!(c.confidence(), 0.3);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.starts_with(r#"{"label":"happy","probs":{"neutral":0.1,"happy":0.3"#));
+    }
+}
