@@ -2,12 +2,9 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use burn::tensor::Device;
-use common::fixture;
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use common::{fixture, rewrite_safetensors};
+use safetensors::Dtype;
 use synfer::Error;
 use synfer::pipeline::Pipeline;
 use synfer::pipeline::source::MemorySource;
@@ -35,37 +32,8 @@ fn folder() -> MemorySource {
     src
 }
 
-type Entry = (String, Vec<usize>, Vec<u8>);
-
-/// Rewrites an f32 safetensors file: `edit` may drop or change each entry; `extra` is appended.
-fn rewrite(
-    bytes: &[u8],
-    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<Entry>,
-    extra: Vec<Entry>,
-) -> Vec<u8> {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let mut kept: Vec<Entry> = Vec::new();
-    for (name, view) in st.tensors() {
-        assert_eq!(view.dtype(), Dtype::F32);
-        if let Some(e) = edit(&name, view.shape().to_vec(), view.data().to_vec()) {
-            kept.push(e);
-        }
-    }
-    kept.extend(extra);
-    let views: HashMap<String, TensorView> = kept
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(&views, None).unwrap()
-}
-
-fn keep(n: &str, s: Vec<usize>, d: Vec<u8>) -> Option<Entry> {
-    Some((n.to_string(), s, d))
+fn keep(_: &str, s: Vec<usize>, d: Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)> {
+    Some((s, d))
 }
 
 fn load(src: &MemorySource) -> Error {
@@ -98,9 +66,9 @@ fn truncated_safetensors() {
 fn missing_key() {
     let mut src = folder();
     let key = "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight";
-    let edited = rewrite(
+    let edited = rewrite_safetensors(
         &unet_bytes(&src),
-        |n, s, d| (n != key).then(|| (n.to_string(), s, d)),
+        |n, s, d| (n != key).then_some((s, d)),
         vec![],
     );
     src.insert(UNET, edited);
@@ -115,8 +83,8 @@ fn missing_key() {
 #[test]
 fn unused_key() {
     let mut src = folder();
-    let extra = vec![("not_a_weight".to_string(), vec![2], vec![0u8; 8])];
-    src.insert(UNET, rewrite(&unet_bytes(&src), keep, extra));
+    let extra = vec![("not_a_weight", Dtype::F32, vec![2], vec![0u8; 8])];
+    src.insert(UNET, rewrite_safetensors(&unet_bytes(&src), keep, extra));
     let err = load(&src);
     assert!(
         matches!(err, Error::UnusedKeys { ref file, ref keys } if file == UNET && keys == &["not_a_weight".to_string()]),
@@ -127,7 +95,7 @@ fn unused_key() {
 #[test]
 fn wrong_shape() {
     let mut src = folder();
-    let edited = rewrite(
+    let edited = rewrite_safetensors(
         &unet_bytes(&src),
         |n, s, d| {
             // Same number of bytes is not enough: the shape itself must match.

@@ -6,7 +6,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixture, host, max_abs};
+use common::{fixture, host, max_abs, rewrite_safetensors};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
@@ -225,32 +225,6 @@ fn blazeface_raw_outputs_match_tfjs() {
     }
 }
 
-/// Rewrites `bytes` with `edit` applied to each (name, shape, data).
-fn rewrite(
-    bytes: &[u8],
-    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>,
-    extra: Option<(&str, Vec<usize>, Vec<u8>)>,
-) -> Vec<u8> {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let mut kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, view)| {
-            let dtype = view.dtype();
-            edit(&name, view.shape().to_vec(), view.data().to_vec())
-                .map(|(s, d)| (name, dtype, s, d))
-        })
-        .collect();
-    if let Some((name, shape, data)) = extra {
-        kept.push((name.into(), Dtype::F32, shape, data));
-    }
-    let views: Vec<(String, TensorView)> = kept
-        .iter()
-        .map(|(n, t, s, d)| (n.clone(), TensorView::new(*t, s.clone(), d).unwrap()))
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
-
 #[test]
 fn bad_weight_files_give_typed_errors() {
     let device = Device::flex();
@@ -267,7 +241,7 @@ fn bad_weight_files_give_typed_errors() {
 
     // Mis-shaped: a pointwise bias one channel short.
     let key = "blocks.15.sep.pointwise.bias";
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |name, shape, data| {
             if name == key {
@@ -276,7 +250,7 @@ fn bad_weight_files_give_typed_errors() {
                 Some((shape, data))
             }
         },
-        None,
+        vec![],
     );
     match load(&bad) {
         Err(Error::ShapeMismatch {
@@ -294,7 +268,7 @@ fn bad_weight_files_give_typed_errors() {
 
     // Mis-shaped: the stem with the layout of the HWIO original.
     let key = "stem.weight";
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |name, shape, data| {
             if name == key {
@@ -303,7 +277,7 @@ fn bad_weight_files_give_typed_errors() {
                 Some((shape, data))
             }
         },
-        None,
+        vec![],
     );
     match load(&bad) {
         Err(Error::ShapeMismatch { key: k, .. }) => assert_eq!(k, key),
@@ -312,10 +286,10 @@ fn bad_weight_files_give_typed_errors() {
 
     // Missing key.
     let key = "regressor_8.bias";
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |name, shape, data| (name != key).then_some((shape, data)),
-        None,
+        vec![],
     );
     match load(&bad) {
         Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
@@ -323,10 +297,10 @@ fn bad_weight_files_give_typed_errors() {
     }
 
     // Extra key: strict loading refuses it.
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |_, shape, data| Some((shape, data)),
-        Some(("classifier_4.bias", vec![2], vec![0; 8])),
+        vec![("classifier_4.bias", Dtype::F32, vec![2], vec![0; 8])],
     );
     match load(&bad) {
         Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, ["classifier_4.bias"]),

@@ -5,7 +5,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixture, host, max_abs};
+use common::{fixture, host, max_abs, rewrite_safetensors};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
@@ -188,31 +188,6 @@ fn float_images(chunk: &[u8], size: usize, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, [n, size, size, 3]), device)
 }
 
-/// Rewrites `bytes` with `edit` applied to each (name, shape, data).
-fn rewrite(
-    bytes: &[u8],
-    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>,
-) -> Vec<u8> {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let kept: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, view)| {
-            edit(&name, view.shape().to_vec(), view.data().to_vec()).map(|(s, d)| (name, s, d))
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = kept
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
-
 type LoadFn = fn(&str, &[u8], &Device) -> synfer::Result<()>;
 
 fn load_a(name: &str, bytes: &[u8], device: &Device) -> synfer::Result<()> {
@@ -251,13 +226,17 @@ fn bad_weight_files_give_typed_errors() {
         } else {
             "conv1.bias"
         };
-        let bad = rewrite(&bytes, |name, shape, data| {
-            if name == key {
-                Some((vec![shape[0] - 1], data[..data.len() - 4].to_vec()))
-            } else {
-                Some((shape, data))
-            }
-        });
+        let bad = rewrite_safetensors(
+            &bytes,
+            |name, shape, data| {
+                if name == key {
+                    Some((vec![shape[0] - 1], data[..data.len() - 4].to_vec()))
+                } else {
+                    Some((shape, data))
+                }
+            },
+            vec![],
+        );
         match load(file, &bad, &device) {
             Err(Error::ShapeMismatch {
                 key: k,
@@ -272,9 +251,11 @@ fn bad_weight_files_give_typed_errors() {
         }
 
         // Missing key.
-        let bad = rewrite(&bytes, |name, shape, data| {
-            (name != key).then_some((shape, data))
-        });
+        let bad = rewrite_safetensors(
+            &bytes,
+            |name, shape, data| (name != key).then_some((shape, data)),
+            vec![],
+        );
         match load(file, &bad, &device) {
             Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
             other => panic!("{file} missing key: {:?}", other.map(|_| ())),

@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixture, host, max_abs};
+use common::{fixture, host, max_abs, rewrite_safetensors};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
@@ -98,32 +98,6 @@ fn facemesh_matches_tfjs_on_lfw() {
     assert!(inside > N * LANDMARKS * 9 / 10, "{inside} landmarks inside");
 }
 
-/// Rewrites `bytes` with `edit` applied to each (name, dtype, shape, data).
-fn rewrite(
-    bytes: &[u8],
-    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>,
-    extra: Option<(&str, Vec<usize>, Vec<u8>)>,
-) -> Vec<u8> {
-    let st = SafeTensors::deserialize(bytes).unwrap();
-    let mut kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, view)| {
-            let dtype = view.dtype();
-            edit(&name, view.shape().to_vec(), view.data().to_vec())
-                .map(|(s, d)| (name, dtype, s, d))
-        })
-        .collect();
-    if let Some((name, shape, data)) = extra {
-        kept.push((name.into(), Dtype::F16, shape, data));
-    }
-    let views: Vec<(String, TensorView)> = kept
-        .iter()
-        .map(|(n, t, s, d)| (n.clone(), TensorView::new(*t, s.clone(), d).unwrap()))
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
-
 #[test]
 fn bad_weight_files_give_typed_errors() {
     let device = Device::flex();
@@ -140,7 +114,7 @@ fn bad_weight_files_give_typed_errors() {
 
     // Mis-shaped: a PReLU alpha one channel short.
     let key = "backbone.2.alpha";
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |name, shape, data| {
             if name == key {
@@ -149,7 +123,7 @@ fn bad_weight_files_give_typed_errors() {
                 Some((shape, data))
             }
         },
-        None,
+        vec![],
     );
     match load(&bad) {
         Err(Error::ShapeMismatch {
@@ -167,7 +141,7 @@ fn bad_weight_files_give_typed_errors() {
 
     // Mis-shaped: the mesh output conv with the layout of the HWIO original.
     let key = "mesh.out.weight";
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |name, shape, data| {
             if name == key {
@@ -176,7 +150,7 @@ fn bad_weight_files_give_typed_errors() {
                 Some((shape, data))
             }
         },
-        None,
+        vec![],
     );
     match load(&bad) {
         Err(Error::ShapeMismatch { key: k, .. }) => assert_eq!(k, key),
@@ -185,10 +159,10 @@ fn bad_weight_files_give_typed_errors() {
 
     // Missing key.
     let key = "flag.out.bias";
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |name, shape, data| (name != key).then_some((shape, data)),
-        None,
+        vec![],
     );
     match load(&bad) {
         Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
@@ -196,10 +170,10 @@ fn bad_weight_files_give_typed_errors() {
     }
 
     // Extra key (say, the unported contours head): strict loading refuses it.
-    let bad = rewrite(
+    let bad = rewrite_safetensors(
         &bytes,
         |_, shape, data| Some((shape, data)),
-        Some(("contours.out.bias", vec![266], vec![0; 532])),
+        vec![("contours.out.bias", Dtype::F16, vec![266], vec![0; 532])],
     );
     match load(&bad) {
         Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, ["contours.out.bias"]),

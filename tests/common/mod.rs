@@ -77,6 +77,44 @@ pub fn load_refs(rel: &str) -> HashMap<String, Ref> {
         .collect()
 }
 
+/// A tensor appended by [`rewrite_safetensors`]: name, dtype, shape, little-endian bytes.
+pub type ExtraTensor = (&'static str, Dtype, Vec<usize>, Vec<u8>);
+
+/// Rewrites a safetensors file for error tests: `edit` gets each (name, shape, bytes) and
+/// returns the new (shape, bytes), or `None` to drop the tensor; dtypes are kept; `extra`
+/// tensors are appended.
+pub fn rewrite_safetensors(
+    bytes: &[u8],
+    edit: impl Fn(&str, Vec<usize>, Vec<u8>) -> Option<(Vec<usize>, Vec<u8>)>,
+    extra: Vec<ExtraTensor>,
+) -> Vec<u8> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| {
+            let dtype = view.dtype();
+            edit(&name, view.shape().to_vec(), view.data().to_vec())
+                .map(|(s, d)| (name, dtype, s, d))
+        })
+        .collect();
+    kept.extend(
+        extra
+            .into_iter()
+            .map(|(n, t, s, d)| (n.to_string(), t, s, d)),
+    );
+    let views: Vec<(String, safetensors::tensor::TensorView)> = kept
+        .iter()
+        .map(|(n, t, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*t, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
 /// Reads a tensor back to the host.
 pub fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     let dims = t.dims().to_vec();
