@@ -32,11 +32,9 @@
 //! `classifier_16`, `regressor_16`, `classifier_8`, `regressor_8` with `{weight, bias}`.
 
 use burn::module::Module;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
-use super::{SeparableConv2d, TfConv2d};
+use super::{SeparableConv2d, TfConv2d, blaze_shortcut};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
@@ -90,25 +88,7 @@ impl Block {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.sep.forward(x.clone());
-        let mut shortcut = if self.stride == 2 {
-            max_pool2d(
-                x,
-                MaxPoolOptions {
-                    kernel_size: [2, 2],
-                    stride: [2, 2],
-                    padding: [(0, 0), (0, 0)],
-                    dilation: [1, 1],
-                    ceil_mode: false,
-                },
-            )
-        } else {
-            x
-        };
-        if self.pad_channels > 0 {
-            let [n, _, h, w] = shortcut.dims();
-            let zeros = Tensor::<4>::zeros([n, self.pad_channels, h, w], &shortcut.device());
-            shortcut = Tensor::cat(vec![shortcut, zeros], 1);
-        }
+        let shortcut = blaze_shortcut(x, self.stride, self.pad_channels);
         (shortcut + y).clamp_min(0.0)
     }
 }

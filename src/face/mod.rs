@@ -215,6 +215,32 @@ pub(crate) fn nhwc_to_nchw(values: Vec<f32>, shape: [usize; 4], device: &Device)
     Tensor::<4>::from_data(TensorData::new(values, shape), device).permute([0, 3, 1, 2])
 }
 
+/// The shortcut of a BlazeFace-style residual block (shared by the detector and FaceMesh):
+/// max-pool 2×2/2 when the block has stride 2, then `pad_channels` zero channels appended.
+pub fn blaze_shortcut(x: Tensor<4>, stride: usize, pad_channels: usize) -> Tensor<4> {
+    use burn::tensor::{module::max_pool2d, ops::MaxPoolOptions};
+    let x = if stride == 2 {
+        max_pool2d(
+            x,
+            MaxPoolOptions {
+                kernel_size: [2, 2],
+                stride: [2, 2],
+                padding: [(0, 0), (0, 0)],
+                dilation: [1, 1],
+                ceil_mode: false,
+            },
+        )
+    } else {
+        x
+    };
+    if pad_channels == 0 {
+        return x;
+    }
+    let [n, _, h, w] = x.dims();
+    let zeros = Tensor::<4>::zeros([n, pad_channels, h, w], &x.device());
+    Tensor::cat(vec![x, zeros], 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::same_padding;
