@@ -258,15 +258,17 @@ mod tests {
         TensorStore::from_bytes("lora.safetensors", bytes).unwrap()
     }
 
-    fn merged(metadata: Option<&str>, scale: f32) -> Vec<f32> {
+    /// A base store with one zero `[2, 3]` weight, `proj.weight`.
+    fn zero_base() -> TensorStore {
         let mut base = TensorStore::empty("base");
-        base.insert(
-            "proj.weight",
-            safetensors::Dtype::F32,
-            vec![2, 3],
-            f32_bytes(&[0.0; 6]),
-        )
-        .unwrap();
+        let zeros = f32_bytes(&[0.0; 6]);
+        base.insert("proj.weight", safetensors::Dtype::F32, vec![2, 3], zeros)
+            .unwrap();
+        base
+    }
+
+    fn merged(metadata: Option<&str>, scale: f32) -> Vec<f32> {
+        let mut base = zero_base();
         base.merge_lora(&lora_file(metadata), "unet", scale)
             .unwrap();
         base.read_f32("proj.weight", &[2, 3]).unwrap()
@@ -282,15 +284,7 @@ mod tests {
         let meta = r#"{"unet.lora_alpha": 8, "unet.r": 2, "unet.alpha_pattern": {}, "unet.rank_pattern": {}}"#;
         assert_eq!(merged(Some(meta), 1.0), scaled(4.0));
         assert_eq!(merged(Some(r#"{"lora_alpha": 1}"#), 1.0), scaled(0.5));
-        let mut base = TensorStore::empty("base");
-        base.insert(
-            "proj.weight",
-            safetensors::Dtype::F32,
-            vec![2, 3],
-            f32_bytes(&[0.0; 6]),
-        )
-        .unwrap();
-        let err = base
+        let err = zero_base()
             .merge_lora(
                 &lora_file(Some(r#"{"unet.alpha_pattern": {"proj": 3}}"#)),
                 "unet",
