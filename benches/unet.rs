@@ -5,6 +5,8 @@
 //! Python: `$SYNFER_PYTHON`, else `.venv/bin/python`, else `python3` (needs the packages of
 //! `tools/requirements.txt`). Iterations: `$SYNFER_BENCH_ITERS` (default 3).
 
+mod common;
+
 use std::process::Command;
 use std::time::Instant;
 
@@ -54,32 +56,22 @@ fn main() {
             "python3".into()
         }
     });
-    let out = Command::new(&python)
-        .args([
-            "tools/bench_unet.py",
-            &threads.to_string(),
-            &iters.to_string(),
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let line = text.lines().last().unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            match v.get("mean_s").and_then(|m| m.as_f64()) {
-                Some(theirs) => println!(
-                    "diffusers (torch {} fp32 CPU): mean {theirs:.3} s\nratio synfer/diffusers: {:.2}× (lower is better)",
-                    v.get("torch").and_then(|t| t.as_str()).unwrap_or("?"),
-                    ours / theirs
-                ),
-                None => println!("diffusers reference printed no timing: {text}"),
-            }
-        }
-        Ok(o) => println!(
-            "diffusers reference failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
+    let mut cmd = Command::new(&python);
+    cmd.args([
+        "tools/bench_unet.py",
+        &threads.to_string(),
+        &iters.to_string(),
+    ]);
+    let what = format!("diffusers reference ({python})");
+    let Some(v) = common::run_json(&mut cmd, &what, "see tools/README.md") else {
+        return;
+    };
+    match v.get("mean_s").and_then(|m| m.as_f64()) {
+        Some(theirs) => println!(
+            "diffusers (torch {} fp32 CPU): mean {theirs:.3} s\nratio synfer/diffusers: {:.2}× (lower is better)",
+            v.get("torch").and_then(|t| t.as_str()).unwrap_or("?"),
+            ours / theirs
         ),
-        Err(e) => println!("diffusers reference not run ({python}: {e}); see tools/README.md"),
+        None => println!("diffusers reference printed no timing: {v}"),
     }
 }

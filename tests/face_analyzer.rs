@@ -208,13 +208,9 @@ fn sorted(k: &[&str]) -> Vec<String> {
     k
 }
 
-/// Checks one serialised face against the contract; `detected` adds `detector_score`.
-fn check_face_json(v: &Value, detected: bool) {
-    let mut want = vec!["bbox", "expression", "aus", "landmarks"];
-    if detected {
-        want.push("detector_score");
-    }
-    assert_eq!(keys(v), sorted(&want));
+/// Checks one serialised face against the contract: exactly these four keys.
+fn check_face_json(v: &Value) {
+    assert_eq!(keys(v), sorted(&["bbox", "expression", "aus", "landmarks"]));
     assert_eq!(v["bbox"].as_array().unwrap().len(), 4);
     assert_eq!(
         keys(&v["expression"]),
@@ -246,12 +242,12 @@ fn json_shape_and_typed_errors() {
     let report = analyzer
         .analyze_cropped(RgbView::new(FER, FER, &rgb).unwrap())
         .unwrap();
-    check_face_json(&serde_json::to_value(&report).unwrap(), false);
+    check_face_json(&serde_json::to_value(&report).unwrap());
     let (pixels, _, _) = franck_frame();
     let faces = analyzer
         .analyze(RgbView::new(DET, DET, &pixels).unwrap())
         .unwrap();
-    check_face_json(&serde_json::to_value(&faces[0]).unwrap(), true);
+    check_face_json(&serde_json::to_value(&faces[0]).unwrap());
 
     for bad in [
         RgbView {
@@ -329,7 +325,7 @@ fn cli_analyze_reports_every_file() {
         assert_eq!(keys(line), sorted(&["file", "faces"]));
         let faces = line["faces"].as_array().unwrap();
         assert_eq!(faces.len(), 1);
-        check_face_json(&faces[0], false);
+        check_face_json(&faces[0]);
         assert_eq!(faces[0]["expression"]["face-api"]["label"], argmax(tfjs));
     }
     assert_eq!(keys(&lines[2]), sorted(&["file", "error"]));
@@ -373,5 +369,53 @@ fn cli_analyze_reports_every_file() {
     assert_eq!(code, 1);
     assert_eq!(lines.len(), 1);
     assert_eq!(keys(&lines[0]), sorted(&["file", "error"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cli_neutral_picture_calibrates_the_aus() {
+    let neutral = fixture("face/franck/franck_01829.png");
+    let smiling = fixture("face/franck/franck_03909.png");
+    let (n, s) = (neutral.to_str().unwrap(), smiling.to_str().unwrap());
+    let aus = |line: &Value| -> Vec<f64> {
+        let faces = line["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 1);
+        check_face_json(&faces[0]);
+        let map = faces[0]["aus"].as_object().unwrap();
+        assert_eq!(map.len(), 12);
+        map.values().map(|v| v.as_f64().unwrap()).collect()
+    };
+    let (code, lines, stderr) =
+        synfer(&["analyze", "--device", "cpu", "--json", "--neutral", n, n, s]);
+    assert_eq!(code, 0, "{stderr}");
+    // The neutral picture itself reads 0 everywhere; the smile does not.
+    assert!(
+        aus(&lines[0]).iter().all(|&v| v == 0.0),
+        "{}",
+        lines[0]["faces"][0]["aus"]
+    );
+    let au12 = |line: &Value| line["faces"][0]["aus"]["AU12"].as_f64().unwrap();
+    assert!(au12(&lines[1]) > 1.0, "{}", lines[1]["faces"][0]["aus"]);
+    // Without calibration the same frame reads non-zero units (population baseline).
+    let (_, plain, _) = synfer(&["analyze", "--device", "cpu", "--json", n]);
+    assert!(aus(&plain[0]).iter().any(|&v| v > 0.0));
+
+    // A neutral picture that is not an image, or shows no face: an error naming it, exit 1.
+    let dir = temp_dir("neutral");
+    let bad = dir.join("bad.png");
+    std::fs::write(&bad, "not an image").unwrap();
+    let blank = dir.join("blank.png");
+    write_png(&blank, 64, &vec![128u8; 64 * 64 * 3]);
+    for file in [&bad, &blank] {
+        let out = Command::new(env!("CARGO_BIN_EXE_synfer"))
+            .args(["analyze", "--device", "cpu", "--neutral"])
+            .arg(file)
+            .arg(s)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,6 +54,10 @@ struct AnalyzeArgs {
     /// Print JSON Lines: `{"file": ..., "faces": [...]}` per image.
     #[arg(long)]
     json: bool,
+    /// A neutral picture of the same person: its (first) face becomes the AU estimator's
+    /// neutral baseline instead of the population one (much better AU readings).
+    #[arg(long, value_name = "FILE")]
+    neutral: Option<PathBuf>,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -269,8 +273,11 @@ fn table_row(file: &str, index: usize, face: &FaceReport) -> String {
         .map(|(c, v)| format!("{c}={v:.1}"))
         .collect::<Vec<_>>()
         .join(",");
+    let score = face
+        .detector_score
+        .map_or_else(|| "-".into(), |s| format!("{s:.2}"));
     format!(
-        "{file}\t{index}\t{x:.0},{y:.0},{w:.0},{h:.0}\t{} {:.2}\t{}\t{}\t{}",
+        "{file}\t{index}\t{x:.0},{y:.0},{w:.0},{h:.0}\t{score}\t{} {:.2}\t{}\t{}\t{}",
         e.ensemble.label,
         e.ensemble.confidence(),
         e.face_api.label,
@@ -282,7 +289,14 @@ fn table_row(file: &str, index: usize, face: &FaceReport) -> String {
 fn analyze(args: &AnalyzeArgs) -> Result<()> {
     use std::io::Write as _;
     let selected = device::select(args.device)?;
-    let analyzer = FaceAnalyzer::embedded(&selected.device)?;
+    let mut analyzer = FaceAnalyzer::embedded(&selected.device)?;
+    if let Some(neutral) = &args.neutral {
+        let faces = analyze_file(&analyzer, neutral, args.assume_cropped)?;
+        let face = faces.first().ok_or_else(|| {
+            Error::request("neutral", format!("{}: no face found", neutral.display()))
+        })?;
+        analyzer.calibrate_aus(std::slice::from_ref(face))?;
+    }
     let files = collect_files(&args.paths);
     if files.is_empty() {
         return Err(Error::request("paths", "no image files found"));
@@ -291,7 +305,7 @@ fn analyze(args: &AnalyzeArgs) -> Result<()> {
     if !args.json {
         let _ = writeln!(
             stdout,
-            "file\tface\tbbox(x,y,w,h)\tensemble\tface-api\tmini-xception\ttop AUs"
+            "file\tface\tbbox(x,y,w,h)\tscore\tensemble\tface-api\tmini-xception\ttop AUs"
         );
     }
     let mut ok = 0usize;

@@ -183,10 +183,9 @@ pub struct ExpressionReport {
 
 /// Everything measured on one face.
 ///
-/// JSON: `{"bbox": [x, y, w, h], "expression": {"face-api": .., "mini-xception": ..,
-/// "ensemble": ..}, "aus": {"AU1": .., ...}, "landmarks": [[x, y, z], ...]}`, plus
-/// `"detector_score"` when the face was detected (absent for
-/// [`FaceAnalyzer::analyze_cropped`]).
+/// JSON (the `synfer analyze --json` contract, nothing more): `{"bbox": [x, y, w, h],
+/// "expression": {"face-api": .., "mini-xception": .., "ensemble": ..}, "aus": {"AU1": .., ...},
+/// "landmarks": [[x, y, z], ...]}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FaceReport {
     /// The face box `[x, y, w, h]` in image pixels: the detector's box (not the enlarged
@@ -198,8 +197,9 @@ pub struct FaceReport {
     pub aus: AuVector,
     /// 468 FaceMesh landmarks in image pixels (z on the same scale).
     pub landmarks: Vec<[f32; 3]>,
-    /// BlazeFace confidence of the detection.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// BlazeFace confidence of the detection (`None` for [`FaceAnalyzer::analyze_cropped`]);
+    /// not serialised.
+    #[serde(skip)]
     pub detector_score: Option<f32>,
 }
 
@@ -256,6 +256,28 @@ impl FaceAnalyzer {
     /// The device the models run on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Replaces the AU estimator's population baseline with the median of these faces'
+    /// landmarks (neutral pictures of one person; see [`AuEstimator::calibrate`]) and
+    /// recomputes nothing else.
+    pub fn calibrate_aus(&mut self, neutral: &[FaceReport]) -> Result<()> {
+        let meshes = neutral
+            .iter()
+            .map(|f| {
+                Landmarks::try_from(f.landmarks.as_slice()).map_err(|_| {
+                    Error::request(
+                        "neutral",
+                        format!(
+                            "{} landmarks, expected {}",
+                            f.landmarks.len(),
+                            mesh::LANDMARKS
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.au.calibrate(&meshes)
     }
 
     /// Detects faces and analyses each (see the module docs); no face: an empty list.
