@@ -1,6 +1,6 @@
 //! The two pretrained FER classifiers against their tfjs originals on 100 real LFW faces
-//! (fixture and weights made by `tools/face/make_face_assets.js`), and typed errors for bad
-//! weight files.
+//! (fixture and weights made by `tools/face/make_face_assets.js`), their gradients under
+//! autodiff against finite differences, and typed errors for bad weight files.
 
 mod common;
 
@@ -302,4 +302,102 @@ fn wrong_image_sizes_are_refused() {
         face_api::preprocess(t),
         Err(Error::InvalidRequest { .. })
     ));
+}
+
+/// `−Σ log p[class]` of `probs` `[n, 7]`.
+fn nll(probs: Tensor<2>, class: usize) -> Tensor<1> {
+    let n = probs.dims()[0];
+    probs.slice([0..n, class..class + 1]).log().sum().neg()
+}
+
+/// Under autodiff, on two LFW faces: the same probabilities as on flex, and the input gradient
+/// of `−Σ log p[class]` (through the differentiable `preprocess`) agrees with central finite
+/// differences along the gradient itself and along a fixed pseudo-random direction (what
+/// semantic guidance back-propagates through).
+fn check_autodiff(
+    what: &str,
+    rgb: &[u8],
+    size: usize,
+    class: usize,
+    run: impl Fn(Tensor<4>, &Device) -> Tensor<2>,
+) {
+    let plain = Device::flex();
+    let ad = Device::flex().autodiff();
+    let x = float_images(rgb, size, &ad).require_grad();
+    let probs = run(x.clone(), &ad);
+    let (_, ours) = host(probs.clone());
+    let (_, flex) = host(run(float_images(rgb, size, &plain), &plain));
+    let diff = max_abs(&ours, &flex);
+    assert!(diff < 1e-6, "{what}: autodiff forward differs by {diff}");
+    let grads = nll(probs, class).backward();
+    let (shape, grad) = host(x.grad(&grads).expect("gradient reaches the image"));
+    assert_eq!(shape, [2, size, size, 3]);
+    let norm = grad
+        .iter()
+        .map(|g| f64::from(*g).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(norm.is_finite() && norm > 0.0, "{what}: |grad| = {norm}");
+
+    let loss_at = |dir: &[f32], eps: f32| -> f64 {
+        let base = float_images(rgb, size, &plain);
+        let d = Tensor::<4>::from_data(TensorData::new(dir.to_vec(), [2, size, size, 3]), &plain);
+        let (_, v) = host(nll(run(base + d * eps, &plain), class).reshape([1]));
+        f64::from(v[0])
+    };
+    let central =
+        |dir: &[f32], eps: f32| (loss_at(dir, eps) - loss_at(dir, -eps)) / (2.0 * f64::from(eps));
+    // Along the gradient: the directional derivative is |grad|.
+    let unit: Vec<f32> = grad.iter().map(|g| (f64::from(*g) / norm) as f32).collect();
+    let numeric = central(&unit, 1e-4);
+    eprintln!("{what}: |grad| {norm:.6e}, finite difference along it {numeric:.6e}");
+    assert!(
+        (numeric - norm).abs() < 2e-2 * norm,
+        "{what}: |grad| {norm} vs {numeric}"
+    );
+    // The five largest components, one pixel value at a time (±1e-4 of the 0–1 range: the
+    // ReLU networks are piecewise linear with dense kinks, so larger steps bias the estimate).
+    let mut order: Vec<usize> = (0..grad.len()).collect();
+    order.sort_by(|&i, &j| grad[j].abs().total_cmp(&grad[i].abs()));
+    for &i in &order[..5] {
+        let mut one = vec![0.0f32; grad.len()];
+        one[i] = 1.0;
+        let numeric = central(&one, 1e-4);
+        let analytic = f64::from(grad[i]);
+        eprintln!("{what}: d/dx[{i}] {analytic:.6e}, finite difference {numeric:.6e}");
+        assert!(
+            (numeric - analytic).abs() < 2e-2 * analytic.abs(),
+            "{what}: d/dx[{i}] {analytic} vs {numeric}"
+        );
+    }
+}
+
+#[test]
+fn classifiers_differentiate_under_autodiff() {
+    let bytes_a = asset("fer_a_face_api.safetensors");
+    let bytes_b = asset("fer_b_mini_xception.safetensors");
+    let (grey, _) = reference("fer_a", face_api::INPUT_SIZE);
+    let s = face_api::INPUT_SIZE;
+    check_autodiff(
+        "FER A",
+        &grey_to_rgb(&grey[..2 * s * s]),
+        s,
+        1,
+        |x, device| {
+            let net = FaceApiExpression::from_bytes("fer_a", &bytes_a, device).unwrap();
+            net.forward(face_api::preprocess(x).unwrap())
+        },
+    );
+    let (grey, _) = reference("fer_b", mini_xception::INPUT_SIZE);
+    let s = mini_xception::INPUT_SIZE;
+    check_autodiff(
+        "FER B",
+        &grey_to_rgb(&grey[..2 * s * s]),
+        s,
+        2,
+        |x, device| {
+            let net = MiniXception::from_bytes("fer_b", &bytes_b, device).unwrap();
+            net.forward(mini_xception::preprocess(x).unwrap())
+        },
+    );
 }
