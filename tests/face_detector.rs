@@ -6,7 +6,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixture, host, max_abs, rewrite_safetensors};
+use common::{StrictCase, assert_strict_loading, fixture, host, max_abs};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
@@ -228,84 +228,15 @@ fn blazeface_raw_outputs_match_tfjs() {
 #[test]
 fn bad_weight_files_give_typed_errors() {
     let device = Device::flex();
-    let bytes = weights();
     let load = |b: &[u8]| BlazeFace::from_bytes(FILE, b, &device).map(|_| ());
-    load(&bytes).expect("the committed file loads");
-
-    // Truncated and empty.
-    match load(&bytes[..bytes.len() / 2]) {
-        Err(Error::SafeTensors { file, .. }) => assert_eq!(file, FILE),
-        other => panic!("truncated: {other:?}"),
-    }
-    assert!(matches!(load(&[]), Err(Error::SafeTensors { .. })));
-
-    // Mis-shaped: a pointwise bias one channel short.
-    let key = "blocks.15.sep.pointwise.bias";
-    let bad = rewrite_safetensors(
-        &bytes,
-        |name, shape, data| {
-            if name == key {
-                Some((vec![shape[0] - 1], data[..data.len() - 4].to_vec()))
-            } else {
-                Some((shape, data))
-            }
-        },
-        vec![],
-    );
-    match load(&bad) {
-        Err(Error::ShapeMismatch {
-            key: k,
-            expected,
-            found,
-            ..
-        }) => {
-            assert_eq!(k, key);
-            assert_eq!(expected, [48]);
-            assert_eq!(found, [47]);
-        }
-        other => panic!("mis-shaped: {other:?}"),
-    }
-
-    // Mis-shaped: the stem with the layout of the HWIO original.
-    let key = "stem.weight";
-    let bad = rewrite_safetensors(
-        &bytes,
-        |name, shape, data| {
-            if name == key {
-                Some((vec![5, 5, 3, 24], data))
-            } else {
-                Some((shape, data))
-            }
-        },
-        vec![],
-    );
-    match load(&bad) {
-        Err(Error::ShapeMismatch { key: k, .. }) => assert_eq!(k, key),
-        other => panic!("HWIO layout: {other:?}"),
-    }
-
-    // Missing key.
-    let key = "regressor_8.bias";
-    let bad = rewrite_safetensors(
-        &bytes,
-        |name, shape, data| (name != key).then_some((shape, data)),
-        vec![],
-    );
-    match load(&bad) {
-        Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
-        other => panic!("missing key: {other:?}"),
-    }
-
-    // Extra key: strict loading refuses it.
-    let bad = rewrite_safetensors(
-        &bytes,
-        |_, shape, data| Some((shape, data)),
-        vec![("classifier_4.bias", Dtype::F32, vec![2], vec![0; 8])],
-    );
-    match load(&bad) {
-        Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, ["classifier_4.bias"]),
-        other => panic!("extra key: {other:?}"),
-    }
+    let case = StrictCase {
+        shrink: "blocks.15.sep.pointwise.bias",
+        // The stem with the layout of the HWIO original.
+        relayout: Some(("stem.weight", vec![5, 5, 3, 24])),
+        missing: "regressor_8.bias",
+        extra: ("classifier_4.bias", Dtype::F32, vec![2], vec![0; 8]),
+    };
+    assert_strict_loading(FILE, &weights(), load, case);
 }
 
 #[test]

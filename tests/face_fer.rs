@@ -5,8 +5,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixture, host, max_abs, rewrite_safetensors};
-use safetensors::tensor::TensorView;
+use common::{StrictCase, assert_strict_loading, fixture, host, max_abs};
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
 use synfer::face::face_api::{self, FaceApiExpression};
@@ -201,88 +200,18 @@ fn load_b(name: &str, bytes: &[u8], device: &Device) -> synfer::Result<()> {
 #[test]
 fn bad_weight_files_give_typed_errors() {
     let device = Device::flex();
-    let cases: [(&str, LoadFn); 2] = [
-        ("fer_a_face_api.safetensors", load_a),
-        ("fer_b_mini_xception.safetensors", load_b),
+    let cases: [(&str, LoadFn, &str); 2] = [
+        ("fer_a_face_api.safetensors", load_a, "dense0.conv0.bias"),
+        ("fer_b_mini_xception.safetensors", load_b, "conv1.bias"),
     ];
-    for (file, load) in cases {
-        let bytes = asset(file);
-        load(file, &bytes, &device).expect("the committed file loads");
-
-        // Truncated: the header promises more bytes than there are.
-        match load(file, &bytes[..bytes.len() / 2], &device) {
-            Err(Error::SafeTensors { file: f, .. }) => assert_eq!(f, file),
-            other => panic!("{file} truncated: {:?}", other.map(|_| ())),
-        }
-        // Empty.
-        assert!(matches!(
-            load(file, &[], &device),
-            Err(Error::SafeTensors { .. })
-        ));
-
-        // Mis-shaped: the first conv's bias gets one element fewer.
-        let key = if file.starts_with("fer_a") {
-            "dense0.conv0.bias"
-        } else {
-            "conv1.bias"
+    for (file, load, key) in cases {
+        let case = StrictCase {
+            shrink: key,
+            relayout: None,
+            missing: key,
+            extra: ("stray.weight", Dtype::F32, vec![1], vec![0; 4]),
         };
-        let bad = rewrite_safetensors(
-            &bytes,
-            |name, shape, data| {
-                if name == key {
-                    Some((vec![shape[0] - 1], data[..data.len() - 4].to_vec()))
-                } else {
-                    Some((shape, data))
-                }
-            },
-            vec![],
-        );
-        match load(file, &bad, &device) {
-            Err(Error::ShapeMismatch {
-                key: k,
-                expected,
-                found,
-                ..
-            }) => {
-                assert_eq!(k, key);
-                assert_eq!(expected, [found[0] + 1]);
-            }
-            other => panic!("{file} mis-shaped: {:?}", other.map(|_| ())),
-        }
-
-        // Missing key.
-        let bad = rewrite_safetensors(
-            &bytes,
-            |name, shape, data| (name != key).then_some((shape, data)),
-            vec![],
-        );
-        match load(file, &bad, &device) {
-            Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
-            other => panic!("{file} missing key: {:?}", other.map(|_| ())),
-        }
-
-        // Extra key: strict loading refuses unused weights.
-        let mut extra = SafeTensors::deserialize(&bytes)
-            .unwrap()
-            .tensors()
-            .into_iter()
-            .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
-            .collect::<Vec<_>>();
-        extra.push(("stray.weight".into(), vec![1], vec![0; 4]));
-        let views: Vec<(String, TensorView)> = extra
-            .iter()
-            .map(|(n, s, d)| {
-                (
-                    n.clone(),
-                    TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
-                )
-            })
-            .collect();
-        let bad = safetensors::serialize(views, None).unwrap();
-        match load(file, &bad, &device) {
-            Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, ["stray.weight"]),
-            other => panic!("{file} extra key: {:?}", other.map(|_| ())),
-        }
+        assert_strict_loading(file, &asset(file), |b| load(file, b, &device), case);
     }
 }
 

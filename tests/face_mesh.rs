@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixture, host, max_abs, rewrite_safetensors};
+use common::{StrictCase, assert_strict_loading, fixture, host, max_abs};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use synfer::Error;
@@ -101,84 +101,16 @@ fn facemesh_matches_tfjs_on_lfw() {
 #[test]
 fn bad_weight_files_give_typed_errors() {
     let device = Device::flex();
-    let bytes = weights();
     let load = |b: &[u8]| FaceMesh::from_bytes(FILE, b, &device).map(|_| ());
-    load(&bytes).expect("the committed file loads");
-
-    // Truncated and empty.
-    match load(&bytes[..bytes.len() / 2]) {
-        Err(Error::SafeTensors { file, .. }) => assert_eq!(file, FILE),
-        other => panic!("truncated: {other:?}"),
-    }
-    assert!(matches!(load(&[]), Err(Error::SafeTensors { .. })));
-
-    // Mis-shaped: a PReLU alpha one channel short.
-    let key = "backbone.2.alpha";
-    let bad = rewrite_safetensors(
-        &bytes,
-        |name, shape, data| {
-            if name == key {
-                Some((vec![shape[0] - 1], data[..data.len() - 2].to_vec()))
-            } else {
-                Some((shape, data))
-            }
-        },
-        vec![],
-    );
-    match load(&bad) {
-        Err(Error::ShapeMismatch {
-            key: k,
-            expected,
-            found,
-            ..
-        }) => {
-            assert_eq!(k, key);
-            assert_eq!(expected, [32]);
-            assert_eq!(found, [31]);
-        }
-        other => panic!("mis-shaped: {other:?}"),
-    }
-
-    // Mis-shaped: the mesh output conv with the layout of the HWIO original.
-    let key = "mesh.out.weight";
-    let bad = rewrite_safetensors(
-        &bytes,
-        |name, shape, data| {
-            if name == key {
-                Some((vec![3, 3, 32, 1404], data))
-            } else {
-                Some((shape, data))
-            }
-        },
-        vec![],
-    );
-    match load(&bad) {
-        Err(Error::ShapeMismatch { key: k, .. }) => assert_eq!(k, key),
-        other => panic!("HWIO layout: {other:?}"),
-    }
-
-    // Missing key.
-    let key = "flag.out.bias";
-    let bad = rewrite_safetensors(
-        &bytes,
-        |name, shape, data| (name != key).then_some((shape, data)),
-        vec![],
-    );
-    match load(&bad) {
-        Err(Error::MissingKey { key: k, .. }) => assert_eq!(k, key),
-        other => panic!("missing key: {other:?}"),
-    }
-
-    // Extra key (say, the unported contours head): strict loading refuses it.
-    let bad = rewrite_safetensors(
-        &bytes,
-        |_, shape, data| Some((shape, data)),
-        vec![("contours.out.bias", Dtype::F16, vec![266], vec![0; 532])],
-    );
-    match load(&bad) {
-        Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, ["contours.out.bias"]),
-        other => panic!("extra key: {other:?}"),
-    }
+    let case = StrictCase {
+        shrink: "backbone.2.alpha",
+        // The mesh output conv with the layout of the HWIO original.
+        relayout: Some(("mesh.out.weight", vec![3, 3, 32, 1404])),
+        missing: "flag.out.bias",
+        // Say, the unported contours head.
+        extra: ("contours.out.bias", Dtype::F16, vec![266], vec![0; 532]),
+    };
+    assert_strict_loading(FILE, &weights(), load, case);
 }
 
 #[test]

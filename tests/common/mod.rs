@@ -158,3 +158,89 @@ pub fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, reference: &Ref
     eprintln!("{what}: relative L2 = {err:.3e}");
     assert!(err <= tol, "{what}: relative L2 {err:.3e} > {tol:e}");
 }
+
+/// Which keys [`assert_strict_loading`] corrupts in a weights file.
+pub struct StrictCase {
+    /// A 1-D tensor cut one element short (expect [`synfer::Error::ShapeMismatch`]).
+    pub shrink: &'static str,
+    /// A tensor given another shape with the same data, e.g. the original's HWIO layout.
+    pub relayout: Option<(&'static str, Vec<usize>)>,
+    /// A tensor dropped (expect [`synfer::Error::MissingKey`]).
+    pub missing: &'static str,
+    /// A tensor added (expect [`synfer::Error::UnusedKeys`]).
+    pub extra: ExtraTensor,
+}
+
+/// Checks that `load` (a strict safetensors loader that names `file` in its errors) accepts
+/// `bytes` and refuses, with the right typed error naming the key, a truncated file, an empty
+/// one and each corruption of `case`.
+pub fn assert_strict_loading(
+    file: &str,
+    bytes: &[u8],
+    load: impl Fn(&[u8]) -> synfer::Result<()>,
+    case: StrictCase,
+) {
+    use synfer::Error;
+    load(bytes).unwrap_or_else(|e| panic!("{file}: the committed file loads: {e}"));
+    match load(&bytes[..bytes.len() / 2]) {
+        Err(Error::SafeTensors { file: f, .. }) => assert_eq!(f, file),
+        other => panic!("{file} truncated: {other:?}"),
+    }
+    assert!(matches!(load(&[]), Err(Error::SafeTensors { .. })));
+
+    let edit = |key: &str, new: &dyn Fn(Vec<usize>, Vec<u8>) -> (Vec<usize>, Vec<u8>)| {
+        rewrite_safetensors(
+            bytes,
+            |name, shape, data| {
+                Some(if name == key {
+                    new(shape, data)
+                } else {
+                    (shape, data)
+                })
+            },
+            vec![],
+        )
+    };
+    let bad = edit(case.shrink, &|shape, data| {
+        let width = data.len() / shape[0];
+        (vec![shape[0] - 1], data[..data.len() - width].to_vec())
+    });
+    match load(&bad) {
+        Err(Error::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(key, case.shrink);
+            assert_eq!(expected, [found[0] + 1]);
+        }
+        other => panic!("{file} mis-shaped {}: {other:?}", case.shrink),
+    }
+    if let Some((key, shape)) = &case.relayout {
+        let bad = edit(key, &|_, data| (shape.clone(), data));
+        match load(&bad) {
+            Err(Error::ShapeMismatch { key: k, .. }) => assert_eq!(&k, key),
+            other => panic!("{file} relayout {key}: {other:?}"),
+        }
+    }
+    let bad = rewrite_safetensors(
+        bytes,
+        |name, shape, data| (name != case.missing).then_some((shape, data)),
+        vec![],
+    );
+    match load(&bad) {
+        Err(Error::MissingKey { key, .. }) => assert_eq!(key, case.missing),
+        other => panic!("{file} missing {}: {other:?}", case.missing),
+    }
+    let extra = case.extra.0;
+    let bad = rewrite_safetensors(
+        bytes,
+        |_, shape, data| Some((shape, data)),
+        vec![case.extra],
+    );
+    match load(&bad) {
+        Err(Error::UnusedKeys { keys, .. }) => assert_eq!(keys, [extra]),
+        other => panic!("{file} extra {extra}: {other:?}"),
+    }
+}
