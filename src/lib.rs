@@ -25,6 +25,8 @@ pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+#[cfg(target_family = "wasm")]
+pub mod web;
 pub mod weights;
 
 pub use error::{Error, Result};

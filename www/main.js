@@ -1,5 +1,351 @@
-// Entry point of the page. It only reports WebGPU availability until the wasm module lands.
-const status = document.getElementById('status');
-if (!('gpu' in navigator)) {
-  status.insertAdjacentHTML('beforeend', ' <strong>WebGPU is not available in this browser.</strong>');
+// The page: controls built from the Rust AU catalogue, a Web Worker running the pipeline
+// (www/worker.js), a gallery with labelled downloads. Everything stays on this machine.
+//
+// URL parameters: ?cpu=1 forces the CPU backend (flex compiled to wasm) even with WebGPU.
+
+import { zip } from './zip.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const CACHE = 'synfer-models-v1';
+const CACHED_MODEL_KEY = 'synfer-cached-model';
+// Weights are held twice while loading (JS bytes and wasm copy) in a 4 GiB wasm32 address space.
+const MAX_MODEL_BYTES = 1.5 * 2 ** 30;
+
+const state = {
+  worker: null,
+  webgpu: false,
+  model: null, // null: the default; else {name, files: [[rel, ArrayBuffer]]}
+  info: null,
+  catalogue: null,
+  nextId: 1,
+  running: null, // {id, request, started}
+  items: [], // gallery entries {request, record, png: Uint8Array, name}
+};
+
+function setStatus(text, kind = 'info') {
+  const el = $('backend');
+  el.textContent = text;
+  el.dataset.kind = kind;
 }
+
+async function detectWebgpu() {
+  if (params.get('cpu') === '1') return { ok: false, why: 'CPU backend forced by ?cpu=1' };
+  if (!('gpu' in navigator)) return { ok: false, why: 'this browser has no WebGPU' };
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return { ok: false, why: 'WebGPU found no adapter' };
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, why: `WebGPU failed: ${e.message}` };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// worker
+
+function startWorker() {
+  if (state.worker) state.worker.terminate();
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  worker.onmessage = ({ data }) => onWorkerMessage(data);
+  worker.onerror = (e) => fail(`worker: ${e.message}`);
+  state.worker = worker;
+  $('generate').disabled = true;
+  setStatus(`Loading ${state.model ? state.model.name : 'the default model'}…`);
+  const files = state.model ? state.model.files.map(([rel, buf]) => [rel, buf.slice(0)]) : null;
+  worker.postMessage({ type: 'load', webgpu: state.webgpu, model: files && { name: state.model.name, files } });
+}
+
+function fail(message) {
+  setStatus(message, 'error');
+  finishRun();
+}
+
+function onWorkerMessage(msg) {
+  switch (msg.type) {
+    case 'ready':
+      state.info = msg.info;
+      state.catalogue = msg.catalogue;
+      buildControls();
+      setStatus(`Ready on ${msg.info.device}${state.webgpu ? '' : ` (CPU fallback: ${state.cpuWhy})`}. `
+        + `Model: ${msg.info.name}.`, state.webgpu ? 'info' : 'warn');
+      $('model-name').textContent = msg.info.name;
+      $('generate').disabled = false;
+      document.body.dataset.ready = '1';
+      break;
+    case 'step':
+      if (state.running && msg.id === state.running.id) {
+        $('progress').max = msg.total;
+        $('progress').value = msg.step;
+        $('step-label').textContent = `step ${msg.step}/${msg.total}`;
+        if (msg.preview) {
+          const img = $('preview');
+          if (img.src) URL.revokeObjectURL(img.src);
+          img.src = URL.createObjectURL(new Blob([msg.preview], { type: 'image/png' }));
+          img.title = `x̂0 after step ${msg.step}`;
+          img.hidden = false;
+        }
+      }
+      break;
+    case 'done':
+      if (state.running && msg.id === state.running.id) addResults(msg);
+      finishRun();
+      break;
+    case 'error':
+      fail(`Error: ${msg.message}`);
+      break;
+    default:
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// controls
+
+function buildControls() {
+  const { catalogue, info } = state;
+  const expression = $('expression');
+  expression.length = 1;
+  for (const name of catalogue.expressions) expression.add(new Option(name, name));
+
+  const sliders = $('au-sliders');
+  sliders.textContent = '';
+  const set = info.au_set;
+  $('au-set').textContent = set ? `(${set} set)` : '';
+  $('au-note').textContent = set
+    ? 'Intensities the model is conditioned on; the expression preset fills them in.'
+    : 'This model has no AU adapter, so AUs cannot be set. The expression still goes into the prompt.';
+  $('au-scale').disabled = !set;
+  $('au-reset').disabled = !set;
+  if (set) {
+    const codes = catalogue.sets.find((s) => s.name === set).codes;
+    for (const code of codes) {
+      const unit = catalogue.units.find((u) => u.code === code);
+      const [min, max, def] = unit.sets[set];
+      const label = document.createElement('label');
+      label.className = 'au';
+      label.title = `${unit.name} (${unit.muscle}): ${unit.description}`;
+      const binary = max - min === 1 && set === 'opengraphau';
+      label.innerHTML = `<span class="code">${code}</span> <span class="name">${unit.name}</span>`;
+      const input = document.createElement('input');
+      Object.assign(input, { type: 'range', min, max, step: binary ? 1 : 0.5, value: def, id: `au-${code}` });
+      input.dataset.code = code;
+      const out = document.createElement('output');
+      out.textContent = def;
+      input.addEventListener('input', () => { out.textContent = input.value; });
+      label.append(input, out);
+      sliders.append(label);
+    }
+  }
+
+  const size = $('size');
+  size.length = 0;
+  const native = info.default_size;
+  const m = info.size_multiple;
+  for (const s of [native / 2, native, native * 2].filter((v) => v >= m && v % m === 0)) {
+    size.add(new Option(`${s}×${s}`, s, s === native, s === native));
+  }
+}
+
+function applyPreset() {
+  const name = $('expression').value;
+  const set = state.info && state.info.au_set;
+  if (!set) return;
+  const proto = name ? state.catalogue.presets[name][set] : {};
+  for (const input of $('au-sliders').querySelectorAll('input')) {
+    input.value = proto[input.dataset.code] ?? input.min;
+    input.dispatchEvent(new Event('input'));
+  }
+}
+
+function currentRequest() {
+  const side = Number($('size').value);
+  const request = {
+    prompt: $('prompt').value,
+    negative_prompt: $('negative').value || null,
+    steps: Number($('steps').value),
+    guidance_scale: Number($('guidance').value),
+    seed: Number($('seed').value),
+    width: side,
+    height: side,
+    num_images: 1,
+    expression: $('expression').value || null,
+  };
+  if (state.info.au_set) {
+    const aus = {};
+    for (const input of $('au-sliders').querySelectorAll('input')) {
+      if (Number(input.value) !== 0) aus[input.dataset.code] = Number(input.value);
+    }
+    request.aus = aus;
+    request.au_scale = Number($('au-scale').value);
+  }
+  return request;
+}
+
+function onGenerate(event) {
+  event.preventDefault();
+  if (state.running) return;
+  const request = currentRequest();
+  const id = state.nextId;
+  state.nextId += 1;
+  state.running = { id, request, started: performance.now() };
+  $('generate').disabled = true;
+  $('cancel').disabled = false;
+  $('progress').value = 0;
+  $('step-label').textContent = 'encoding the prompt…';
+  state.worker.postMessage({ type: 'generate', id, request });
+}
+
+function onCancel() {
+  if (!state.running) return;
+  // A running wasm call cannot be interrupted: restart the worker (the model reloads).
+  finishRun();
+  startWorker();
+}
+
+function finishRun() {
+  state.running = null;
+  $('cancel').disabled = true;
+  $('generate').disabled = !state.info || !state.worker;
+  $('step-label').textContent = '';
+  $('preview').hidden = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// gallery
+
+function addResults(msg) {
+  msg.images.forEach((image, i) => {
+    const record = msg.records[i];
+    const png = new Uint8Array(image.png);
+    const index = state.items.length;
+    const name = `synfer-${String(index).padStart(4, '0')}-seed${record.seed ?? 'x'}`;
+    state.items.push({ record, png, name });
+    const li = document.createElement('li');
+    li.className = 'item';
+    li.dataset.index = index;
+    const img = document.createElement('img');
+    img.src = URL.createObjectURL(new Blob([png], { type: 'image/png' }));
+    img.alt = record.prompt_used;
+    img.width = Math.max(128, record.width);
+    const labels = document.createElement('div');
+    labels.className = 'labels';
+    const aus = record.aus
+      ? Object.entries(record.aus).filter(([, v]) => v !== 0).map(([k, v]) => `${k}=${v}`).join(', ') || 'none'
+      : 'no AU control';
+    labels.innerHTML = '<p class="prompt"></p><p class="requested"></p><p class="meta"></p>';
+    labels.querySelector('.prompt').textContent = record.prompt_used;
+    labels.querySelector('.requested').textContent = `requested: expression ${record.expression ?? '–'}; AUs ${aus}`;
+    labels.querySelector('.meta').textContent = `seed ${record.seed}, ${record.request.steps} steps, `
+      + `guidance ${record.request.guidance_scale}, ${record.width}×${record.height}, `
+      + `${record.timings.per_step_s.toFixed(3)} s/step on ${record.device}`;
+    const json = document.createElement('pre');
+    json.className = 'request-json';
+    json.textContent = JSON.stringify(record.request, null, 1);
+    const dl = document.createElement('button');
+    dl.type = 'button';
+    dl.textContent = 'Download PNG + JSON';
+    dl.addEventListener('click', () => downloadOne(index));
+    labels.append(json, dl);
+    li.append(img, labels);
+    $('gallery').prepend(li);
+  });
+  $('download-all').disabled = state.items.length === 0;
+}
+
+function save(blob, filename) {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+function downloadOne(index) {
+  const { record, png, name } = state.items[index];
+  save(new Blob([png], { type: 'image/png' }), `${name}.png`);
+  save(new Blob([JSON.stringify({ file: `${name}.png`, ...record }, null, 2)], { type: 'application/json' }), `${name}.json`);
+}
+
+function downloadAll() {
+  const encoder = new TextEncoder();
+  const lines = state.items.map(({ record, name }) => JSON.stringify({ file: `images/${name}.png`, ...record }));
+  const entries = state.items.map(({ png, name }) => ({ name: `images/${name}.png`, data: png }));
+  entries.push({ name: 'metadata.jsonl', data: encoder.encode(`${lines.join('\n')}\n`) });
+  save(zip(entries), 'synfer-gallery.zip');
+}
+
+// ---------------------------------------------------------------------------------------------
+// bring your own model (read locally, cached with the Cache API, never uploaded)
+
+async function onModelFolder(event) {
+  const list = [...event.target.files];
+  if (list.length === 0) return;
+  const root = list[0].webkitRelativePath.split('/')[0] || 'model';
+  const total = list.reduce((n, f) => n + f.size, 0);
+  if (total > MAX_MODEL_BYTES) {
+    fail(`${root}: ${(total / 2 ** 30).toFixed(2)} GiB of files is more than a browser tab can hold `
+      + `(limit ${(MAX_MODEL_BYTES / 2 ** 30).toFixed(1)} GiB); use the synfer command line for this model.`);
+    return;
+  }
+  const wanted = list.filter((f) => /\.(json|txt|safetensors)$/.test(f.name));
+  const files = await Promise.all(wanted.map(async (f) => {
+    const rel = f.webkitRelativePath.split('/').slice(1).join('/') || f.name;
+    return [rel, await f.arrayBuffer()];
+  }));
+  if (!files.some(([rel]) => rel === 'unet/config.json')) {
+    fail(`${root}: not a diffusers model folder (no unet/config.json).`);
+    return;
+  }
+  state.model = { name: root, files };
+  await cacheModel(state.model).catch((e) => console.warn('cache', e));
+  startWorker();
+}
+
+async function cacheModel(model) {
+  if (!('caches' in self)) return;
+  const cache = await caches.open(CACHE);
+  await Promise.all(model.files.map(([rel, buf]) => cache.put(`/synfer-model/${encodeURIComponent(model.name)}/${rel}`, new Response(buf))));
+  localStorage.setItem(CACHED_MODEL_KEY, JSON.stringify({ name: model.name, files: model.files.map(([rel]) => rel) }));
+}
+
+async function cachedModel() {
+  const entry = localStorage.getItem(CACHED_MODEL_KEY);
+  if (!entry || !('caches' in self)) return null;
+  const { name, files } = JSON.parse(entry);
+  const cache = await caches.open(CACHE);
+  const loaded = await Promise.all(files.map(async (rel) => {
+    const res = await cache.match(`/synfer-model/${encodeURIComponent(name)}/${rel}`);
+    return res && [rel, await res.arrayBuffer()];
+  }));
+  return loaded.every(Boolean) ? { name: `${name} (cached)`, files: loaded } : null;
+}
+
+async function clearCache() {
+  localStorage.removeItem(CACHED_MODEL_KEY);
+  if ('caches' in self) await caches.delete(CACHE);
+  setStatus('Cached models cleared.');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const gpu = await detectWebgpu();
+  state.webgpu = gpu.ok;
+  state.cpuWhy = gpu.why;
+  $('controls').addEventListener('submit', onGenerate);
+  $('cancel').addEventListener('click', onCancel);
+  $('dice').addEventListener('click', () => { $('seed').value = Math.floor(Math.random() * 2 ** 31); });
+  $('expression').addEventListener('change', applyPreset);
+  $('au-reset').addEventListener('click', () => { $('expression').value = ''; applyPreset(); });
+  $('download-all').addEventListener('click', downloadAll);
+  $('model-dir').addEventListener('change', onModelFolder);
+  $('model-default').addEventListener('click', () => { state.model = null; localStorage.removeItem(CACHED_MODEL_KEY); startWorker(); });
+  $('cache-clear').addEventListener('click', clearCache);
+  state.model = await cachedModel().catch(() => null);
+  startWorker();
+}
+
+main();

@@ -48,6 +48,9 @@ pub struct StepEvent {
     pub total: usize,
     /// The timestep just processed.
     pub timestep: f64,
+    /// The first image's current prediction of the clean image `x̂0`, decoded (RGB bytes,
+    /// output size), on the steps [`Pipeline::generate_with_preview`] asks for.
+    pub preview: Option<Vec<u8>>,
 }
 
 /// A finished generation.
@@ -289,6 +292,20 @@ impl Pipeline {
         &self,
         req: &GenerateRequest,
         latents: Option<&HostTensor>,
+        on_step: impl FnMut(&StepEvent),
+    ) -> Result<GenerateOutput> {
+        self.generate_with_preview(req, latents, 0, on_step).await
+    }
+
+    /// [`Pipeline::generate`], also decoding the first image's `x̂0` (the scheduler's
+    /// `pred_original_sample`) into [`StepEvent::preview`] every `preview_every` steps (0:
+    /// never; never on the last step, whose image is the result). Each preview costs one VAE
+    /// decode of one image and a readback.
+    pub async fn generate_with_preview(
+        &self,
+        req: &GenerateRequest,
+        latents: Option<&HostTensor>,
+        preview_every: usize,
         mut on_step: impl FnMut(&StepEvent),
     ) -> Result<GenerateOutput> {
         req.validate(self.size_multiple())?;
@@ -387,25 +404,25 @@ impl Pipeline {
             } else {
                 out
             };
-            x = scheduler.step(noise, i, x).prev_sample;
+            let stepped = scheduler.step(noise, i, x);
+            x = stepped.prev_sample;
+            let preview = if preview_every > 0 && (i + 1) % preview_every == 0 && i + 1 < total {
+                let [_, c, h, w] = stepped.pred_original_sample.dims();
+                let first = stepped.pred_original_sample.slice([0..1, 0..c, 0..h, 0..w]);
+                Some(self.decode_rgb(first).await?)
+            } else {
+                None
+            };
             on_step(&StepEvent {
                 step: i + 1,
                 total,
                 timestep: t,
+                preview,
             });
         }
 
         // 5. Decode to [0, 1] and read back.
-        let image = self.vae.decode(x / self.vae.scaling_factor);
-        let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
-        let data = image
-            .permute([0, 2, 3, 1])
-            .into_data_async()
-            .await
-            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
-        let values: Vec<f32> = data
-            .try_into_vec_as::<f32>()
-            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
+        let values = self.decode_f32(x).await?;
         let per = height * width * 3;
         let images_f32: Vec<Vec<f32>> = values.chunks(per).map(<[f32]>::to_vec).collect();
         let images = images_f32.iter().map(|img| to_u8(img)).collect();
@@ -420,6 +437,24 @@ impl Pipeline {
             au_scale: au_context.as_ref().map(|c| c.scale),
             aus,
         })
+    }
+
+    /// Latents `[n, c, h, w]` decoded to `[0, 1]` and read back, `n × height × width × 3`.
+    async fn decode_f32(&self, latents: Tensor<4>) -> Result<Vec<f32>> {
+        let image = self.vae.decode(latents / self.vae.scaling_factor);
+        let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
+        let data = image
+            .permute([0, 2, 3, 1])
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
+        data.try_into_vec_as::<f32>()
+            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))
+    }
+
+    /// Latents of one image decoded to RGB bytes.
+    async fn decode_rgb(&self, latents: Tensor<4>) -> Result<Vec<u8>> {
+        Ok(to_u8(&self.decode_f32(latents).await?))
     }
 
     /// The AU vector of a request (expression prototype, then explicit units) and the tokens for

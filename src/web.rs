@@ -1,0 +1,366 @@
+//! The browser API: a thin `wasm-bindgen` layer over [`crate::pipeline`] for the page's Web
+//! Worker (`www/worker.js`). Requests and results cross the boundary with
+//! `serde-wasm-bindgen`; model files arrive as bytes (nothing is fetched or uploaded here).
+//!
+//! ```js
+//! const pipe = await WebPipeline.load(files /* Map<"unet/config.json", Uint8Array> */, true);
+//! const out = await pipe.generate({ prompt: "a surprised child", steps: 20 }, (e) => {});
+//! // out.images[i]: Uint8Array RGB, out.records[i]: the image's labels and request
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use crate::au::catalog::{ACTION_UNITS, AuSet, FINEFACE, OPENGRAPHAU};
+use crate::au::expression::Expression;
+use crate::device::{SelectedDevice, select_web};
+use crate::error::Error;
+use crate::pipeline::source::MemorySource;
+use crate::pipeline::{GenerateRequest, HostTensor, ModelInfo, Pipeline};
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+fn js_error(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| JsError::new(&format!("serialising a result: {e}")))
+}
+
+/// One action unit of the catalogue, as the page's sliders need it.
+#[derive(Serialize)]
+struct UnitEntry {
+    code: &'static str,
+    number: u16,
+    name: &'static str,
+    muscle: &'static str,
+    description: &'static str,
+    /// Slider range and default when the unit belongs to the set, per set name.
+    sets: BTreeMap<&'static str, [f32; 3]>,
+}
+
+/// The AU catalogue for the page: every unit (code, FACS number, name, muscle, description and
+/// per-set range), the sets, and the expression presets with their prototypes per set.
+#[wasm_bindgen(js_name = auCatalogue)]
+pub fn au_catalogue() -> Result<JsValue, JsError> {
+    let sets = [FINEFACE, OPENGRAPHAU];
+    let units: Vec<UnitEntry> = ACTION_UNITS
+        .iter()
+        .map(|u| UnitEntry {
+            code: u.code,
+            number: u.number,
+            name: u.name,
+            muscle: u.muscle,
+            description: u.description,
+            sets: sets
+                .iter()
+                .filter_map(|s| {
+                    s.index_of(u.code)
+                        .map(|_| (s.name, [s.min, s.max, s.default]))
+                })
+                .collect(),
+        })
+        .collect();
+    let presets: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, f32>>> = Expression::EIGHT
+        .iter()
+        .map(|e| {
+            let per_set = sets
+                .iter()
+                .map(|s| (s.name, e.prototype(*s).active()))
+                .collect();
+            (e.name(), per_set)
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Catalogue<'a> {
+        units: Vec<UnitEntry>,
+        sets: Vec<SetEntry>,
+        expressions: Vec<&'a str>,
+        presets: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, f32>>>,
+    }
+    #[derive(Serialize)]
+    struct SetEntry {
+        name: &'static str,
+        codes: &'static [&'static str],
+    }
+    to_js(&Catalogue {
+        units,
+        sets: sets
+            .iter()
+            .map(|s: &AuSet| SetEntry {
+                name: s.name,
+                codes: s.codes,
+            })
+            .collect(),
+        expressions: Expression::EIGHT.iter().map(|e| e.name()).collect(),
+        presets,
+    })
+}
+
+/// What the page shows about a loaded model.
+#[derive(Serialize)]
+struct WebModelInfo<'a> {
+    #[serde(flatten)]
+    info: &'a ModelInfo,
+    device: &'a str,
+    /// The AU set of the model's adapter (`null`: no AU control).
+    au_set: Option<&'static str>,
+    /// Pixel multiple for width and height.
+    size_multiple: usize,
+    /// Largest weight tensor, bytes (f32).
+    largest_tensor_bytes: u64,
+}
+
+/// The labels and request of one generated image (one line of `metadata.jsonl`).
+#[derive(Serialize)]
+struct ImageRecord<'a> {
+    synfer_version: &'static str,
+    request: &'a GenerateRequest,
+    prompt_used: &'a str,
+    expression: Option<&'static str>,
+    aus: Option<BTreeMap<&'static str, f32>>,
+    au_scale: Option<f64>,
+    seed: Option<u64>,
+    width: usize,
+    height: usize,
+    model: &'a str,
+    device: &'a str,
+    timings: Timings,
+    warnings: &'a [String],
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Timings {
+    generate_s: f64,
+    per_step_s: f64,
+}
+
+/// A model loaded in the browser, on WebGPU or on flex (CPU).
+#[wasm_bindgen]
+pub struct WebPipeline {
+    pipeline: Pipeline,
+    device: SelectedDevice,
+    largest_tensor_bytes: u64,
+}
+
+/// Elements of the largest tensor in a safetensors file, read from its header only
+/// (`bytes` is a JS array: nothing else is copied).
+fn largest_tensor_elements(path: &str, bytes: &js_sys::Uint8Array) -> Result<u64, Error> {
+    let bad = |m: &str| Error::request("files", format!("{path}: {m}"));
+    if bytes.length() < 8 {
+        return Err(bad("too short for a safetensors file"));
+    }
+    let mut len = [0u8; 8];
+    bytes.subarray(0, 8).copy_to(&mut len);
+    let len = u64::from_le_bytes(len);
+    if len > u64::from(bytes.length()) - 8 || len > 100_000_000 {
+        return Err(bad("the header length exceeds the file"));
+    }
+    let header = bytes.subarray(8, 8 + len as u32).to_vec();
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(&format!("header: {e}")))?;
+    Ok(header
+        .values()
+        .filter_map(|v| v.get("shape")?.as_array().cloned())
+        .map(|shape| shape.iter().filter_map(|d| d.as_u64()).product::<u64>())
+        .max()
+        .unwrap_or(0))
+}
+
+#[wasm_bindgen]
+impl WebPipeline {
+    /// Loads a diffusers-layout model from `files` (`Map` of relative path → `Uint8Array`),
+    /// on WebGPU when `webgpu` is true, else on flex. `max_binding` is the adapter's
+    /// `maxStorageBufferBindingSize` (bytes): a model with a larger weight tensor is refused
+    /// with a message naming the limit.
+    pub async fn load(
+        files: js_sys::Map,
+        webgpu: bool,
+        max_binding: Option<f64>,
+    ) -> Result<WebPipeline, JsError> {
+        let mut src = MemorySource::new("browser files");
+        let mut failed = None;
+        let mut largest = 0u64;
+        files.for_each(&mut |value, key| {
+            if failed.is_some() {
+                return;
+            }
+            let Some(path) = key.as_string() else {
+                failed = Some(Error::request("files", "a file name is not a string"));
+                return;
+            };
+            let Ok(bytes) = value.dyn_into::<js_sys::Uint8Array>() else {
+                failed = Some(Error::request(
+                    "files",
+                    format!("{path}: contents are not a Uint8Array"),
+                ));
+                return;
+            };
+            if path.ends_with(".safetensors") {
+                match largest_tensor_elements(&path, &bytes) {
+                    Ok(n) => largest = largest.max(n * 4),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            src.insert(&path, bytes.to_vec());
+        });
+        if let Some(e) = failed {
+            return Err(js_error(e));
+        }
+        if let Some(limit) = max_binding.filter(|_| webgpu) {
+            if largest as f64 > limit {
+                return Err(js_error(Error::Device(format!(
+                    "the model's largest weight tensor needs {largest} bytes, more than this \
+                     GPU's maxStorageBufferBindingSize ({limit} bytes); use the CPU backend"
+                ))));
+            }
+        }
+        let device = select_web(webgpu).await.map_err(js_error)?;
+        let pipeline = Pipeline::from_source(&src, &device.device).map_err(js_error)?;
+        Ok(WebPipeline {
+            pipeline,
+            device,
+            largest_tensor_bytes: largest,
+        })
+    }
+
+    /// Model facts: sizes, scheduler, device, AU set (`null` without an adapter).
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        to_js(&WebModelInfo {
+            info: &self.pipeline.info,
+            device: &self.device.description,
+            au_set: self.pipeline.au_adapter.as_ref().map(|a| a.set.name),
+            size_multiple: self.pipeline.size_multiple(),
+            largest_tensor_bytes: self.largest_tensor_bytes,
+        })
+    }
+
+    /// Runs `request` (a [`GenerateRequest`] object; unknown keys are errors). `on_step` gets
+    /// `{step, total, timestep, preview?}` after every denoising step, `preview` being the
+    /// first image's decoded `x̂0` (RGB bytes, output size) every `preview_every` steps (0 or
+    /// absent: never). `latents` (flat f32, the request's latent shape) replaces the seeded
+    /// noise. Returns `{width, height, images, records}`: RGB bytes per image and one metadata
+    /// record per image.
+    pub async fn generate(
+        &self,
+        request: JsValue,
+        on_step: Option<js_sys::Function>,
+        latents: Option<Vec<f32>>,
+        preview_every: Option<u32>,
+    ) -> Result<JsValue, JsError> {
+        let req: GenerateRequest = serde_wasm_bindgen::from_value(request)
+            .map_err(|e| js_error(Error::request("request", e.to_string())))?;
+        let latents = match latents {
+            Some(data) => {
+                let (w, h) = self.pipeline.output_size(&req);
+                let f = self.pipeline.info.vae_scale_factor;
+                let shape = vec![
+                    req.num_images,
+                    self.pipeline.info.latent_channels,
+                    h / f,
+                    w / f,
+                ];
+                if data.len() != shape.iter().product::<usize>() {
+                    return Err(js_error(Error::request(
+                        "latents",
+                        format!("{} values do not fill the shape {shape:?}", data.len()),
+                    )));
+                }
+                Some(HostTensor { shape, data })
+            }
+            None => None,
+        };
+        let start = performance_now();
+        let out = self
+            .pipeline
+            .generate_with_preview(&req, latents.as_ref(), preview_every.unwrap_or(0) as usize, |e| {
+                if let Some(f) = &on_step {
+                    let event = js_sys::Object::new();
+                    let set = |k: &str, v: f64| {
+                        let _ = js_sys::Reflect::set(&event, &k.into(), &v.into());
+                    };
+                    set("step", e.step as f64);
+                    set("total", e.total as f64);
+                    set("timestep", e.timestep);
+                    if let Some(rgb) = &e.preview {
+                        let bytes = js_sys::Uint8Array::from(rgb.as_slice());
+                        let _ = js_sys::Reflect::set(&event, &"preview".into(), &bytes);
+                    }
+                    let _ = f.call1(&JsValue::NULL, &event);
+                }
+            })
+            .await
+            .map_err(js_error)?;
+        let generate_s = (performance_now() - start) / 1000.0;
+        let timings = Timings {
+            generate_s,
+            per_step_s: generate_s / req.steps.max(1) as f64,
+        };
+        let images = js_sys::Array::new();
+        for image in &out.images {
+            images.push(&js_sys::Uint8Array::from(image.as_slice()));
+        }
+        let aus = out.aus.as_ref().map(|v| {
+            v.au_set()
+                .codes
+                .iter()
+                .copied()
+                .zip(v.values().iter().copied())
+                .collect::<BTreeMap<_, _>>()
+        });
+        let records = js_sys::Array::new();
+        for seed in &out.seeds {
+            records.push(&to_js(&ImageRecord {
+                synfer_version: env!("CARGO_PKG_VERSION"),
+                request: &req,
+                prompt_used: &out.prompt,
+                expression: req.expression.map(|e| e.name()),
+                aus: aus.clone(),
+                au_scale: out.au_scale,
+                seed: *seed,
+                width: out.width,
+                height: out.height,
+                model: &self.pipeline.info.source,
+                device: &self.device.description,
+                timings,
+                warnings: &out.warnings,
+            })?);
+        }
+        let result = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&result, &k.into(), v);
+        set("width", &(out.width as f64).into()).map_err(|_| JsError::new("result"))?;
+        set("height", &(out.height as f64).into()).map_err(|_| JsError::new("result"))?;
+        set("images", &images).map_err(|_| JsError::new("result"))?;
+        set("records", &records).map_err(|_| JsError::new("result"))?;
+        Ok(result.into())
+    }
+}
+
+/// PNG bytes of an RGB image (`width · height · 3` bytes).
+#[wasm_bindgen(js_name = encodePng)]
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, JsError> {
+    let img = image::RgbImage::from_raw(width, height, rgb.to_vec()).ok_or_else(|| {
+        js_error(Error::request(
+            "image",
+            format!("{} bytes do not hold a {width}×{height} RGB image", rgb.len()),
+        ))
+    })?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| JsError::new(&format!("encoding PNG: {e}")))?;
+    Ok(png)
+}

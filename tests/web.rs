@@ -1,0 +1,128 @@
+//! In the browser (`wasm-bindgen-test` in headless Chromium, WebGPU on SwiftShader): the whole
+//! pipeline on the committed sd1-tiny model with diffusers' initial latents gives diffusers'
+//! image within 2/255, on WebGPU and on the CPU fallback (flex compiled to wasm).
+//!
+//! Run with `bash tools/web.sh test` (it installs what is missing).
+#![cfg(target_family = "wasm")]
+
+use safetensors::SafeTensors;
+use synfer::pipeline::source::MemorySource;
+use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console)]
+    fn log(s: &str);
+}
+
+macro_rules! model_files {
+    ($($rel:literal),* $(,)?) => {
+        [$(($rel, &include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd1-tiny/", $rel))[..])),*]
+    };
+}
+
+fn sd1_tiny() -> MemorySource {
+    let mut src = MemorySource::new("sd1-tiny (embedded in the test)");
+    for (rel, bytes) in model_files![
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/merges.txt",
+        "tokenizer/special_tokens_map.json",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/vocab.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+    ] {
+        src.insert(rel, bytes.to_vec());
+    }
+    src
+}
+
+const REFS: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/reference/sd1.safetensors"
+));
+const META: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/reference/sd1.json"
+));
+
+fn f32s(st: &SafeTensors, key: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st.tensor(key).unwrap();
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (t.shape().to_vec(), data)
+}
+
+/// Max abs difference between our image and diffusers' for the fixture's e2e request.
+async fn end_to_end(webgpu: bool) -> f32 {
+    let device = synfer::device::select_web(webgpu).await.unwrap();
+    let pipeline = Pipeline::from_source(&sd1_tiny(), &device.device).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(META).unwrap();
+    let e = &meta["e2e"];
+    let req = GenerateRequest {
+        prompt: e["prompt"].as_str().unwrap().into(),
+        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
+        guidance_scale: e["guidance_scale"].as_f64().unwrap(),
+        width: Some(e["width"].as_u64().unwrap() as usize),
+        height: Some(e["height"].as_u64().unwrap() as usize),
+        ..Default::default()
+    };
+    let st = SafeTensors::deserialize(REFS).unwrap();
+    let (shape, data) = f32s(&st, "e2e.latents");
+    let latents = HostTensor { shape, data };
+    let mut steps = 0;
+    let out = pipeline
+        .generate(&req, Some(&latents), |_| steps += 1)
+        .await
+        .unwrap();
+    assert_eq!(steps, req.steps);
+    let (_, want) = f32s(&st, "e2e.image");
+    assert_eq!(out.images_f32[0].len(), want.len());
+    let err = out.images_f32[0]
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    log(&format!(
+        "{}: max abs vs diffusers {err:.3e} ({:.4}/255)",
+        device.description,
+        err * 255.0
+    ));
+    err
+}
+
+#[wasm_bindgen_test]
+async fn sd1_tiny_on_webgpu_matches_diffusers() {
+    let err = end_to_end(true).await;
+    assert!(err <= 2.0 / 255.0, "WebGPU: max abs {err}");
+}
+
+#[wasm_bindgen_test]
+async fn sd1_tiny_on_cpu_fallback_matches_diffusers() {
+    let err = end_to_end(false).await;
+    assert!(err <= 2.0 / 255.0, "flex (wasm): max abs {err}");
+}
+
+#[wasm_bindgen_test]
+fn au_catalogue_reaches_js() {
+    let value = synfer::web::au_catalogue().unwrap();
+    let units = js_sys::Reflect::get(&value, &"units".into()).unwrap();
+    assert_eq!(js_sys::Array::from(&units).length(), 41);
+    let presets = js_sys::Reflect::get(&value, &"presets".into()).unwrap();
+    let happy = js_sys::Reflect::get(&presets, &"happy".into()).unwrap();
+    let fineface = js_sys::Reflect::get(&happy, &"fineface".into()).unwrap();
+    let au12 = js_sys::Reflect::get(&fineface, &"AU12".into()).unwrap();
+    assert!(au12.as_f64().unwrap() > 0.0);
+}

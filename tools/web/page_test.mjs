@@ -1,0 +1,146 @@
+// End-to-end test of the page in Debian's headless Chromium, driven by playwright-core:
+// load the page, set a prompt, move an AU slider, generate, wait for the gallery entry, check
+// its request JSON, download the zip and check its contents. Run once on WebGPU (SwiftShader)
+// and once forcing the CPU fallback (?cpu=1). Screenshots go to $SYNFER_ARTIFACTS (default
+// out/web). Needs pkg/ built (bash tools/web.sh build) and `npm ci` in tools/web.
+//
+//   node tools/web/page_test.mjs
+//
+// Prints one JSON line per run with timings (time to first image, seconds per step).
+
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ARTIFACTS = path.resolve(process.env.SYNFER_ARTIFACTS || path.join(ROOT, 'out', 'web'));
+const CHROMIUM = process.env.SYNFER_CHROMIUM || '/usr/bin/chromium';
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png' };
+
+function fail(message) {
+  console.error(`page test: ${message}`);
+  process.exit(1);
+}
+
+function check(cond, message) {
+  if (!cond) fail(message);
+}
+
+function serve() {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    const file = path.normalize(path.join(ROOT, decodeURIComponent(url.pathname)));
+    if (!file.startsWith(ROOT) || !fs.existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const target = fs.statSync(file).isDirectory() ? path.join(file, 'index.html') : file;
+    res.writeHead(200, { 'content-type': TYPES[path.extname(target)] || 'application/octet-stream' });
+    fs.createReadStream(target).pipe(res);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** Entries of a stored (uncompressed) zip, read from its central directory. */
+function unzip(buf) {
+  const end = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  check(end >= 0, 'zip: end of central directory');
+  const count = buf.readUInt16LE(end + 10);
+  let at = buf.readUInt32LE(end + 16);
+  const entries = {};
+  for (let i = 0; i < count; i += 1) {
+    check(buf.readUInt32LE(at) === 0x02014b50, 'zip: central entry');
+    const size = buf.readUInt32LE(at + 24);
+    const nameLen = buf.readUInt16LE(at + 28);
+    const local = buf.readUInt32LE(at + 42);
+    const name = buf.subarray(at + 46, at + 46 + nameLen).toString('utf8');
+    const dataAt = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    entries[name] = buf.subarray(dataAt, dataAt + size);
+    at += 46 + nameLen;
+  }
+  return entries;
+}
+
+async function run(base, { cpu }) {
+  const label = cpu ? 'cpu' : 'webgpu';
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'synfer-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptDownloads: true,
+    args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  try {
+    const start = Date.now();
+    await page.goto(`${base}/index.html${cpu ? '?cpu=1' : ''}`);
+    await page.waitForFunction(() => document.body.dataset.ready === '1'
+      || document.getElementById('backend').dataset.kind === 'error', null, { timeout: 300000 });
+    const status = await page.textContent('#backend');
+    check(await page.evaluate(() => document.body.dataset.ready === '1'), `${label}: page not ready: ${status}`);
+    check(cpu ? /flex/.test(status) : /webgpu/.test(status), `${label}: backend status: ${status}`);
+    const loadedMs = Date.now() - start;
+
+    await page.fill('#prompt', 'a photo of a surprised child');
+    await page.selectOption('#expression', 'surprised');
+    await page.fill('#au-AU12', '4');
+    await page.fill('#steps', '3');
+    await page.fill('#seed', '42');
+    const generateAt = Date.now();
+    await page.click('#generate');
+    await page.waitForSelector('#gallery li', { timeout: 300000 });
+    const firstImageMs = Date.now() - generateAt;
+    const request = JSON.parse(await page.textContent('#gallery li .request-json'));
+    check(request.prompt === 'a photo of a surprised child', `${label}: request prompt ${request.prompt}`);
+    check(request.expression === 'surprised', `${label}: request expression ${request.expression}`);
+    check(request.aus && request.aus.AU12 === 4, `${label}: request AU12 ${JSON.stringify(request.aus)}`);
+    check(request.steps === 3 && request.seed === 42, `${label}: steps/seed ${request.steps}/${request.seed}`);
+    const meta = await page.textContent('#gallery li .meta');
+    const perStep = Number(/([0-9.]+) s\/step/.exec(meta)[1]);
+    const requested = await page.textContent('#gallery li .requested');
+    check(/AU12=4/.test(requested), `${label}: requested labels: ${requested}`);
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, `page-${label}.png`), fullPage: true });
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-all')]);
+    const zipPath = path.join(ARTIFACTS, `gallery-${label}.zip`);
+    await download.saveAs(zipPath);
+    const entries = unzip(fs.readFileSync(zipPath));
+    const names = Object.keys(entries).sort();
+    check(names.length === 2 && names.includes('metadata.jsonl'), `${label}: zip entries ${names}`);
+    const png = entries[names.find((n) => n.endsWith('.png'))];
+    check(png.subarray(1, 4).toString() === 'PNG', `${label}: zip image is a PNG`);
+    const lines = entries['metadata.jsonl'].toString().trim().split('\n').map((l) => JSON.parse(l));
+    check(lines.length === 1, `${label}: metadata lines ${lines.length}`);
+    const rec = lines[0];
+    check(rec.file === names.find((n) => n.endsWith('.png')), `${label}: metadata file ${rec.file}`);
+    check(rec.request.aus.AU12 === 4 && rec.aus && rec.aus.AU12 === 4, `${label}: metadata AUs ${JSON.stringify(rec.aus)}`);
+    check(rec.prompt_used.includes('surprised child'), `${label}: prompt_used ${rec.prompt_used}`);
+    console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, first_image_ms: firstImageMs,
+      per_step_s: perStep, steps: 3, size: `${rec.width}x${rec.height}` }));
+  } catch (e) {
+    console.error(logs.join('\n'));
+    throw e;
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+const server = await serve();
+const base = `http://127.0.0.1:${server.address().port}`;
+check(fs.existsSync(path.join(ROOT, 'pkg', 'synfer.js')), 'pkg/synfer.js missing: run bash tools/web.sh build');
+try {
+  await run(base, { cpu: false });
+  await run(base, { cpu: true });
+} finally {
+  server.close();
+}

@@ -1,0 +1,91 @@
+// The Web Worker that owns the wasm module and the loaded model, so the page never freezes.
+//
+// Messages in:  {type: 'load', webgpu, model: {name, files: [[relPath, ArrayBuffer], ...]} | null}
+//               {type: 'generate', id, request}
+// Messages out: {type: 'ready', info, catalogue, backend}
+//               {type: 'step', id, step, total, preview?: ArrayBuffer (PNG of x̂0)}
+//               {type: 'done', id, width, height, images: [{png: ArrayBuffer}], records}
+//               {type: 'error', id?, message}
+
+import init, { WebPipeline, auCatalogue, encodePng } from '../pkg/synfer.js';
+
+// The model bundled with the page (served next to it; nothing leaves the machine). Until the
+// trained default model lands (issue 6) this is the tiny untrained test model with an AU
+// adapter: it exercises every code path but draws noise.
+const DEFAULT_MODEL = {
+  name: 'default (tiny test model, untrained)',
+  files: {
+    'model_index.json': 'tests/fixtures/sd1-tiny/model_index.json',
+    'scheduler/scheduler_config.json': 'tests/fixtures/sd1-tiny/scheduler/scheduler_config.json',
+    'text_encoder/config.json': 'tests/fixtures/sd1-tiny/text_encoder/config.json',
+    'text_encoder/model.safetensors': 'tests/fixtures/sd1-tiny/text_encoder/model.safetensors',
+    'tokenizer/merges.txt': 'tests/fixtures/sd1-tiny/tokenizer/merges.txt',
+    'tokenizer/special_tokens_map.json': 'tests/fixtures/sd1-tiny/tokenizer/special_tokens_map.json',
+    'tokenizer/tokenizer_config.json': 'tests/fixtures/sd1-tiny/tokenizer/tokenizer_config.json',
+    'tokenizer/vocab.json': 'tests/fixtures/sd1-tiny/tokenizer/vocab.json',
+    'unet/config.json': 'tests/fixtures/au/unet/config.json',
+    'unet/diffusion_pytorch_model.safetensors': 'tests/fixtures/au/unet/diffusion_pytorch_model.safetensors',
+    'vae/config.json': 'tests/fixtures/sd1-tiny/vae/config.json',
+    'vae/diffusion_pytorch_model.safetensors': 'tests/fixtures/sd1-tiny/vae/diffusion_pytorch_model.safetensors',
+    'au_adapter/config.json': 'tests/fixtures/au/au_adapter/config.json',
+    'au_adapter/diffusion_pytorch_model.safetensors': 'tests/fixtures/au/au_adapter/diffusion_pytorch_model.safetensors',
+  },
+};
+
+let pipeline = null;
+
+async function fetchDefault() {
+  const root = new URL('../', import.meta.url);
+  const entries = await Promise.all(Object.entries(DEFAULT_MODEL.files).map(async ([rel, url]) => {
+    const res = await fetch(new URL(url, root));
+    if (!res.ok) throw new Error(`default model: ${url}: HTTP ${res.status}`);
+    return [rel, new Uint8Array(await res.arrayBuffer())];
+  }));
+  return { name: DEFAULT_MODEL.name, files: new Map(entries) };
+}
+
+async function maxBinding(webgpu) {
+  if (!webgpu || !navigator.gpu) return undefined;
+  const adapter = await navigator.gpu.requestAdapter();
+  return adapter ? adapter.limits.maxStorageBufferBindingSize : undefined;
+}
+
+async function load({ webgpu, model }) {
+  await init();
+  const chosen = model
+    ? { name: model.name, files: new Map(model.files.map(([rel, buf]) => [rel, new Uint8Array(buf)])) }
+    : await fetchDefault();
+  const limit = await maxBinding(webgpu);
+  pipeline = await WebPipeline.load(chosen.files, webgpu, limit);
+  const info = pipeline.info();
+  postMessage({ type: 'ready', info: { ...info, name: chosen.name }, catalogue: auCatalogue() });
+}
+
+async function generate({ id, request }) {
+  if (!pipeline) throw new Error('no model is loaded');
+  // A preview of x̂0 about five times per run (each costs one VAE decode).
+  const every = Math.max(1, Math.round(request.steps / 5));
+  const onStep = (e) => {
+    const msg = { type: 'step', id, step: e.step, total: e.total };
+    if (e.preview) {
+      // The page always sends the output size.
+      msg.preview = encodePng(e.preview, request.width, request.height).buffer;
+      postMessage(msg, [msg.preview]);
+    } else {
+      postMessage(msg);
+    }
+  };
+  const out = await pipeline.generate(request, onStep, undefined, every);
+  const images = out.images.map((rgb) => ({ png: encodePng(rgb, out.width, out.height).buffer }));
+  postMessage({ type: 'done', id, width: out.width, height: out.height, images, records: out.records },
+    images.map((i) => i.png));
+}
+
+onmessage = async ({ data }) => {
+  try {
+    if (data.type === 'load') await load(data);
+    else if (data.type === 'generate') await generate(data);
+  } catch (e) {
+    postMessage({ type: 'error', id: data.id, message: String(e && e.message ? e.message : e) });
+  }
+};
