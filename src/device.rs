@@ -112,7 +112,11 @@ pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
         .init_async()
         .await
         .map_err(|e| Error::Device(format!("WebGPU initialisation failed: {e:?}")))?;
-    let name = device.identity().map(|i| i.name).unwrap_or_default();
+    let name = device
+        .identity()
+        .map(|i| i.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "browser adapter".into());
     Ok(SelectedDevice {
         device,
         description: format!("webgpu: {name}"),

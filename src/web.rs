@@ -17,6 +17,8 @@ use crate::au::catalog::{ACTION_UNITS, AuSet, FINEFACE, OPENGRAPHAU};
 use crate::au::expression::Expression;
 use crate::device::{SelectedDevice, select_web};
 use crate::error::Error;
+use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use burn::tensor::Device;
 use crate::pipeline::source::MemorySource;
 use crate::pipeline::{GenerateRequest, HostTensor, ModelInfo, Pipeline};
 
@@ -347,6 +349,55 @@ impl WebPipeline {
         set("images", &images).map_err(|_| JsError::new("result"))?;
         set("records", &records).map_err(|_| JsError::new("result"))?;
         Ok(result.into())
+    }
+}
+
+/// The face analyser in the browser: FER A, FER B, FaceMesh, BlazeFace and the AU estimator,
+/// loaded from the bytes of `assets/face/*.safetensors` (the page fetches them).
+#[wasm_bindgen]
+pub struct WebAnalyzer {
+    analyzer: FaceAnalyzer,
+}
+
+/// What the gallery shows as "measured": the faces found, or the whole image read as one crop
+/// when none is detected (`detected: false`).
+#[derive(Serialize)]
+struct Measured<'a> {
+    detected: bool,
+    faces: &'a [FaceReport],
+}
+
+#[wasm_bindgen]
+impl WebAnalyzer {
+    /// Loads the four face models from safetensors bytes (see [`FaceAnalyzer::from_bytes`]),
+    /// on flex (they are small; the GPU stays free for the diffusion model).
+    pub fn load(
+        fer_a: &[u8],
+        fer_b: &[u8],
+        mesh: &[u8],
+        detector: &[u8],
+    ) -> Result<WebAnalyzer, JsError> {
+        let analyzer = FaceAnalyzer::from_bytes(fer_a, fer_b, mesh, detector, &Device::flex())
+            .map_err(js_error)?;
+        Ok(WebAnalyzer { analyzer })
+    }
+
+    /// Analyses an RGB image (`width · height · 3` bytes): `{detected, faces: [FaceReport]}`
+    /// (the `synfer analyze --json` face objects).
+    pub fn analyze(&self, rgb: &[u8], width: usize, height: usize) -> Result<JsValue, JsError> {
+        let view = RgbView::new(width, height, rgb).map_err(js_error)?;
+        let faces = self.analyzer.analyze(view).map_err(js_error)?;
+        if !faces.is_empty() {
+            return to_js(&Measured {
+                detected: true,
+                faces: &faces,
+            });
+        }
+        let face = self.analyzer.analyze_cropped(view).map_err(js_error)?;
+        to_js(&Measured {
+            detected: false,
+            faces: std::slice::from_ref(&face),
+        })
     }
 }
 

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # The test command of the README: installs the system packages the tests need when missing
-# (Mesa's Vulkan driver, lavapipe, for the wgpu test), then runs the whole suite on the CPU.
+# (Mesa's Vulkan driver, lavapipe, for the wgpu test), runs the whole native suite on the CPU,
+# then the browser tests (tools/web.sh test: wasm-bindgen-test in headless Chromium on WebGPU
+# and on the CPU fallback; tools/web/page_test.mjs: the page end to end with playwright-core),
+# installing Chromium, the wasm target, wasm-bindgen-cli and the npm tools when missing.
+#
+#   bash tools/test.sh                 # everything
+#   bash tools/test.sh --test parity   # arguments go to `cargo test --release`; native only
+#   SYNFER_SKIP_BROWSER=1 bash tools/test.sh   # native only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +23,16 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/synfer-xdg-$(id -u)"
   mkdir -p -m 0700 "$XDG_RUNTIME_DIR"
 fi
-exec cargo test --release "$@"
+cargo test --release "$@"
+if [ $# -gt 0 ] || [ "${SYNFER_SKIP_BROWSER:-0}" = 1 ]; then
+  exit 0
+fi
+
+bash tools/web.sh test
+# The page test uses the release-profile module (it shares the test build's artifacts) and
+# skips wasm-opt; `bash tools/web.sh serve` builds the size-optimised one.
+SYNFER_WASM_PROFILE=release SYNFER_WASM_OPT=0 bash tools/web.sh build
+if [ ! -d tools/web/node_modules/playwright-core ]; then
+  (cd tools/web && npm ci --silent)
+fi
+node tools/web/page_test.mjs

@@ -216,7 +216,7 @@ function finishRun() {
 
 function addResults(msg) {
   msg.images.forEach((image, i) => {
-    const record = msg.records[i];
+    const record = { ...msg.records[i], measured: summarise(image.measured) };
     const png = new Uint8Array(image.png);
     const index = state.items.length;
     const name = `synfer-${String(index).padStart(4, '0')}-seed${record.seed ?? 'x'}`;
@@ -233,9 +233,10 @@ function addResults(msg) {
     const aus = record.aus
       ? Object.entries(record.aus).filter(([, v]) => v !== 0).map(([k, v]) => `${k}=${v}`).join(', ') || 'none'
       : 'no AU control';
-    labels.innerHTML = '<p class="prompt"></p><p class="requested"></p><p class="meta"></p>';
+    labels.innerHTML = '<p class="prompt"></p><p class="requested"></p><p class="measured"></p><p class="meta"></p>';
     labels.querySelector('.prompt').textContent = record.prompt_used;
     labels.querySelector('.requested').textContent = `requested: expression ${record.expression ?? '–'}; AUs ${aus}`;
+    labels.querySelector('.measured').textContent = describeMeasured(record.measured);
     labels.querySelector('.meta').textContent = `seed ${record.seed}, ${record.request.steps} steps, `
       + `guidance ${record.request.guidance_scale}, ${record.width}×${record.height}, `
       + `${record.timings.per_step_s.toFixed(3)} s/step on ${record.device}`;
@@ -251,6 +252,22 @@ function addResults(msg) {
     $('gallery').prepend(li);
   });
   $('download-all').disabled = state.items.length === 0;
+}
+
+/** The first face of the analysis, as stored in metadata: labels, probabilities, AUs. */
+function summarise(measured) {
+  if (!measured || measured.faces.length === 0) return null;
+  const face = measured.faces[0];
+  return { detected: measured.detected, bbox: face.bbox, expression: face.expression, aus: face.aus };
+}
+
+function describeMeasured(m) {
+  if (!m) return 'measured: (face analysis unavailable)';
+  const e = m.expression;
+  const p = (c) => `${c.label} ${Math.max(...Object.values(c.probs)).toFixed(2)}`;
+  const aus = Object.entries(m.aus).filter(([, v]) => v >= 0.5).map(([k, v]) => `${k}=${v.toFixed(1)}`).join(', ') || 'none';
+  return `measured${m.detected ? '' : ' (no face detected; whole image)'}: ${p(e.ensemble)} `
+    + `(face-api ${p(e['face-api'])}, mini-xception ${p(e['mini-xception'])}); AUs ${aus}`;
 }
 
 function save(blob, filename) {

