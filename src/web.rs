@@ -18,9 +18,9 @@ use crate::au::expression::Expression;
 use crate::device::{SelectedDevice, select_web};
 use crate::error::Error;
 use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
-use burn::tensor::Device;
 use crate::pipeline::source::MemorySource;
 use crate::pipeline::{GenerateRequest, HostTensor, ModelInfo, Pipeline};
+use burn::tensor::Device;
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -289,22 +289,27 @@ impl WebPipeline {
         let start = performance_now();
         let out = self
             .pipeline
-            .generate_with_preview(&req, latents.as_ref(), preview_every.unwrap_or(0) as usize, |e| {
-                if let Some(f) = &on_step {
-                    let event = js_sys::Object::new();
-                    let set = |k: &str, v: f64| {
-                        let _ = js_sys::Reflect::set(&event, &k.into(), &v.into());
-                    };
-                    set("step", e.step as f64);
-                    set("total", e.total as f64);
-                    set("timestep", e.timestep);
-                    if let Some(rgb) = &e.preview {
-                        let bytes = js_sys::Uint8Array::from(rgb.as_slice());
-                        let _ = js_sys::Reflect::set(&event, &"preview".into(), &bytes);
+            .generate_with_preview(
+                &req,
+                latents.as_ref(),
+                preview_every.unwrap_or(0) as usize,
+                |e| {
+                    if let Some(f) = &on_step {
+                        let event = js_sys::Object::new();
+                        let set = |k: &str, v: f64| {
+                            let _ = js_sys::Reflect::set(&event, &k.into(), &v.into());
+                        };
+                        set("step", e.step as f64);
+                        set("total", e.total as f64);
+                        set("timestep", e.timestep);
+                        if let Some(rgb) = &e.preview {
+                            let bytes = js_sys::Uint8Array::from(rgb.as_slice());
+                            let _ = js_sys::Reflect::set(&event, &"preview".into(), &bytes);
+                        }
+                        let _ = f.call1(&JsValue::NULL, &event);
                     }
-                    let _ = f.call1(&JsValue::NULL, &event);
-                }
-            })
+                },
+            )
             .await
             .map_err(js_error)?;
         let generate_s = (performance_now() - start) / 1000.0;
@@ -407,7 +412,10 @@ pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, JsErro
     let img = image::RgbImage::from_raw(width, height, rgb.to_vec()).ok_or_else(|| {
         js_error(Error::request(
             "image",
-            format!("{} bytes do not hold a {width}×{height} RGB image", rgb.len()),
+            format!(
+                "{} bytes do not hold a {width}×{height} RGB image",
+                rgb.len()
+            ),
         ))
     })?;
     let mut png = Vec::new();

@@ -298,19 +298,44 @@ function downloadAll() {
 // bring your own model (read locally, cached with the Cache API, never uploaded)
 
 async function onModelFolder(event) {
-  const list = [...event.target.files];
+  const list = [...event.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }));
+  await useModelFiles(list);
+}
+
+/** The directory picker (File System Access API), where the browser has one. */
+async function onPickFolder() {
+  let dir;
+  try {
+    dir = await window.showDirectoryPicker({ mode: 'read' });
+  } catch (e) {
+    if (e.name !== 'AbortError') fail(`Folder picker: ${e.message}`);
+    return;
+  }
+  const list = [];
+  const walk = async (handle, prefix) => {
+    for await (const entry of handle.values()) {
+      const rel = `${prefix}/${entry.name}`;
+      if (entry.kind === 'directory') await walk(entry, rel);
+      else list.push({ file: await entry.getFile(), path: rel });
+    }
+  };
+  await walk(dir, dir.name);
+  await useModelFiles(list);
+}
+
+async function useModelFiles(list) {
   if (list.length === 0) return;
-  const root = list[0].webkitRelativePath.split('/')[0] || 'model';
-  const total = list.reduce((n, f) => n + f.size, 0);
+  const root = list[0].path.split('/')[0] || 'model';
+  const total = list.reduce((n, { file }) => n + file.size, 0);
   if (total > MAX_MODEL_BYTES) {
     fail(`${root}: ${(total / 2 ** 30).toFixed(2)} GiB of files is more than a browser tab can hold `
       + `(limit ${(MAX_MODEL_BYTES / 2 ** 30).toFixed(1)} GiB); use the synfer command line for this model.`);
     return;
   }
-  const wanted = list.filter((f) => /\.(json|txt|safetensors)$/.test(f.name));
-  const files = await Promise.all(wanted.map(async (f) => {
-    const rel = f.webkitRelativePath.split('/').slice(1).join('/') || f.name;
-    return [rel, await f.arrayBuffer()];
+  const wanted = list.filter(({ file }) => /\.(json|txt|safetensors)$/.test(file.name));
+  const files = await Promise.all(wanted.map(async ({ file, path }) => {
+    const rel = path.split('/').slice(1).join('/') || file.name;
+    return [rel, await file.arrayBuffer()];
   }));
   if (!files.some(([rel]) => rel === 'unet/config.json')) {
     fail(`${root}: not a diffusers model folder (no unet/config.json).`);
@@ -359,6 +384,10 @@ async function main() {
   $('au-reset').addEventListener('click', () => { $('expression').value = ''; applyPreset(); });
   $('download-all').addEventListener('click', downloadAll);
   $('model-dir').addEventListener('change', onModelFolder);
+  if ('showDirectoryPicker' in window) {
+    $('model-pick').hidden = false;
+    $('model-pick').addEventListener('click', onPickFolder);
+  }
   $('model-default').addEventListener('click', () => { state.model = null; localStorage.removeItem(CACHED_MODEL_KEY); startWorker(); });
   $('cache-clear').addEventListener('click', clearCache);
   state.model = await cachedModel().catch(() => null);

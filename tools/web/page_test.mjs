@@ -139,6 +139,7 @@ async function run(base, { cpu }) {
     await page.click('#generate');
     await page.waitForFunction(() => document.querySelectorAll('#gallery li').length === 2, null, { timeout: 300000 });
     const warm = Number(/([0-9.]+) s\/step/.exec(await page.textContent('#gallery li .meta'))[1]);
+    if (cpu) await bringYourOwnModel(page);
     console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, first_image_ms: firstImageMs,
       first_per_step_s: perStep, warm_per_step_s: warm, warm_steps: WARM_STEPS, size: `${rec.width}x${rec.height}` }));
     return { width: rec.width, height: rec.height };
@@ -152,6 +153,30 @@ async function run(base, { cpu }) {
 }
 
 const WARM_STEPS = 5;
+
+/** Loads tests/fixtures/sd1-tiny (no AU adapter) through the folder input, generates, reloads
+ * the page (the model comes back from the Cache API), then returns to the default model. */
+async function bringYourOwnModel(page) {
+  const ready = (name) => page.waitForFunction((n) => document.getElementById('model-name').textContent.includes(n)
+    && document.body.dataset.ready === '1' && !document.getElementById('generate').disabled, name, { timeout: 120000 });
+  await page.evaluate(() => { document.body.dataset.ready = '0'; });
+  await page.setInputFiles('#model-dir', path.join(ROOT, 'tests/fixtures/sd1-tiny'));
+  await ready('sd1-tiny');
+  check(await page.isDisabled('#au-scale'), 'own model without adapter: AU controls disabled');
+  const note = await page.textContent('#au-note');
+  check(/no AU adapter/.test(note), `own model: AU note ${note}`);
+  await page.fill('#steps', '2');
+  const before = await page.locator('#gallery li').count();
+  await page.click('#generate');
+  await page.waitForFunction((n) => document.querySelectorAll('#gallery li').length === n + 1, before, { timeout: 120000 });
+  const request = JSON.parse(await page.textContent('#gallery li .request-json'));
+  check(request.aus == null && request.au_scale == null, `own model request: ${JSON.stringify(request)}`);
+  await page.reload();
+  await ready('sd1-tiny (cached)');
+  await page.click('#cache-clear');
+  await page.click('#model-default');
+  await ready('default');
+}
 
 /** The same request on native flex through the CLI, with the page's default model. */
 function native({ width, height }) {
