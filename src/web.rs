@@ -223,13 +223,13 @@ impl WebPipeline {
         if let Some(e) = failed {
             return Err(js_error(e));
         }
-        if let Some(limit) = max_binding.filter(|_| webgpu) {
-            if largest as f64 > limit {
-                return Err(js_error(Error::Device(format!(
-                    "the model's largest weight tensor needs {largest} bytes, more than this \
-                     GPU's maxStorageBufferBindingSize ({limit} bytes); use the CPU backend"
-                ))));
-            }
+        if let Some(limit) = max_binding.filter(|_| webgpu)
+            && largest as f64 > limit
+        {
+            return Err(js_error(Error::Device(format!(
+                "the model's largest weight tensor needs {largest} bytes, more than this \
+                 GPU's maxStorageBufferBindingSize ({limit} bytes); use the CPU backend"
+            ))));
         }
         let device = select_web(webgpu).await.map_err(js_error)?;
         let pipeline = Pipeline::from_source(&src, &device.device).map_err(js_error)?;
