@@ -17,6 +17,7 @@ pub mod au;
 pub mod device;
 pub mod error;
 pub mod face;
+pub mod gan;
 pub mod guidance;
 pub mod nn;
 pub mod pipeline;

