@@ -256,3 +256,32 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
     );
     assert!(err <= 2.0 / 255.0, "sd1 PNDM e2e: max abs {err} > 2/255");
 }
+
+/// x̂0 previews: one per step but the last when asked for every step, each a whole RGB image,
+/// never on the steps not asked for, and the result is the same as without previews.
+#[test]
+fn previews_leave_the_result_unchanged() {
+    let p = pipeline("sd1-tiny");
+    let req = GenerateRequest {
+        prompt: "a face".into(),
+        steps: 4,
+        width: Some(32),
+        height: Some(32),
+        ..Default::default()
+    };
+    let plain =
+        pollster::block_on(p.generate(&req, None, |e| assert!(e.preview.is_none()))).unwrap();
+    for every in [1, 2] {
+        let mut seen = Vec::new();
+        let out = pollster::block_on(p.generate_with_preview(&req, None, every, |e| {
+            if let Some(rgb) = &e.preview {
+                assert_eq!(rgb.len(), 32 * 32 * 3);
+                seen.push(e.step);
+            }
+        }))
+        .unwrap();
+        let want: Vec<usize> = (1..4).filter(|s| s % every == 0).collect();
+        assert_eq!(seen, want, "preview steps with every = {every}");
+        assert_eq!(out.images, plain.images);
+    }
+}
