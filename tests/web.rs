@@ -2,6 +2,10 @@
 //! pipeline on the committed sd1-tiny model with diffusers' initial latents gives diffusers'
 //! image within 2/255, on WebGPU and on the CPU fallback (flex compiled to wasm).
 //!
+//! The tests run in a dedicated Web Worker, as the page runs the pipeline: on the main thread,
+//! SwiftShader's first-use kernel compilation blocks the renderer long enough (> 30 s) for
+//! chromedriver to give up on it.
+//!
 //! Run with `bash tools/web.sh test` (it installs what is missing).
 #![cfg(target_family = "wasm")]
 
@@ -11,7 +15,7 @@ use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
-wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 #[wasm_bindgen]
 extern "C" {
