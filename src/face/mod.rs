@@ -26,6 +26,7 @@
 //! preprocessed `[n, c, h, w]` (NCHW) tensor. FaceMesh takes RGB in `[0, 1]` directly, NHWC or
 //! NCHW.
 
+pub mod align;
 pub mod analyzer;
 pub mod au_estimator;
 pub mod detector;
