@@ -8,6 +8,7 @@
 //! samples outside the image take the nearest edge pixel (no black borders in training data).
 
 use super::analyzer::RgbView;
+use super::au_estimator::{LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER};
 use crate::error::{Error, Result};
 
 /// Where the eyes go in an aligned crop, as fractions of its side.
@@ -60,7 +61,10 @@ pub fn eye_centres(landmarks: &[[f32; 3]]) -> Result<([f32; 2], [f32; 2])> {
             (landmarks[a][1] + landmarks[b][1]) / 2.0,
         ]
     };
-    Ok((mid(33, 133), mid(362, 263)))
+    Ok((
+        mid(RIGHT_EYE_OUTER, RIGHT_EYE_INNER),
+        mid(LEFT_EYE_INNER, LEFT_EYE_OUTER),
+    ))
 }
 
 /// A similarity `p ↦ (a·x − b·y + tx, b·x + a·y + ty)` (rotation, uniform scale, shift).
@@ -134,7 +138,7 @@ pub fn aligned_crop(
 pub fn resample(image: RgbView, to_image: Similarity, size: usize) -> Result<Vec<u8>> {
     image.validate()?;
     let (w, h) = (image.width as f32, image.height as f32);
-    let mut out = Vec::with_capacity(size * size * 3);
+    let mut out: Vec<f32> = Vec::with_capacity(size * size * 3);
     for v in 0..size {
         for u in 0..size {
             let p = to_image.apply([u as f32 + 0.5, v as f32 + 0.5]);
@@ -146,17 +150,13 @@ pub fn resample(image: RgbView, to_image: Similarity, size: usize) -> Result<Vec
                 (x0 + 1).min(image.width - 1),
                 (y0 + 1).min(image.height - 1),
             );
-            let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-            for c in 0..3 {
-                let at =
-                    |xx: usize, yy: usize| f32::from(image.pixels[(yy * image.width + xx) * 3 + c]);
-                let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
-                let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
-                out.push((top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8);
-            }
+            image.push_bilinear((x0, x1, x - x0 as f32), (y0, y1, y - y0 as f32), &mut out);
         }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect())
 }
 
 #[cfg(test)]

@@ -111,6 +111,21 @@ impl<'a> RgbView<'a> {
     fn at(&self, x: usize, y: usize, c: usize) -> f32 {
         f32::from(self.pixels[(y * self.width + x) * 3 + c])
     }
+
+    /// Appends the three channels interpolated between columns `x0, x1` (weight `fx` on `x1`)
+    /// and rows `y0, y1` (weight `fy` on `y1`): rows first, as TensorFlow's kernels do.
+    pub(crate) fn push_bilinear(
+        &self,
+        (x0, x1, fx): (usize, usize, f32),
+        (y0, y1, fy): (usize, usize, f32),
+        out: &mut Vec<f32>,
+    ) {
+        for c in 0..3 {
+            let top = self.at(x0, y0, c) + (self.at(x1, y0, c) - self.at(x0, y0, c)) * fx;
+            let bottom = self.at(x0, y1, c) + (self.at(x1, y1, c) - self.at(x0, y1, c)) * fx;
+            out.push(top + (bottom - top) * fy);
+        }
+    }
 }
 
 /// One classifier's verdict: probabilities in the canonical order [`CLASSES`] and their
@@ -211,6 +226,18 @@ struct FaceCrop {
     score: Option<f32>,
 }
 
+impl FaceCrop {
+    /// The whole image as one face crop.
+    fn whole(image: RgbView) -> Self {
+        let (w, h) = (image.width as f64, image.height as f64);
+        FaceCrop {
+            bbox: [0.0, 0.0, w as f32, h as f32],
+            crop: [0.0, 0.0, w, h],
+            score: None,
+        }
+    }
+}
+
 /// The FER classifiers, FaceMesh, BlazeFace and the AU estimator, on one device.
 #[derive(Debug)]
 pub struct FaceAnalyzer {
@@ -298,11 +325,14 @@ impl FaceAnalyzer {
         for pass in 0..=refine {
             let to_image = crop_to_image(eyes, alignment)?;
             let crop = resample(image, to_image, n)?;
-            let report = self.analyze_cropped(RgbView::new(n, n, &crop)?)?;
+            let view = RgbView::new(n, n, &crop)?;
             if pass == refine {
+                let report = self.analyze_cropped(view)?;
                 return Ok((crop, report));
             }
-            let (r, l) = eye_centres(&report.landmarks)?;
+            // Refinement passes need the mesh only.
+            let mesh = self.landmarks(view, &[FaceCrop::whole(view)])?;
+            let (r, l) = eye_centres(&mesh[0])?;
             eyes = (to_image.apply(r), to_image.apply(l));
         }
         unreachable!("the last pass returns")
@@ -338,16 +368,40 @@ impl FaceAnalyzer {
     /// Analyses the whole image as one face crop (no detection; `bbox` is the whole image).
     pub fn analyze_cropped(&self, image: RgbView) -> Result<FaceReport> {
         image.validate()?;
-        let (w, h) = (image.width as f64, image.height as f64);
-        let face = FaceCrop {
-            bbox: [0.0, 0.0, w as f32, h as f32],
-            crop: [0.0, 0.0, w, h],
-            score: None,
-        };
+        let face = FaceCrop::whole(image);
         Ok(self
             .reports(image, std::slice::from_ref(&face))?
             .pop()
             .expect("one report per face"))
+    }
+
+    /// FaceMesh on each face's crop, landmarks mapped back to image pixels.
+    fn landmarks(&self, image: RgbView, faces: &[FaceCrop]) -> Result<Vec<Landmarks>> {
+        let m = mesh::INPUT_SIZE;
+        let values = faces
+            .iter()
+            .flat_map(|f| crop_and_resize(image, f.crop, m))
+            .map(|v| v / 255.0)
+            .collect();
+        let (landmarks, _) = self.mesh.forward(Tensor::<4>::from_data(
+            TensorData::new(values, [faces.len(), m, m, 3]),
+            &self.device,
+        ))?;
+        let landmarks = readback(landmarks)?;
+        let per = mesh::LANDMARKS * 3;
+        Ok(faces
+            .iter()
+            .zip(landmarks.chunks_exact(per))
+            .map(|(face, mesh)| {
+                let [x1, y1, x2, y2] = face.crop;
+                let sx = ((x2 - x1) / m as f64) as f32;
+                let sy = ((y2 - y1) / m as f64) as f32;
+                std::array::from_fn(|k| {
+                    let p = &mesh[k * 3..k * 3 + 3];
+                    [x1 as f32 + p[0] * sx, y1 as f32 + p[1] * sy, p[2] * sx]
+                })
+            })
+            .collect())
     }
 
     fn reports(&self, image: RgbView, faces: &[FaceCrop]) -> Result<Vec<FaceReport>> {
@@ -392,29 +446,16 @@ impl FaceAnalyzer {
             &self.device,
         )))?;
 
-        let m = mesh::INPUT_SIZE;
-        let values = crops(m).into_iter().map(|v| v / 255.0).collect();
-        let (landmarks, _) = self.mesh.forward(Tensor::<4>::from_data(
-            TensorData::new(values, [n, m, m, 3]),
-            &self.device,
-        ))?;
-        let landmarks = readback(landmarks)?;
+        let meshes = self.landmarks(image, faces)?;
 
         Ok(faces
             .iter()
+            .zip(meshes)
             .enumerate()
-            .map(|(i, face)| {
+            .map(|(i, (face, points))| {
                 let row = |p: &[f32]| -> [f32; 7] { p[i * 7..(i + 1) * 7].try_into().unwrap() };
                 let (pa, pb) = (row(&probs_a), row(&probs_b));
                 let mean = std::array::from_fn(|k| (pa[k] + pb[k]) / 2.0);
-                let [x1, y1, x2, y2] = face.crop;
-                let sx = ((x2 - x1) / m as f64) as f32;
-                let sy = ((y2 - y1) / m as f64) as f32;
-                let per = mesh::LANDMARKS * 3;
-                let points: Landmarks = std::array::from_fn(|k| {
-                    let p = &landmarks[i * per + k * 3..i * per + k * 3 + 3];
-                    [x1 as f32 + p[0] * sx, y1 as f32 + p[1] * sy, p[2] * sx]
-                });
                 FaceReport {
                     bbox: face.bbox,
                     expression: ExpressionReport {
@@ -453,13 +494,9 @@ pub fn resize_bilinear(image: RgbView, side: usize) -> Vec<f32> {
     };
     let (xs, ys) = (axis(image.width), axis(image.height));
     let mut out = Vec::with_capacity(side * side * 3);
-    for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
-            for c in 0..3 {
-                let top = image.at(x0, y0, c) + (image.at(x1, y0, c) - image.at(x0, y0, c)) * fx;
-                let bottom = image.at(x0, y1, c) + (image.at(x1, y1, c) - image.at(x0, y1, c)) * fx;
-                out.push(top + (bottom - top) * fy);
-            }
+    for &y in &ys {
+        for &x in &xs {
+            image.push_bilinear(x, y, &mut out);
         }
     }
     out
@@ -497,15 +534,7 @@ pub fn crop_and_resize(image: RgbView, crop: [f64; 4], side: usize) -> Vec<f32> 
     for y in &ys {
         for x in &xs {
             match (y, x) {
-                (Some((y0, y1, fy)), Some((x0, x1, fx))) => {
-                    for c in 0..3 {
-                        let top = image.at(*x0, *y0, c)
-                            + (image.at(*x1, *y0, c) - image.at(*x0, *y0, c)) * fx;
-                        let bottom = image.at(*x0, *y1, c)
-                            + (image.at(*x1, *y1, c) - image.at(*x0, *y1, c)) * fx;
-                        out.push(top + (bottom - top) * fy);
-                    }
-                }
+                (Some(y), Some(x)) => image.push_bilinear(*x, *y, &mut out),
                 _ => out.extend([0.0; 3]),
             }
         }

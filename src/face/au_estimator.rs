@@ -122,10 +122,10 @@ pub const FULL_SCALE: [f32; UNITS] = [
 ];
 
 // Landmark indices (MediaPipe FaceMesh canonical topology; "right" = the subject's right).
-const RIGHT_EYE_OUTER: usize = 33;
-const RIGHT_EYE_INNER: usize = 133;
-const LEFT_EYE_INNER: usize = 362;
-const LEFT_EYE_OUTER: usize = 263;
+pub(crate) const RIGHT_EYE_OUTER: usize = 33;
+pub(crate) const RIGHT_EYE_INNER: usize = 133;
+pub(crate) const LEFT_EYE_INNER: usize = 362;
+pub(crate) const LEFT_EYE_OUTER: usize = 263;
 /// Between the eyes, top of the nose bridge.
 const NOSE_BRIDGE: usize = 168;
 /// Base of the nose (above the philtrum).
