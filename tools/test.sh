@@ -29,16 +29,4 @@ if [ $# -gt 0 ] || [ "${SYNFER_SKIP_BROWSER:-0}" = 1 ]; then
 fi
 
 bash tools/web.sh test
-# The page test uses the release-profile module (it shares the test build's artifacts) and
-# skips wasm-opt; `bash tools/web.sh serve` builds the size-optimised one.
-SYNFER_WASM_PROFILE=release SYNFER_WASM_OPT=0 bash tools/web.sh build
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "tools/test.sh: installing nodejs and npm (apt) for the page test" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-fi
-if [ ! -d tools/web/node_modules/playwright-core ]; then
-  (cd tools/web && npm ci --silent)
-fi
-node tools/web/page_test.mjs
+bash tools/web.sh page-test

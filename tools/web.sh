@@ -4,10 +4,12 @@
 #   bash tools/web.sh serve [PORT]   # build (size profile) and serve on http://127.0.0.1:PORT (8765)
 #   bash tools/web.sh build          # only build pkg/ (wasm-small profile, wasm-bindgen, wasm-opt)
 #   bash tools/web.sh test           # wasm-bindgen-test in headless Chromium (WebGPU + CPU)
+#   bash tools/web.sh page-test      # the page end to end with playwright-core
 #
 # Installs what is missing: the wasm32 target (rustup), wasm-bindgen-cli =0.2.130 (cargo
 # install, no --locked: see ../shared/TOOLCHAIN.md), Chromium and chromedriver (apt, for tests),
-# binaryen@132 from npm for wasm-opt when npm is available (Debian's binaryen 108 breaks the
+# node and npm (apt) and tools/web's npm packages for the page test, binaryen@132 from npm for
+# wasm-opt when npm is available (Debian's binaryen 108 breaks the
 # output, so it is never used). SYNFER_WASM_PROFILE=release builds without the size profile
 # (faster; the tests share its artifacts).
 set -euo pipefail
@@ -35,13 +37,26 @@ ensure_bindgen() {
   fi
 }
 
+apt_install() {
+  log "installing $* (apt)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 ensure_chromium() {
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    log "installing chromium and chromium-driver (apt)"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    apt_install chromium chromium-driver
+  fi
+}
+
+ensure_npm_tools() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+  if [ ! -d tools/web/node_modules/playwright-core ] || [ ! -d tools/web/node_modules/binaryen ]; then
+    (cd tools/web && npm ci --silent)
   fi
 }
 
@@ -49,7 +64,7 @@ wasm_opt() {
   local opt=tools/web/node_modules/.bin/wasm-opt
   if [ ! -x "$opt" ] && command -v npm >/dev/null; then
     log "installing binaryen@132 (npm) for wasm-opt"
-    (cd tools/web && npm ci --silent) || log "npm ci failed: skipping wasm-opt"
+    ensure_npm_tools || log "npm ci failed: skipping wasm-opt"
   fi
   if [ -x "$opt" ]; then
     log "wasm-opt -Oz"
@@ -96,9 +111,19 @@ browser_tests() {
     cargo test --release --target "$TARGET" --no-default-features --test web
 }
 
+# The page end to end (tools/web/page_test.mjs) on the release-profile module, which shares the
+# browser tests' build artifacts; no wasm-opt (`serve` builds the size-optimised one).
+page_test() {
+  ensure_chromium
+  ensure_npm_tools
+  SYNFER_WASM_PROFILE=release SYNFER_WASM_OPT=0 build
+  node tools/web/page_test.mjs
+}
+
 case "${1:-serve}" in
   build) build ;;
   serve) shift || true; serve "$@" ;;
   test) browser_tests ;;
-  *) echo "usage: bash tools/web.sh [serve [PORT] | build | test]" >&2; exit 2 ;;
+  page-test) page_test ;;
+  *) echo "usage: bash tools/web.sh [serve [PORT] | build | test | page-test]" >&2; exit 2 ;;
 esac

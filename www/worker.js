@@ -40,23 +40,20 @@ const FACE_MODELS = ['fer_a_face_api', 'fer_b_mini_xception', 'facemesh', 'blaze
 let pipeline = null;
 let analyzer = null;
 
+/** The bytes of a file served next to the page (`url` relative to the site root). */
+async function fetchBytes(url) {
+  const res = await fetch(new URL(url, new URL('../', import.meta.url)));
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
 async function loadAnalyzer() {
-  const root = new URL('../', import.meta.url);
-  const bytes = await Promise.all(FACE_MODELS.map(async (url) => {
-    const res = await fetch(new URL(url, root));
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-    return new Uint8Array(await res.arrayBuffer());
-  }));
-  return WebAnalyzer.load(...bytes);
+  return WebAnalyzer.load(...await Promise.all(FACE_MODELS.map(fetchBytes)));
 }
 
 async function fetchDefault() {
-  const root = new URL('../', import.meta.url);
-  const entries = await Promise.all(Object.entries(DEFAULT_MODEL.files).map(async ([rel, url]) => {
-    const res = await fetch(new URL(url, root));
-    if (!res.ok) throw new Error(`default model: ${url}: HTTP ${res.status}`);
-    return [rel, new Uint8Array(await res.arrayBuffer())];
-  }));
+  const entries = await Promise.all(Object.entries(DEFAULT_MODEL.files)
+    .map(async ([rel, url]) => [rel, await fetchBytes(url)]));
   return { name: DEFAULT_MODEL.name, files: new Map(entries) };
 }
 

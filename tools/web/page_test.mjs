@@ -2,7 +2,7 @@
 // load the page, set a prompt, move an AU slider, generate, wait for the gallery entry, check
 // its request JSON, download the zip and check its contents. Run once on WebGPU (SwiftShader)
 // and once forcing the CPU fallback (?cpu=1). Screenshots go to $SYNFER_ARTIFACTS (default
-// out/web). Needs pkg/ built (bash tools/web.sh build) and `npm ci` in tools/web.
+// out/web). `bash tools/web.sh page-test` installs what it needs, builds pkg/ and runs it.
 //
 //   node tools/web/page_test.mjs
 //
