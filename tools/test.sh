@@ -2,7 +2,7 @@
 # The test command of the README: installs the system packages the tests need when missing
 # (Mesa's Vulkan driver, lavapipe, for the wgpu test), runs the whole native suite on the CPU,
 # then the browser tests (tools/web.sh test: wasm-bindgen-test in headless Chromium on WebGPU
-# and on the CPU fallback; tools/web/page_test.mjs: the page end to end with playwright-core),
+# and on the CPU fallback; tools/web.sh page-test: the page end to end with playwright-core),
 # installing Chromium, the wasm target, wasm-bindgen-cli and the npm tools when missing.
 #
 #   bash tools/test.sh                 # everything

@@ -293,6 +293,23 @@ const squarifyBox = (box) => {
   };
 };
 
+/**
+ * human's preprocessing and output concatenation (blazeface.ts getBoxes) of a [1, 256, 256, 3]
+ * image with values 0..255: v / 127.5 - 1, the graph, its four outputs sorted by size and
+ * concatenated to [896, 17]. Call inside tf.tidy.
+ */
+function humanBatch(graph, image) {
+  const normalized = tf.sub(tf.div(image, tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
+  const res = graph.execute(normalized);
+  assert(Array.isArray(res) && res.length === 4, 'four outputs');
+  const sorted = res.sort((a, b) => a.size - b.size);
+  const concat384 = tf.concat([sorted[0], sorted[2]], 2);
+  const concat512 = tf.concat([sorted[1], sorted[3]], 2);
+  const batch = tf.squeeze(tf.concat([concat512, concat384], 1), [0]);
+  assert(JSON.stringify(batch.shape) === JSON.stringify([ANCHORS, 17]), `batch ${batch.shape}`);
+  return batch;
+}
+
 /** `batch`: the [896, 17] tensor; returns rows of DET values. */
 async function humanDecode(batch, anchors, inputSize, width, height, config) {
   const keypointsCount = 6;
@@ -410,15 +427,7 @@ async function main() {
       const image = k < N_GREY
         ? tf.tile(tf.tensor4d(Float32Array.from(input.subarray(k * SIZE * SIZE, (k + 1) * SIZE * SIZE)), [1, SIZE, SIZE, 1], 'float32'), [1, 1, 1, 3])
         : tf.tensor4d(Float32Array.from(rgb.subarray((k - N_GREY) * SIZE * SIZE * 3, (k - N_GREY + 1) * SIZE * SIZE * 3)), [1, SIZE, SIZE, 3], 'float32');
-      const normalized = tf.sub(tf.div(image, tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
-      const res = graph.execute(normalized);
-      assert(Array.isArray(res) && res.length === 4, 'four outputs');
-      const sorted = res.sort((a, b) => a.size - b.size);
-      const concat384 = tf.concat([sorted[0], sorted[2]], 2);
-      const concat512 = tf.concat([sorted[1], sorted[3]], 2);
-      const batch = tf.squeeze(tf.concat([concat512, concat384], 1), [0]);
-      assert(JSON.stringify(batch.shape) === JSON.stringify([ANCHORS, 17]), `batch ${batch.shape}`);
-      return batch.dataSync();
+      return humanBatch(graph, image).dataSync();
     });
     raw.set(out, k * ANCHORS * 17);
   }
@@ -520,7 +529,7 @@ async function main() {
   console.log('detections per image:', Array.from(counts).join(' '));
 }
 
-module.exports = { loadDetector, generateAnchors, humanDecode, DET };
+module.exports = { loadDetector, generateAnchors, humanBatch, humanDecode, DET };
 
 if (require.main === module) {
   main().catch((e) => {

@@ -43,7 +43,7 @@ const {
 } = require('./common');
 const { loadFerA, loadFerB } = require('./make_face_assets');
 const { loadMesh } = require('./make_face_mesh');
-const { loadDetector, generateAnchors, humanDecode } = require('./make_face_detector');
+const { loadDetector, generateAnchors, humanBatch, humanDecode } = require('./make_face_detector');
 
 const FRANCK = ['01829', '02045', '02159', '02221', '02683', '02888', '03909', '03979', '04000', '04035', '04117'];
 const GAN_FIXTURE = path.join(ROOT, 'tests/fixtures/face/gan_faces.safetensors');
@@ -69,12 +69,7 @@ class Analyzer {
   async detect(pixels, width, height, config) {
     const batch = tf.tidy(() => {
       const image = tf.tensor4d(Float32Array.from(pixels), [1, height, width, 3], 'float32');
-      const resized = tf.image.resizeBilinear(image, [DETECTOR_SIZE, DETECTOR_SIZE]);
-      const normalized = tf.sub(tf.div(resized, tf.scalar(127.5, 'float32')), tf.scalar(1.0, 'float32'));
-      const sorted = this.detector.execute(normalized).sort((x, y) => x.size - y.size);
-      const concat384 = tf.concat([sorted[0], sorted[2]], 2);
-      const concat512 = tf.concat([sorted[1], sorted[3]], 2);
-      return tf.squeeze(tf.concat([concat512, concat384], 1), [0]);
+      return humanBatch(this.detector, tf.image.resizeBilinear(image, [DETECTOR_SIZE, DETECTOR_SIZE]));
     });
     const rows = await humanDecode(batch, this.anchors, DETECTOR_SIZE, width, height, config);
     batch.dispose();
