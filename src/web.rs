@@ -43,6 +43,16 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
         .map_err(|e| JsError::new(&format!("serialising a result: {e}")))
 }
 
+/// A plain JS object with these properties (setting a property of a fresh plain object cannot
+/// fail).
+fn object(fields: &[(&str, JsValue)]) -> js_sys::Object {
+    let o = js_sys::Object::new();
+    for (k, v) in fields {
+        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o
+}
+
 /// One action unit of the catalogue, as the page's sliders need it.
 #[derive(Serialize)]
 struct UnitEntry {
@@ -295,18 +305,16 @@ impl WebPipeline {
                 preview_every.unwrap_or(0) as usize,
                 |e| {
                     if let Some(f) = &on_step {
-                        let event = js_sys::Object::new();
-                        let set = |k: &str, v: f64| {
-                            let _ = js_sys::Reflect::set(&event, &k.into(), &v.into());
-                        };
-                        set("step", e.step as f64);
-                        set("total", e.total as f64);
-                        set("timestep", e.timestep);
+                        let mut fields = vec![
+                            ("step", JsValue::from(e.step as f64)),
+                            ("total", JsValue::from(e.total as f64)),
+                            ("timestep", JsValue::from(e.timestep)),
+                        ];
                         if let Some(rgb) = &e.preview {
-                            let bytes = js_sys::Uint8Array::from(rgb.as_slice());
-                            let _ = js_sys::Reflect::set(&event, &"preview".into(), &bytes);
+                            fields
+                                .push(("preview", js_sys::Uint8Array::from(rgb.as_slice()).into()));
                         }
-                        let _ = f.call1(&JsValue::NULL, &event);
+                        let _ = f.call1(&JsValue::NULL, &object(&fields));
                     }
                 },
             )
@@ -347,13 +355,13 @@ impl WebPipeline {
                 warnings: &out.warnings,
             })?);
         }
-        let result = js_sys::Object::new();
-        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&result, &k.into(), v);
-        set("width", &(out.width as f64).into()).map_err(|_| JsError::new("result"))?;
-        set("height", &(out.height as f64).into()).map_err(|_| JsError::new("result"))?;
-        set("images", &images).map_err(|_| JsError::new("result"))?;
-        set("records", &records).map_err(|_| JsError::new("result"))?;
-        Ok(result.into())
+        Ok(object(&[
+            ("width", JsValue::from(out.width as f64)),
+            ("height", JsValue::from(out.height as f64)),
+            ("images", images.into()),
+            ("records", records.into()),
+        ])
+        .into())
     }
 }
 
