@@ -17,13 +17,16 @@ pub mod au;
 pub mod device;
 pub mod error;
 pub mod face;
+pub mod facetext;
 pub mod gan;
 pub mod guidance;
 pub mod nn;
 pub mod pipeline;
+pub mod plot;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod train;
 pub mod unet;
 pub mod vae;
 #[cfg(target_family = "wasm")]

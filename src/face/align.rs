@@ -137,20 +137,11 @@ pub fn aligned_crop(
 /// coordinates), nearest edge pixel outside.
 pub fn resample(image: RgbView, to_image: Similarity, size: usize) -> Result<Vec<u8>> {
     image.validate()?;
-    let (w, h) = (image.width as f32, image.height as f32);
     let mut out: Vec<f32> = Vec::with_capacity(size * size * 3);
     for v in 0..size {
         for u in 0..size {
             let p = to_image.apply([u as f32 + 0.5, v as f32 + 0.5]);
-            // Source position (pixel centres at +0.5), clamped to the edge pixels' centres.
-            let x = (p[0] - 0.5).clamp(0.0, w - 1.0);
-            let y = (p[1] - 0.5).clamp(0.0, h - 1.0);
-            let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-            let (x1, y1) = (
-                (x0 + 1).min(image.width - 1),
-                (y0 + 1).min(image.height - 1),
-            );
-            image.push_bilinear((x0, x1, x - x0 as f32), (y0, y1, y - y0 as f32), &mut out);
+            image.push_clamped(p[0] - 0.5, p[1] - 0.5, &mut out);
         }
     }
     Ok(out

@@ -126,6 +126,16 @@ impl<'a> RgbView<'a> {
             out.push(top + (bottom - top) * fy);
         }
     }
+
+    /// Appends the three channels at source position `(x, y)` (pixel centres at integers),
+    /// bilinear, clamped to the edge pixels' centres.
+    pub(crate) fn push_clamped(&self, x: f32, y: f32, out: &mut Vec<f32>) {
+        let x = x.clamp(0.0, (self.width - 1) as f32);
+        let y = y.clamp(0.0, (self.height - 1) as f32);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
+        self.push_bilinear((x0, x1, x - x0 as f32), (y0, y1, y - y0 as f32), out);
+    }
 }
 
 /// One classifier's verdict: probabilities in the canonical order [`CLASSES`] and their

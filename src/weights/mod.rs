@@ -35,7 +35,7 @@ pub struct TensorStore {
     buffers: Vec<Vec<u8>>,
     entries: BTreeMap<String, Entry>,
     used: RefCell<BTreeSet<String>>,
-    synthetic: Option<RefCell<rand::rngs::StdRng>>,
+    synthetic: Option<(Init, RefCell<rand::rngs::StdRng>)>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -136,9 +136,23 @@ impl TensorStore {
             buffers: Vec::new(),
             entries: BTreeMap::new(),
             used: RefCell::new(BTreeSet::new()),
-            synthetic: Some(RefCell::new(rand::rngs::StdRng::seed_from_u64(seed))),
+            synthetic: Some((
+                Init::Small,
+                RefCell::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            )),
             metadata: BTreeMap::new(),
         }
+    }
+
+    /// Like [`TensorStore::synthetic`] but with PyTorch's default initialisation, the start of
+    /// training from scratch: weights `U(±1/√fan_in)` (fan_in = product of all but the first
+    /// dimension, as PyTorch stores them), embeddings `N(0, 0.02²)`, biases 0, norm weights 1.
+    pub fn initialised(name: impl Into<String>, seed: u64) -> Self {
+        let mut store = Self::synthetic(name, seed);
+        if let Some((init, _)) = store.synthetic.as_mut() {
+            *init = Init::PyTorch;
+        }
+        store
     }
 
     /// Adds another shard to the store. Duplicate keys across shards are an error.
@@ -272,8 +286,8 @@ impl TensorStore {
 
     /// Reads `key` as f32 values, checking its shape.
     pub fn read_f32(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        if let Some(rng) = &self.synthetic {
-            return Ok(synthesize(key, expected, &mut rng.borrow_mut()));
+        if let Some((init, rng)) = &self.synthetic {
+            return Ok(synthesize(*init, key, expected, &mut rng.borrow_mut()));
         }
         let (dtype, bytes) = self.read_raw(key, expected)?;
         decode_f32(bytes, dtype).ok_or_else(|| Error::UnsupportedDtype {
@@ -327,15 +341,29 @@ impl TensorStore {
     }
 }
 
+/// How a synthetic store invents weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Init {
+    /// `N(0, 0.02²)` everywhere (benchmarks, tests).
+    Small,
+    /// PyTorch's layer defaults (training from scratch).
+    PyTorch,
+}
+
 /// Invented values for a synthetic store (see [`TensorStore::synthetic`]).
-fn synthesize(key: &str, shape: &[usize], rng: &mut rand::rngs::StdRng) -> Vec<f32> {
-    use rand_distr::{Distribution, Normal};
+fn synthesize(init: Init, key: &str, shape: &[usize], rng: &mut rand::rngs::StdRng) -> Vec<f32> {
+    use rand_distr::{Distribution, Normal, Uniform};
     let n = shape.iter().product();
     let is_norm = key.contains("norm") && shape.len() == 1;
     if key.ends_with("bias") {
         vec![0.0; n]
     } else if is_norm {
         vec![1.0; n]
+    } else if init == Init::PyTorch && shape.len() >= 2 && !key.contains("embedding") {
+        let fan_in: usize = shape[1..].iter().product();
+        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+        let uniform = Uniform::new_inclusive(-bound, bound).expect("valid bound");
+        (0..n).map(|_| uniform.sample(rng)).collect()
     } else {
         let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
         (0..n).map(|_| normal.sample(rng)).collect()

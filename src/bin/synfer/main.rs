@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod data;
+mod train;
+
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -44,6 +47,12 @@ enum Command {
     /// `{"file", "error"}` line with --json) and the run goes on; the exit code is non-zero
     /// only when no file could be analysed.
     Analyze(AnalyzeArgs),
+    /// Training data.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Train synfer's models (resumable).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
 }
 
 #[derive(clap::Args)]
@@ -152,6 +161,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(*args),
         Command::Aus { set } => list_aus(&set),
         Command::Analyze(args) => analyze(&args),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Train(cmd) => train::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

