@@ -2,7 +2,7 @@
 //! captions → `images/*.png` + `metadata.jsonl`, in chunks that make a killed build resumable.
 //!
 //! Base items are the franck frames (sorted) followed by GAN latents `0, 1, 2, …`; chunk `k`
-//! holds items `k·C .. (k+1)·C`. A chunk writes its images, then `parts/chunk_NNNNN.jsonl`
+//! holds items `k·C .. (k+1)·C`. A chunk writes its images, then `parts/chunk_NNNNN.json`
 //! atomically; a chunk without its part file is redone from scratch (same file names, same
 //! pixels), so a killed build loses nothing and duplicates nothing. The final
 //! `metadata.jsonl` holds the first `count` records in item order.
@@ -87,7 +87,7 @@ enum Item {
     Gan(usize),
 }
 
-/// What a chunk wrote (`parts/chunk_NNNNN.jsonl`).
+/// What a chunk wrote (`parts/chunk_NNNNN.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Part {
     records: Vec<Record>,

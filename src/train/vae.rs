@@ -85,7 +85,5 @@ pub fn train_vae(
             (dist.mean.powi_scalar(2) + dist.logvar.clone().exp() - dist.logvar - 1.0).mean() * 0.5;
         Ok(rec + kl * stage.kl_weight)
     };
-    // `batches` is borrowed mutably by the closure; `train` calls it once per step.
-    let mut loss_of = loss_of;
-    train(run, model, device, cfg, |m, s| loss_of(m, s), on_step)
+    train(run, model, device, cfg, loss_of, on_step)
 }
