@@ -18,6 +18,7 @@ pub mod device;
 pub mod error;
 pub mod face;
 pub mod facetext;
+pub mod files;
 pub mod gan;
 pub mod guidance;
 pub mod nn;

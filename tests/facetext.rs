@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use rand::SeedableRng;
 use synfer::au::{AuVector, Expression, FINEFACE};
 use synfer::face::analyzer::RgbView;
+use synfer::face::au_estimator::Landmarks;
 use synfer::facetext::caption::{Attributes, caption};
-use synfer::facetext::warp::{Points, WarpProgram, displacements, warp};
+use synfer::facetext::warp::{WarpProgram, displacements, warp};
 use synfer::facetext::{Record, mirror, stats};
 
 /// A plausible frontal mesh: every landmark placed by a few anchors is enough here, so all
 /// 468 points get a spread-out default position and the ones the warps use get face-like
 /// positions on a 128-pixel crop.
-fn face_points() -> Points {
+fn face_points() -> Landmarks {
     let mut p = [[0.0f32; 3]; 468];
     for (i, q) in p.iter_mut().enumerate() {
         // Unlisted points along the top edge (anchors among them stay fixed).

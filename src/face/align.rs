@@ -8,7 +8,9 @@
 //! samples outside the image take the nearest edge pixel (no black borders in training data).
 
 use super::analyzer::RgbView;
-use super::au_estimator::{LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER};
+use super::au_estimator::{
+    LEFT_EYE_INNER, LEFT_EYE_OUTER, Landmarks, RIGHT_EYE_INNER, RIGHT_EYE_OUTER,
+};
 use crate::error::{Error, Result};
 
 /// Where the eyes go in an aligned crop, as fractions of its side.
@@ -45,26 +47,36 @@ impl Alignment {
 
 /// Eye centres `(subject's right, left)` in image pixels from 468 FaceMesh landmarks.
 pub fn eye_centres(landmarks: &[[f32; 3]]) -> Result<([f32; 2], [f32; 2])> {
-    if landmarks.len() != super::mesh::LANDMARKS {
-        return Err(Error::request(
+    let mesh: &Landmarks = landmarks.try_into().map_err(|_| {
+        Error::request(
             "landmarks",
             format!(
                 "{} points, expected {}",
                 landmarks.len(),
                 super::mesh::LANDMARKS
             ),
-        ));
-    }
+        )
+    })?;
+    Ok(mesh_eye_centres(mesh))
+}
+
+/// [`eye_centres`] of a full mesh (nothing to check).
+pub fn mesh_eye_centres(landmarks: &Landmarks) -> ([f32; 2], [f32; 2]) {
     let mid = |a: usize, b: usize| {
         [
             (landmarks[a][0] + landmarks[b][0]) / 2.0,
             (landmarks[a][1] + landmarks[b][1]) / 2.0,
         ]
     };
-    Ok((
+    (
         mid(RIGHT_EYE_OUTER, RIGHT_EYE_INNER),
         mid(LEFT_EYE_INNER, LEFT_EYE_OUTER),
-    ))
+    )
+}
+
+/// Distance between two eye centres.
+pub fn eye_distance((right, left): ([f32; 2], [f32; 2])) -> f32 {
+    ((left[0] - right[0]).powi(2) + (left[1] - right[1]).powi(2)).sqrt()
 }
 
 /// A similarity `p ↦ (a·x − b·y + tx, b·x + a·y + ty)` (rotation, uniform scale, shift).

@@ -15,11 +15,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::caption::{Attributes, caption};
-use super::warp::{self, Points, WARPABLE, WarpProgram};
+use super::warp::{self, WARPABLE, WarpProgram};
 use super::{Label, Record, label};
 use crate::error::{Error, Result};
-use crate::face::align::{Alignment, eye_centres};
-use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::face::align::{Alignment, eye_centres, eye_distance, mesh_eye_centres};
+use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use crate::face::au_estimator::Landmarks;
+use crate::files::{to_jsonl, write_atomic};
 use crate::gan::Generator;
 use crate::train::schedule::mix;
 
@@ -162,10 +164,8 @@ pub fn build(
                 break;
             }
             let part = run_chunk(cfg, analyzer, generator.as_ref(), device, &items)?;
-            let tmp = part_path.with_extension("tmp");
             let bytes = serde_json::to_vec(&part).map_err(|e| Error::json("part", e))?;
-            std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, &part_path).map_err(|e| Error::io(&part_path, e))?;
+            write_atomic(&part_path, &bytes)?;
             part
         };
         progress.rejected_faces += part.rejected_faces;
@@ -181,15 +181,8 @@ pub fn build(
         let _ = std::fs::remove_file(p);
     }
     all.truncate(cfg.count);
-    let mut text = String::new();
-    for r in &all {
-        text.push_str(&serde_json::to_string(r).map_err(|e| Error::json("record", e))?);
-        text.push('\n');
-    }
-    let meta = cfg.out.join("metadata.jsonl");
-    let tmp = meta.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &meta).map_err(|e| Error::io(&meta, e))?;
+    let text = to_jsonl(&all, "metadata.jsonl")?;
+    write_atomic(&cfg.out.join("metadata.jsonl"), text.as_bytes())?;
     Ok(all)
 }
 
@@ -326,12 +319,10 @@ fn programs(rng: &mut StdRng, n: usize) -> Vec<WarpProgram> {
 }
 
 /// Head yaw (nose tip offset from the eye midpoint, in eye distances) and face brightness.
-fn attributes(subject: &'static str, side: usize, rgb: &[u8], p: &Points) -> Result<Attributes> {
-    let (r, l) = eye_centres(p)?;
+fn attributes(subject: &'static str, side: usize, rgb: &[u8], p: &Landmarks) -> Attributes {
+    let (r, l) = mesh_eye_centres(p);
     let mid = (r[0] + l[0]) / 2.0;
-    let d = ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2))
-        .sqrt()
-        .max(1.0);
+    let d = eye_distance((r, l)).max(1.0);
     let yaw = (p[1][0] - mid) / d;
     let (lo, hi) = (side / 4, 3 * side / 4);
     let mut sum = 0.0f32;
@@ -345,11 +336,20 @@ fn attributes(subject: &'static str, side: usize, rgb: &[u8], p: &Points) -> Res
             n += 1.0;
         }
     }
-    Ok(Attributes {
+    Attributes {
         subject,
         yaw,
         brightness: sum / n.max(1.0),
-    })
+    }
+}
+
+/// A report's landmarks as a full mesh.
+fn mesh_of(report: &FaceReport) -> Result<&Landmarks> {
+    report
+        .landmarks
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Device("FaceMesh returned a wrong landmark count".into()))
 }
 
 /// Whether the re-analysed landmarks still put the eyes where the alignment put them (broken
@@ -439,24 +439,19 @@ fn run_chunk(
             part.rejected_faces += 1;
             continue;
         };
-        let (r, l) = eye_centres(&face.landmarks)?;
-        let eye_dist = ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2)).sqrt();
+        let eye_dist = eye_distance(eye_centres(&face.landmarks)?);
         if face.detector_score.unwrap_or(0.0) < cfg.min_score || eye_dist < 20.0 {
             part.rejected_faces += 1;
             continue;
         }
         let (crop, report) = analyzer.aligned_face(view, &face, framing(WORK_SIZE), 1)?;
-        let points: Points = report
-            .landmarks
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Device("FaceMesh returned a wrong landmark count".into()))?;
+        let points = mesh_of(&report)?;
         let mut rng = StdRng::seed_from_u64(item_seed);
         let mut variants: Vec<(String, Vec<u8>, Option<String>)> =
             vec![(format!("{name}_o"), crop.clone(), None)];
         let crop_view = RgbView::new(WORK_SIZE, WORK_SIZE, &crop)?;
         for (j, program) in programs(&mut rng, cfg.warps).into_iter().enumerate() {
-            let (warped, _) = warp::warp(crop_view, &points, &program);
+            let (warped, _) = warp::warp(crop_view, points, &program);
             variants.push((format!("{name}_w{j}"), warped, Some(program.describe())));
         }
         for (file_stem, work, warp_desc) in variants {
@@ -466,11 +461,7 @@ fn run_chunk(
                 part.rejected_images += 1;
                 continue;
             }
-            let pts: Points =
-                lab.report.landmarks.as_slice().try_into().map_err(|_| {
-                    Error::Device("FaceMesh returned a wrong landmark count".into())
-                })?;
-            let attrs = attributes(subject, IMAGE_SIZE, &small, &pts)?;
+            let attrs = attributes(subject, IMAGE_SIZE, &small, mesh_of(&lab.report)?);
             if attrs.brightness < MIN_BRIGHTNESS {
                 part.rejected_images += 1;
                 continue;

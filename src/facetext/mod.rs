@@ -27,6 +27,7 @@ use crate::au::{AuVector, Expression, FINEFACE};
 use crate::error::{Error, Result};
 use crate::face::CLASSES;
 use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use crate::files::parse_jsonl;
 
 /// One line of `metadata.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,18 +121,4 @@ pub fn read_metadata(dir: &Path) -> Result<Vec<Record>> {
     let path = dir.join("metadata.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     parse_jsonl(&text, &path.display().to_string())
-}
-
-/// Parses JSON lines of [`Record`]s; `file` names the source in errors (with the line).
-pub fn parse_jsonl(text: &str, file: &str) -> Result<Vec<Record>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Json {
-                file: format!("{file}:{}", i + 1),
-                message: e.to_string(),
-            })
-        })
-        .collect()
 }

@@ -10,11 +10,10 @@
 //! `x − D(x)`. When the jaw drops, the opening between the inner lip contours is painted as a
 //! dark mouth cavity (a stretched lip is not an open mouth).
 
+use crate::face::align::{eye_distance, mesh_eye_centres};
 use crate::face::analyzer::RgbView;
+use crate::face::au_estimator::Landmarks;
 use crate::face::mesh::LANDMARKS;
-
-/// One landmark list (image pixels).
-pub type Points = [[f32; 3]; LANDMARKS];
 
 const RIGHT_BROW: [usize; 10] = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55];
 const LEFT_BROW: [usize; 10] = [300, 293, 334, 296, 336, 276, 283, 282, 295, 285];
@@ -65,13 +64,11 @@ pub const WARPABLE: [&str; 12] = [
 
 /// Control-point displacements (image pixels) for `program` on a face with landmarks `p`.
 /// Returns `(index, dx, dy)` for every moved landmark.
-pub fn displacements(p: &Points, program: &WarpProgram) -> Vec<(usize, f32, f32)> {
-    let xy = |i: usize| [p[i][0], p[i][1]];
-    let eye_r = mid(xy(33), xy(133));
-    let eye_l = mid(xy(362), xy(263));
+pub fn displacements(p: &Landmarks, program: &WarpProgram) -> Vec<(usize, f32, f32)> {
+    let (eye_r, eye_l) = mesh_eye_centres(p);
     // Face frame: unit vectors along the eye line (to the subject's left) and down the face.
     let ex = [eye_l[0] - eye_r[0], eye_l[1] - eye_r[1]];
-    let s = (ex[0] * ex[0] + ex[1] * ex[1]).sqrt().max(1.0);
+    let s = eye_distance((eye_r, eye_l)).max(1.0);
     let right = [ex[0] / s, ex[1] / s];
     let down = [-right[1], right[0]];
     let mut d = vec![[0.0f32; 2]; LANDMARKS];
@@ -213,22 +210,16 @@ fn mid(a: [f32; 2], b: [f32; 2]) -> [f32; 2] {
     [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0]
 }
 
-fn mouth_gap(p: &Points) -> f32 {
+fn mouth_gap(p: &Landmarks) -> f32 {
     p[14][1] - p[13][1]
 }
 
 /// Applies `program` to `image` (`size`² RGB) with landmarks `p`: returns the warped image
 /// and the moved landmarks.
-pub fn warp(image: RgbView, p: &Points, program: &WarpProgram) -> (Vec<u8>, Points) {
+pub fn warp(image: RgbView, p: &Landmarks, program: &WarpProgram) -> (Vec<u8>, Landmarks) {
     let moves = displacements(p, program);
     let (w, h) = (image.width, image.height);
-    let eye_dist = {
-        let a = mid([p[33][0], p[33][1]], [p[133][0], p[133][1]]);
-        let b = mid([p[362][0], p[362][1]], [p[263][0], p[263][1]]);
-        ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2))
-            .sqrt()
-            .max(1.0)
-    };
+    let eye_dist = eye_distance(mesh_eye_centres(p)).max(1.0);
     let sigma = 0.22 * eye_dist;
     let inv2s2 = 1.0 / (2.0 * sigma * sigma);
     let mut q = *p;
@@ -294,7 +285,7 @@ pub fn warp(image: RgbView, p: &Points, program: &WarpProgram) -> (Vec<u8>, Poin
 }
 
 /// Fills the polygon between the inner lip contours with a dark, vertically shaded cavity.
-fn paint_mouth(out: &mut [u8], w: usize, h: usize, q: &Points) {
+fn paint_mouth(out: &mut [u8], w: usize, h: usize, q: &Landmarks) {
     let poly: Vec<[f32; 2]> = UPPER_LIP_INNER
         .iter()
         .chain(LOWER_LIP_INNER.iter().rev())

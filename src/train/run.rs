@@ -6,7 +6,6 @@
 //! kill at any moment leaves one complete checkpoint. Because batches and noise depend only on
 //! `(seed, step)` ([`super::schedule`]), a resumed run continues bit for bit.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +19,7 @@ use super::ema::Ema;
 use super::params;
 use super::tensors::{self, Precision};
 use crate::error::{Error, Result};
+use crate::files::{parse_jsonl, to_jsonl, write_atomic};
 use crate::plot::Canvas;
 
 /// Loop settings.
@@ -143,7 +143,7 @@ impl RunDir {
             adamw: opt.config,
         };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::json("state.json", e))?;
-        tensors::write_atomic(&tmp.join("state.json"), &json)?;
+        write_atomic(&tmp.join("state.json"), &json)?;
         let main = self.checkpoint();
         let old = self.root.join("checkpoint.old");
         if main.exists() {
@@ -159,16 +159,6 @@ impl RunDir {
         Ok(())
     }
 
-    /// The EMA weights of the last checkpoint (for export), by parameter path.
-    pub fn ema_weights(&self) -> Result<BTreeMap<String, crate::pipeline::latents::HostTensor>> {
-        tensors::load(&self.complete_checkpoint().join("ema.safetensors"))
-    }
-
-    /// The raw weights of the last checkpoint, by parameter path.
-    pub fn weights(&self) -> Result<BTreeMap<String, crate::pipeline::latents::HostTensor>> {
-        tensors::load(&self.complete_checkpoint().join("params.safetensors"))
-    }
-
     /// Log entries (after a resume, only those up to the checkpoint are kept).
     pub fn log_entries(&self) -> Result<Vec<LossEntry>> {
         let path = self.root.join("loss.jsonl");
@@ -177,21 +167,12 @@ impl RunDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).map_err(|e| Error::json(path.display().to_string(), e))
-            })
-            .collect()
+        parse_jsonl(&text, &path.display().to_string())
     }
 
     fn rewrite_log(&self, entries: &[LossEntry]) -> Result<()> {
-        let mut text = String::new();
-        for e in entries {
-            text.push_str(&serde_json::to_string(e).map_err(|e| Error::json("loss.jsonl", e))?);
-            text.push('\n');
-        }
-        tensors::write_atomic(&self.root.join("loss.jsonl"), text.as_bytes())
+        let text = to_jsonl(entries, "loss.jsonl")?;
+        write_atomic(&self.root.join("loss.jsonl"), text.as_bytes())
     }
 
     fn append_log(&self, entries: &[LossEntry]) -> Result<()> {
@@ -201,11 +182,8 @@ impl RunDir {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        for e in entries {
-            let line = serde_json::to_string(e).map_err(|e| Error::json("loss.jsonl", e))?;
-            writeln!(f, "{line}").map_err(|e| Error::io(&path, e))?;
-        }
-        Ok(())
+        f.write_all(to_jsonl(entries, "loss.jsonl")?.as_bytes())
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Draws `loss.png`: the loss per step (light) and its running mean over 100 steps, log
@@ -310,6 +288,7 @@ pub fn train<M: Module>(
     let dir = run.complete_checkpoint();
     let (mut opt, mut ema) = match run.read_state(&dir)? {
         Some(state) => {
+            let plain = device.clone().inner();
             let file = dir.join("params.safetensors");
             model = params::write(model, &tensors::load(&file)?, &file.display().to_string())?;
             let file = dir.join("optimizer.safetensors");
@@ -317,13 +296,10 @@ pub fn train<M: Module>(
                 state.adamw,
                 state.step,
                 &tensors::load(&file)?,
-                &device.clone().inner(),
+                &plain,
                 &file.display().to_string(),
             )?;
-            let ema = Ema::from_host(
-                &tensors::load(&dir.join("ema.safetensors"))?,
-                &device.clone().inner(),
-            );
+            let ema = Ema::from_host(&tensors::load(&dir.join("ema.safetensors"))?, &plain);
             let kept: Vec<LossEntry> = run
                 .log_entries()?
                 .into_iter()

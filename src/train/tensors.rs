@@ -6,6 +6,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::pipeline::latents::HostTensor;
 use crate::weights::TensorStore;
 
@@ -59,7 +60,7 @@ pub fn to_bytes(
     })
 }
 
-/// Writes `tensors` to `path` (through a temporary file and a rename).
+/// Writes `tensors` to `path` ([`write_atomic`]).
 pub fn save(
     path: &Path,
     tensors: &BTreeMap<String, HostTensor>,
@@ -67,13 +68,6 @@ pub fn save(
 ) -> Result<()> {
     let bytes = to_bytes(tensors, precision, None)?;
     write_atomic(path, &bytes)
-}
-
-/// Writes bytes through `<path>.tmp` and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Reads every tensor of a safetensors file as f32.

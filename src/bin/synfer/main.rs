@@ -14,6 +14,7 @@ use serde_json::json;
 use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use synfer::files::write_atomic;
 use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
 use synfer::pipeline::{GenerateRequest, LoadOptions, Pipeline};
@@ -379,12 +380,6 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
     (0..n)
         .map(|i| out.with_file_name(format!("{stem}-{i}.png")))
         .collect()
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {

@@ -1,0 +1,41 @@
+//! File helpers shared by the CLI, the dataset builder and training: crash-safe writes and
+//! JSON Lines.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Writes `bytes` to `<path>.tmp`, then renames it over `path`: a reader (or a resumed run)
+/// sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// One JSON object per line, each followed by a newline.
+pub fn to_jsonl<T: Serialize>(items: &[T], file: &str) -> Result<String> {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&serde_json::to_string(item).map_err(|e| Error::json(file, e))?);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Parses JSON Lines (blank lines skipped); `file` names the source in errors, with the line.
+pub fn parse_jsonl<T: DeserializeOwned>(text: &str, file: &str) -> Result<Vec<T>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| Error::Json {
+                file: format!("{file}:{}", i + 1),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
