@@ -16,6 +16,8 @@
 pub mod au;
 pub mod device;
 pub mod error;
+#[cfg(not(target_family = "wasm"))]
+pub mod eval;
 pub mod face;
 pub mod facetext;
 pub mod files;

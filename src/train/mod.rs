@@ -3,7 +3,9 @@
 
 pub mod adamw;
 pub mod data;
+pub mod diffusion;
 pub mod ema;
+pub mod export;
 pub mod params;
 pub mod run;
 pub mod schedule;

@@ -219,3 +219,34 @@ pub fn write<M: Module>(
     }
     Ok(module)
 }
+
+struct Freezer<F> {
+    tracker: PathTracker,
+    keep: F,
+}
+
+impl<F: Fn(&str) -> bool> ModuleMapper for Freezer<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.tracker.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.tracker.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let train = (self.keep)(&self.tracker.path());
+        let (id, tensor, mapper) = param.consume();
+        let tensor = tensor.set_require_grad(train);
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Marks the parameters whose path `keep` rejects as frozen (no gradient, so the optimizer
+/// leaves them untouched) and the others as trainable.
+pub fn freeze<M: Module>(module: M, keep: impl Fn(&str) -> bool) -> M {
+    module.map(&mut Freezer {
+        tracker: PathTracker::default(),
+        keep,
+    })
+}

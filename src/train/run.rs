@@ -31,7 +31,7 @@ pub struct LoopConfig {
     pub lr: f64,
     /// Linear warm-up steps.
     pub warmup: u64,
-    /// EMA decay (0: no EMA).
+    /// EMA decay (0: no EMA); warmed up as in diffusers' `EMAModel`, see [`LoopConfig::ema_decay_at`].
     pub ema_decay: f64,
     /// Steps between checkpoints.
     pub checkpoint_every: u64,
@@ -40,6 +40,12 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
+    /// EMA decay after `step` (0-based) updates: `min(decay, (1 + step) / (10 + step))`, so
+    /// that early weights do not linger in the average of a short run.
+    pub fn ema_decay_at(&self, step: u64) -> f64 {
+        self.ema_decay.min((1 + step) as f64 / (10 + step) as f64)
+    }
+
     /// Learning rate at `step` (0-based): linear warm-up, then constant.
     pub fn lr_at(&self, step: u64) -> f64 {
         if step < self.warmup {
@@ -329,7 +335,7 @@ pub fn train<M: Module>(
         let (next, report) = opt.step(lr, model, grads);
         model = next;
         if cfg.ema_decay > 0.0 {
-            ema.update(&model, cfg.ema_decay);
+            ema.update(&model, cfg.ema_decay_at(step));
         }
         let entry = LossEntry {
             step: opt.step,

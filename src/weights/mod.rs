@@ -36,7 +36,15 @@ pub struct TensorStore {
     entries: BTreeMap<String, Entry>,
     used: RefCell<BTreeSet<String>>,
     synthetic: Option<(Init, RefCell<rand::rngs::StdRng>)>,
+    trace: Option<Trace>,
     metadata: BTreeMap<String, String>,
+}
+
+/// What a tracing store hands out and remembers (see [`TensorStore::tracing`]).
+#[derive(Debug)]
+struct Trace {
+    base: usize,
+    keys: RefCell<Vec<(String, Vec<usize>)>>,
 }
 
 impl TensorStore {
@@ -55,6 +63,7 @@ impl TensorStore {
             entries: BTreeMap::new(),
             used: RefCell::new(BTreeSet::new()),
             synthetic: None,
+            trace: None,
             metadata: BTreeMap::new(),
         }
     }
@@ -140,6 +149,7 @@ impl TensorStore {
                 Init::Small,
                 RefCell::new(rand::rngs::StdRng::seed_from_u64(seed)),
             )),
+            trace: None,
             metadata: BTreeMap::new(),
         }
     }
@@ -153,6 +163,28 @@ impl TensorStore {
             *init = Init::PyTorch;
         }
         store
+    }
+
+    /// A store that invents every requested tensor as a marker of the request: the `k`-th key
+    /// read gets element 0 = `-(base + k + 1)` and element `j > 0` = `j`. A module loaded from it
+    /// shows, in each parameter, which key it came from and how the loader laid it out
+    /// (`train::export` maps parameters back to checkpoint keys this way). Exact while
+    /// `base + keys` and every tensor's size stay below 2²⁴.
+    pub fn tracing(name: impl Into<String>, base: usize) -> Self {
+        let mut store = Self::empty(name);
+        store.trace = Some(Trace {
+            base,
+            keys: RefCell::new(Vec::new()),
+        });
+        store
+    }
+
+    /// The keys a tracing store handed out, in order, with their shapes (empty otherwise).
+    pub fn traced(&self) -> Vec<(String, Vec<usize>)> {
+        self.trace
+            .as_ref()
+            .map(|t| t.keys.borrow().clone())
+            .unwrap_or_default()
     }
 
     /// Adds another shard to the store. Duplicate keys across shards are an error.
@@ -286,6 +318,15 @@ impl TensorStore {
 
     /// Reads `key` as f32 values, checking its shape.
     pub fn read_f32(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        if let Some(trace) = &self.trace {
+            let mut keys = trace.keys.borrow_mut();
+            let marker = -((trace.base + keys.len() + 1) as f32);
+            keys.push((key.to_string(), expected.to_vec()));
+            let n: usize = expected.iter().product();
+            return Ok((0..n)
+                .map(|j| if j == 0 { marker } else { j as f32 })
+                .collect());
+        }
         if let Some((init, rng)) = &self.synthetic {
             return Ok(synthesize(*init, key, expected, &mut rng.borrow_mut()));
         }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod data;
+mod eval;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ enum Command {
     /// Train synfer's models (resumable).
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Measure a model: expression agreement judged by mini-Xception and AU control
+    /// (Spearman's ρ of requested vs measured intensity); writes eval.json and grid.png.
+    Eval(Box<eval::EvalArgs>),
 }
 
 #[derive(clap::Args)]
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze(&args),
         Command::Data(cmd) => data::run(cmd),
         Command::Train(cmd) => train::run(cmd),
+        Command::Eval(args) => eval::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

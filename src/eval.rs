@@ -1,0 +1,405 @@
+//! `synfer eval`: how well a model does what it is asked, measured by independent judges.
+//!
+//! - **Expressions**: `n` images per expression (`--expression E`, seeds `seed..seed+n`),
+//!   each classified by mini-Xception (FER B). The dataset's labels come from face-api.js (FER
+//!   A), so FER B is a judge the model never trained against. Agreement = share of images
+//!   whose FER B label is the requested expression.
+//! - **AU control**: single-AU requests (`AUk = v`, v = 0..=5, neutral prompt) over several
+//!   seeds, each measured by the AU estimator (FaceMesh landmarks, mean over the image and its
+//!   mirror, as the dataset was labelled); Spearman's ρ between requested and measured
+//!   intensity per AU.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::au::{Expression, FINEFACE};
+use crate::error::{Error, Result};
+use crate::face::CLASSES;
+use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::facetext::label;
+use crate::pipeline::{GenerateRequest, Pipeline};
+use crate::plot::Canvas;
+
+/// The seven classes both judges know, in [`CLASSES`] order.
+pub const EXPRESSIONS: [Expression; 7] = [
+    Expression::Neutral,
+    Expression::Happy,
+    Expression::Sad,
+    Expression::Angry,
+    Expression::Fearful,
+    Expression::Disgusted,
+    Expression::Surprised,
+];
+
+/// What to measure.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalConfig {
+    /// Images per expression.
+    pub per_expression: usize,
+    /// Seeds per AU level.
+    pub per_level: usize,
+    /// AUs probed with single-AU requests (FineFace codes).
+    pub aus: Vec<String>,
+    /// Requested intensities.
+    pub levels: Vec<f32>,
+    /// Prompt of the single-AU requests (and base prompt of the expression requests).
+    pub prompt: String,
+    /// First seed.
+    pub seed: u64,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Images per pipeline call.
+    pub batch: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            per_expression: 32,
+            per_level: 4,
+            aus: FINEFACE.codes.iter().map(|c| c.to_string()).collect(),
+            levels: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            prompt: "a photo of a face".into(),
+            seed: 0,
+            steps: 25,
+            guidance: 7.5,
+            batch: 8,
+        }
+    }
+}
+
+/// Results for one requested expression.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpressionResult {
+    /// Images generated.
+    pub images: usize,
+    /// Images FER B labelled as requested / images.
+    pub agreement: f64,
+    /// FER B's labels: class → count.
+    pub judged: BTreeMap<String, usize>,
+}
+
+/// Results for one AU.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuResult {
+    /// Spearman's ρ between requested and measured intensity (`null` when undefined).
+    pub spearman: Option<f64>,
+    /// Mean measured intensity per requested level.
+    pub measured_mean: Vec<f64>,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The model folder.
+    pub model: String,
+    /// Settings.
+    pub config: EvalConfig,
+    /// Per expression.
+    pub expressions: BTreeMap<String, ExpressionResult>,
+    /// Mean agreement over the seven expressions.
+    pub average_agreement: f64,
+    /// Per AU.
+    pub aus: BTreeMap<String, AuResult>,
+    /// Seconds spent generating and judging.
+    pub seconds: f64,
+}
+
+/// Images kept for the grid: per expression, then per AU (one seed, every level).
+#[derive(Debug, Default)]
+pub struct EvalImages {
+    /// `(expression, FER B label, RGB)` in generation order.
+    pub expressions: Vec<(Expression, String, Vec<u8>)>,
+    /// `(AU, level, RGB)` for the first seed.
+    pub aus: Vec<(String, f32, Vec<u8>)>,
+    /// Image side.
+    pub side: usize,
+}
+
+/// Spearman's rank correlation (average ranks for ties); `None` when either side is constant
+/// or the lengths differ or are below 2.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 2 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = x.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
+/// 1-based ranks, ties sharing their average rank.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            out[k] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+impl EvalConfig {
+    /// Checks the settings against `pipe` (an AU adapter with FineFace AUs is needed for the
+    /// AU part).
+    pub fn validate(&self, pipe: &Pipeline) -> Result<()> {
+        if self.per_expression == 0 || self.batch == 0 {
+            return Err(Error::request(
+                "per-expression",
+                "--per-expression and --batch must be at least 1",
+            ));
+        }
+        if !self.aus.is_empty() {
+            match &pipe.au_adapter {
+                Some(a) if a.set == FINEFACE => {}
+                _ => {
+                    return Err(Error::request(
+                        "aus",
+                        "the AU probe needs a model with a FineFace AU adapter (pass --aus '' to skip it)",
+                    ));
+                }
+            }
+            if let Some(bad) = self
+                .aus
+                .iter()
+                .find(|c| !FINEFACE.codes.contains(&c.as_str()))
+            {
+                return Err(Error::request(
+                    "aus",
+                    format!("{bad} is not a FineFace AU ({})", FINEFACE.codes.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Generates `count` images for `base` in batches; returns RGB bytes and the image side.
+fn generate_all(
+    pipe: &Pipeline,
+    base: &GenerateRequest,
+    count: usize,
+    batch: usize,
+) -> Result<(Vec<Vec<u8>>, usize)> {
+    let mut out = Vec::with_capacity(count);
+    let mut side = 0;
+    while out.len() < count {
+        let n = batch.min(count - out.len());
+        let req = GenerateRequest {
+            seed: base.seed + out.len() as u64,
+            num_images: n,
+            ..base.clone()
+        };
+        let res = pollster::block_on(pipe.generate(&req, None, |_| {}))?;
+        side = res.width;
+        out.extend(res.images);
+    }
+    Ok((out, side))
+}
+
+/// Runs the evaluation; `progress(done, total)` counts generated images.
+pub fn evaluate(
+    pipe: &Pipeline,
+    analyzer: &FaceAnalyzer,
+    cfg: &EvalConfig,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(EvalReport, EvalImages)> {
+    cfg.validate(pipe)?;
+    let start = std::time::Instant::now();
+    let total =
+        EXPRESSIONS.len() * cfg.per_expression + cfg.aus.len() * cfg.levels.len() * cfg.per_level;
+    let mut done = 0;
+    let mut images = EvalImages::default();
+    let mut expressions = BTreeMap::new();
+    for e in EXPRESSIONS {
+        let req = GenerateRequest {
+            prompt: cfg.prompt.clone(),
+            steps: cfg.steps,
+            guidance_scale: cfg.guidance,
+            seed: cfg.seed,
+            expression: Some(e),
+            ..Default::default()
+        };
+        let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
+        images.side = side;
+        let mut judged: BTreeMap<String, usize> =
+            CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
+        for rgb in rgbs {
+            let report = analyzer.analyze_cropped(RgbView::new(side, side, &rgb)?)?;
+            let verdict = report.expression.mini_xception.label.to_string();
+            *judged.entry(verdict.clone()).or_default() += 1;
+            images.expressions.push((e, verdict, rgb));
+            done += 1;
+            progress(done, total);
+        }
+        let hits = judged.get(e.name()).copied().unwrap_or(0);
+        expressions.insert(
+            e.name().to_string(),
+            ExpressionResult {
+                images: cfg.per_expression,
+                agreement: hits as f64 / cfg.per_expression as f64,
+                judged,
+            },
+        );
+    }
+    let average_agreement =
+        expressions.values().map(|r| r.agreement).sum::<f64>() / expressions.len() as f64;
+
+    let mut aus = BTreeMap::new();
+    for code in &cfg.aus {
+        let (mut requested, mut measured) = (Vec::new(), Vec::new());
+        let mut means = Vec::new();
+        for &level in &cfg.levels {
+            let req = GenerateRequest {
+                prompt: cfg.prompt.clone(),
+                steps: cfg.steps,
+                guidance_scale: cfg.guidance,
+                seed: cfg.seed,
+                aus: Some(BTreeMap::from([(code.clone(), level)])),
+                ..Default::default()
+            };
+            let (rgbs, side) = generate_all(pipe, &req, cfg.per_level, cfg.batch)?;
+            let mut sum = 0.0;
+            for (i, rgb) in rgbs.into_iter().enumerate() {
+                let value = label(analyzer, side, &rgb)?.aus.get(code).unwrap_or(0.0);
+                requested.push(f64::from(level));
+                measured.push(f64::from(value));
+                sum += f64::from(value);
+                if i == 0 {
+                    images.aus.push((code.clone(), level, rgb));
+                }
+                done += 1;
+                progress(done, total);
+            }
+            means.push(sum / cfg.per_level.max(1) as f64);
+        }
+        aus.insert(
+            code.clone(),
+            AuResult {
+                spearman: spearman(&requested, &measured),
+                measured_mean: means,
+            },
+        );
+    }
+    Ok((
+        EvalReport {
+            model: pipe.info.source.clone(),
+            config: cfg.clone(),
+            expressions,
+            average_agreement,
+            aus,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        images,
+    ))
+}
+
+/// A contact sheet: one row per expression (first `columns` images, FER B's verdict under each,
+/// green when it agrees) and one row per probed AU (levels left to right), each labelled.
+pub fn grid(report: &EvalReport, images: &EvalImages, columns: usize) -> Canvas {
+    let side = images.side.max(1);
+    let (label_w, cell_h) = (130, side + 12);
+    let level_count = report.config.levels.len();
+    let cols = columns.max(level_count).max(1);
+    let rows = EXPRESSIONS.len() + report.aus.len();
+    let mut c = Canvas::new(label_w + cols * (side + 4), 24 + rows * cell_h);
+    c.text(
+        4,
+        6,
+        &format!(
+            "FER B AGREEMENT {:.0}%   AU ROWS: LEVELS {}",
+            report.average_agreement * 100.0,
+            report
+                .config
+                .levels
+                .iter()
+                .map(|l| format!("{l}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        1,
+        [0, 0, 0],
+    );
+    for (r, e) in EXPRESSIONS.iter().enumerate() {
+        let y = 24 + r * cell_h;
+        let agreement = report
+            .expressions
+            .get(e.name())
+            .map_or(0.0, |x| x.agreement);
+        c.text(4, y + side / 2 - 8, &e.name().to_uppercase(), 1, [0, 0, 0]);
+        c.text(
+            4,
+            y + side / 2 + 2,
+            &format!("{:.0}%", agreement * 100.0),
+            1,
+            [0, 0, 0],
+        );
+        let row = images
+            .expressions
+            .iter()
+            .filter(|(x, _, _)| x == e)
+            .take(cols);
+        for (k, (_, verdict, rgb)) in row.enumerate() {
+            let x = label_w + k * (side + 4);
+            c.blit(x, y, side, side, rgb);
+            let colour = if verdict == e.name() {
+                [0, 130, 0]
+            } else {
+                [180, 0, 0]
+            };
+            c.text(
+                x,
+                y + side + 2,
+                &verdict[..verdict.len().min(5)].to_uppercase(),
+                1,
+                colour,
+            );
+        }
+    }
+    for (r, (code, result)) in report.aus.iter().enumerate() {
+        let y = 24 + (EXPRESSIONS.len() + r) * cell_h;
+        c.text(4, y + side / 2 - 8, code, 1, [0, 0, 0]);
+        let rho = result
+            .spearman
+            .map_or("RHO -".to_string(), |s| format!("RHO {s:.2}"));
+        c.text(4, y + side / 2 + 2, &rho, 1, [0, 0, 0]);
+        let row = images.aus.iter().filter(|(a, _, _)| a == code).take(cols);
+        for (k, (_, _, rgb)) in row.enumerate() {
+            c.blit(label_w + k * (side + 4), y, side, side, rgb);
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_matches_hand_computed_values() {
+        // Perfect monotone (not linear) relation: ρ = 1; reversed: −1.
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!((spearman(&x, &[1.0, 4.0, 9.0, 100.0]).unwrap() - 1.0).abs() < 1e-12);
+        assert!((spearman(&x, &[5.0, 3.0, 2.0, 0.0]).unwrap() + 1.0).abs() < 1e-12);
+        // Ties: x ranks 1.5 1.5 3 4, y ranks 1 2 3 4 → ρ = 4.5 / √(4.5·5) = 0.9486833.
+        let r = spearman(&[0.0, 0.0, 1.0, 2.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((r - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12, "{r}");
+        // Undefined for a constant side.
+        assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+    }
+}
