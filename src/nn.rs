@@ -12,13 +12,28 @@ use burn::tensor::ops::ConvOptions;
 use crate::error::Result;
 use crate::weights::Weights;
 
-/// `y = x Wᵀ + b`. The weight is stored transposed (`[in, out]`) for burn's `linear`.
+/// `y = x Wᵀ + b` (+ an optional LoRA update). The weight is stored transposed (`[in, out]`)
+/// for burn's `linear`.
 #[derive(Module, Debug)]
 pub struct Linear {
     /// `[in, out]`.
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// A low-rank update being trained (none after loading).
+    pub lora: Option<LoraDelta>,
+}
+
+/// A low-rank update `x ↦ scale · (x A) B` (LoRA; `A = down` `[in, r]`, `B = up` `[r, out]`),
+/// i.e. `W ← W + scale · (A B)ᵀ` in PyTorch's layout.
+#[derive(Module, Debug)]
+pub struct LoraDelta {
+    /// `A`, `[in, r]`.
+    pub down: Param<Tensor<2>>,
+    /// `B`, `[r, out]`.
+    pub up: Param<Tensor<2>>,
+    /// `α / r`.
+    pub scale: f64,
 }
 
 impl Linear {
@@ -43,12 +58,21 @@ impl Linear {
         Ok(Linear {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
         })
     }
 
     /// Applies the layer to the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let y = linear(
+            x.clone(),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        match &self.lora {
+            Some(l) => y + linear(linear(x, l.down.val(), None), l.up.val(), None) * l.scale,
+            None => y,
+        }
     }
 }
 

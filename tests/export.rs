@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use synfer::Pipeline;
 use synfer::facetext::Record;
 use synfer::pipeline::latents::HostTensor;
+use synfer::pipeline::{LoadOptions, LoraWeights};
 use synfer::train::adamw::AdamWConfig;
 use synfer::train::data::Dataset;
 use synfer::train::diffusion::{
@@ -18,6 +19,7 @@ use synfer::train::params;
 use synfer::train::run::{LoopConfig, RunDir};
 use synfer::train::vae::{TINY_VAE_CONFIG, init_vae};
 use synfer::vae::VaeConfig;
+use synfer::weights::TensorStore;
 
 const TOKENIZER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -103,12 +105,14 @@ fn record(caption: &str, au12: f32) -> Record {
     .unwrap()
 }
 
-#[test]
-fn adapter_training_moves_only_the_adapter() {
-    let device = Device::flex();
-    let files = tiny_files();
-    let model = Denoiser::init(&files, 1, &device.clone().autodiff()).unwrap();
-    let before = params::read(&model);
+/// Two steps of the diffusion stage on two flat images, training `trainable`.
+fn train_two_steps(
+    model: Denoiser,
+    files: &ModelFiles,
+    trainable: Trainable,
+    name: &str,
+) -> Denoiser {
+    let device = Device::flex().autodiff();
     let records = vec![record("a smiling woman", 3.0), record("a calm man", 0.0)];
     let mut aus = vec![0.0; 24];
     aus[6] = 3.0; // AU12 is the 7th FineFace AU
@@ -130,7 +134,8 @@ fn adapter_training_moves_only_the_adapter() {
         caption_dropout: 0.5,
         au_dropout: 0.5,
         scaling_factor: cache.scaling_factor(),
-        trainable: Trainable::Adapter,
+        trainable,
+        lora_rank: None,
     };
     let cfg = LoopConfig {
         steps: 2,
@@ -140,7 +145,7 @@ fn adapter_training_moves_only_the_adapter() {
         checkpoint_every: 2,
         adamw: AdamWConfig::default(),
     };
-    let dir = temp_dir("adapter-run");
+    let dir = temp_dir(name);
     let run = RunDir::open(&dir).unwrap();
     let tokenizer = files.tokenizer().unwrap();
     let (trained, _) = train_diffusion(
@@ -151,14 +156,32 @@ fn adapter_training_moves_only_the_adapter() {
         model,
         &stage,
         &cfg,
-        &device.autodiff(),
+        &device,
         |_| {},
     )
     .unwrap();
-    let after = params::read(&trained);
+    let _ = std::fs::remove_dir_all(&dir);
+    trained
+}
+
+fn is_adapter(path: &str) -> bool {
+    path.starts_with("au_encoder.") || path.contains(".au.")
+}
+
+#[test]
+fn adapter_training_moves_only_the_adapter() {
+    let files = tiny_files();
+    let model = Denoiser::init(&files, 1, &Device::flex().autodiff()).unwrap();
+    let before = params::read(&model);
+    let after = params::read(&train_two_steps(
+        model,
+        &files,
+        Trainable::Adapter,
+        "adapter",
+    ));
     let mut adapter = 0;
     for (path, v) in &before {
-        if path.starts_with("au_encoder.") || path.contains(".au.") {
+        if is_adapter(path) {
             adapter += 1;
             assert_ne!(after[path], *v, "{path} did not train");
         } else {
@@ -168,7 +191,68 @@ fn adapter_training_moves_only_the_adapter() {
     // The encoder's weight and bias plus au_to_k/au_to_v of the 7 cross-attention layers
     // (2 down, 1 mid, 4 up).
     assert_eq!(adapter, 2 + 7 * 2);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// LoRA training changes only the LoRA factors and the adapter; the exported folder (LoRA
+/// merged) equals the base folder with the exported PEFT LoRA file merged by the loader.
+#[test]
+fn lora_training_exports_a_merged_folder_and_a_peft_file() {
+    let device = Device::flex();
+    let files = tiny_files();
+    let vae = init_vae(&files.vae().unwrap(), 3, &device).unwrap();
+    let mut model = Denoiser::init(&files, 2, &device.clone().autodiff()).unwrap();
+    let base = params::read(&model);
+    model.attach_lora(4, 9, &device.clone().autodiff());
+    let trained = train_two_steps(model, &files, Trainable::Lora, "lora");
+    let after = params::read(&trained);
+    let mut ups = 0;
+    for (path, v) in &after {
+        if path.ends_with(".lora.up") {
+            ups += 1;
+            assert!(v.data.iter().any(|x| *x != 0.0), "{path} did not train");
+        } else if !path.contains(".lora.") && !is_adapter(path) {
+            assert_eq!(base[path], *v, "{path} changed");
+        }
+    }
+    // to_q, to_k, to_v, to_out of attn1 and attn2 in 7 transformer blocks.
+    assert_eq!(ups, 4 * 2 * 7);
+
+    let base_dir = temp_dir("lora-base");
+    export_folder(&base_dir, &files, &base, &params::read(&vae)).unwrap();
+    let merged_dir = temp_dir("lora-merged");
+    export_folder(&merged_dir, &files, &after, &params::read(&vae)).unwrap();
+    let lora_file = merged_dir.join("lora/pytorch_lora_weights.safetensors");
+    let options = LoadOptions {
+        loras: vec![LoraWeights {
+            store: TensorStore::from_bytes("lora", std::fs::read(&lora_file).unwrap()).unwrap(),
+            scale: 1.0,
+        }],
+        adapter: None,
+    };
+    let with_file = params::read(
+        &Pipeline::load_with(&base_dir, &device, options)
+            .unwrap()
+            .unet,
+    );
+    let merged = params::read(&Pipeline::load(&merged_dir, &device).unwrap().unet);
+    let mut compared = 0;
+    for (path, want) in &merged {
+        if is_adapter(path) {
+            continue; // the base folder carries the untrained adapter
+        }
+        let got = &with_file[path];
+        for (a, b) in got.data.iter().zip(&want.data) {
+            // Both sides went through f16 once (merged then rounded vs rounded then merged).
+            assert!(
+                (a - b).abs() <= 2e-3 * (1.0 + b.abs()),
+                "{path}: {a} vs {b}"
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared > 100);
+    let _ = std::fs::remove_dir_all(&base_dir);
+    let _ = std::fs::remove_dir_all(&merged_dir);
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn linear(device: &Device, w: Vec<f32>, b: Vec<f32>) -> Linear {
             TensorData::new(b, [3]),
             device,
         ))),
+        lora: None,
     }
 }
 

@@ -16,6 +16,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::data::Dataset;
 use super::export::KeyMap;
+use super::lora;
 use super::params;
 use super::run::{LoopConfig, LossEntry, RunDir, train};
 use super::schedule::{Batches, step_rng};
@@ -312,6 +313,11 @@ impl Denoiser {
         })
     }
 
+    /// Adds rank-`rank` LoRA updates to the UNet's attention projections ([`lora::attach`]).
+    pub fn attach_lora(&mut self, rank: usize, seed: u64, device: &Device) {
+        lora::attach(&mut self.unet, rank, seed, device);
+    }
+
     /// The parameter path → (component, key) map for models described by `files`.
     pub fn key_map(files: &ModelFiles) -> Result<KeyMap> {
         let device = Device::flex();
@@ -350,14 +356,21 @@ pub enum Trainable {
     All,
     /// The AU adapter only (`au_encoder.*` and the UNet's `…attn2.au.*` branches).
     Adapter,
+    /// LoRA updates of the UNet's attention projections plus the AU adapter.
+    Lora,
 }
 
 impl Trainable {
+    fn is_adapter(path: &str) -> bool {
+        path.starts_with("au_encoder.") || path.contains(".au.")
+    }
+
     /// Whether the parameter at `path` is updated.
     pub fn includes(self, path: &str) -> bool {
         match self {
             Trainable::All => true,
-            Trainable::Adapter => path.starts_with("au_encoder.") || path.contains(".au."),
+            Trainable::Adapter => Self::is_adapter(path),
+            Trainable::Lora => Self::is_adapter(path) || path.contains(".lora."),
         }
     }
 }
@@ -428,6 +441,9 @@ pub struct DiffusionStage {
     pub scaling_factor: f64,
     /// What is updated.
     pub trainable: Trainable,
+    /// Rank of the LoRA updates ([`Trainable::Lora`]).
+    #[serde(default)]
+    pub lora_rank: Option<usize>,
 }
 
 /// Trains (or resumes) the diffusion stage in `run`.
@@ -538,13 +554,16 @@ pub fn load_trained<M: Module>(module: M, run: &Path, which: RunWeights) -> Resu
 }
 
 /// Writes a diffusers folder to `out`: `files`, the denoiser's weights (text encoder, UNet, AU
-/// adapter) and the VAE's, all in f16.
+/// adapter) and the VAE's, all in f16. LoRA updates among the denoiser's parameters are merged
+/// into the UNet and also written as `lora/pytorch_lora_weights.safetensors` (PEFT keys).
 pub fn export_folder(
     out: &Path,
     files: &ModelFiles,
     denoiser: &BTreeMap<String, HostTensor>,
     vae: &BTreeMap<String, HostTensor>,
 ) -> Result<()> {
+    let mut denoiser = denoiser.clone();
+    let updates = lora::merge(&mut denoiser)?;
     for rel in files.files.paths() {
         let bytes = files.files.require(rel)?;
         let path = out.join(rel);
@@ -554,7 +573,7 @@ pub fn export_folder(
         write_atomic(&path, &bytes)?;
     }
     let map = Denoiser::key_map(files)?;
-    let mut parts = map.export(denoiser)?.into_iter();
+    let mut parts = map.export(&denoiser)?.into_iter();
     let mut next = || parts.next().unwrap_or_default();
     // Text keys are written with transformers' `text_model.` prefix (every version loads it).
     let text: BTreeMap<String, HostTensor> = next()
@@ -567,12 +586,17 @@ pub fn export_folder(
         .into_iter()
         .next()
         .unwrap_or_default();
+    let unet_lora = lora::peft_tensors(&updates, &map, "unet")?;
     for (rel, tensors) in [
+        ("lora/pytorch_lora_weights.safetensors", &unet_lora),
         ("text_encoder/model.safetensors", &text),
         ("unet/diffusion_pytorch_model.safetensors", &unet),
         ("au_adapter/diffusion_pytorch_model.safetensors", &adapter),
         ("vae/diffusion_pytorch_model.safetensors", &vae),
     ] {
+        if tensors.is_empty() && rel.starts_with("lora/") {
+            continue;
+        }
         let path = out.join(rel);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

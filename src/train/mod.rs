@@ -6,6 +6,7 @@ pub mod data;
 pub mod diffusion;
 pub mod ema;
 pub mod export;
+pub mod lora;
 pub mod params;
 pub mod run;
 pub mod schedule;

@@ -282,6 +282,15 @@ impl UNet2DConditionModel {
 
     /// Every cross-attention layer (`attn2`) with its key path, in module order.
     pub fn cross_attentions_mut(&mut self) -> Vec<(String, &mut Attention)> {
+        self.attentions_mut()
+            .into_iter()
+            .filter(|(path, _)| path.ends_with(".attn2"))
+            .collect()
+    }
+
+    /// Every attention layer of the transformer blocks (`attn1` and `attn2`) with its key
+    /// path, in module order.
+    pub fn attentions_mut(&mut self) -> Vec<(String, &mut Attention)> {
         fn collect<'a>(
             prefix: String,
             attns: &'a mut [Transformer2DModel],
@@ -289,10 +298,9 @@ impl UNet2DConditionModel {
         ) {
             for (j, t) in attns.iter_mut().enumerate() {
                 for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
-                    out.push((
-                        format!("{prefix}.attentions.{j}.transformer_blocks.{k}.attn2"),
-                        &mut block.attn2,
-                    ));
+                    let path = format!("{prefix}.attentions.{j}.transformer_blocks.{k}");
+                    out.push((format!("{path}.attn1"), &mut block.attn1));
+                    out.push((format!("{path}.attn2"), &mut block.attn2));
                 }
             }
         }

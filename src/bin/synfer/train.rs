@@ -70,6 +70,9 @@ pub struct DiffusionArgs {
     /// What to update.
     #[arg(long, value_enum, default_value = "all")]
     train: TrainWhat,
+    /// Rank of the LoRA updates (`--train lora`).
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
     /// Probability of training on the empty caption.
     #[arg(long, default_value_t = 0.1)]
     caption_dropout: f64,
@@ -113,6 +116,8 @@ enum TrainWhat {
     All,
     /// The AU adapter only.
     Adapter,
+    /// LoRA updates of the UNet's attention projections (rank --lora-rank) plus the AU adapter.
+    Lora,
 }
 
 #[derive(clap::Args)]
@@ -346,8 +351,13 @@ fn diffusion(args: DiffusionArgs) -> Result<()> {
         trainable: match args.train {
             TrainWhat::All => Trainable::All,
             TrainWhat::Adapter => Trainable::Adapter,
+            TrainWhat::Lora => Trainable::Lora,
         },
+        lora_rank: matches!(args.train, TrainWhat::Lora).then_some(args.lora_rank),
     };
+    if stage.lora_rank == Some(0) {
+        return Err(Error::request("--lora-rank", "must be at least 1"));
+    }
     let record = serde_json::json!({
         "stage": "diffusion", "data": c.data, "images": data.len(), "loop": cfg,
         "diffusion": stage, "vae_run": args.from.vae_run, "base": args.from.base,
@@ -355,11 +365,14 @@ fn diffusion(args: DiffusionArgs) -> Result<()> {
     });
     write_record(&c.run, &record)?;
     let train_device = plain.clone().autodiff();
-    let denoiser = params::write(
+    let mut denoiser = params::write(
         Denoiser::init(&files, 0, &train_device)?,
         &params::read(&denoiser),
         "starting weights",
     )?;
+    if let Some(rank) = stage.lora_rank {
+        denoiser.attach_lora(rank, c.seed, &train_device);
+    }
     let tokenizer = files.tokenizer()?;
     let start = run.saved_step()?.unwrap_or(0);
     eprintln!(
@@ -412,6 +425,10 @@ fn export(args: ExportArgs) -> Result<()> {
                 .unwrap_or_default()
                 .into_bytes(),
         );
+    }
+    let mut denoiser = denoiser;
+    if let Some(rank) = stage.lora_rank {
+        denoiser.attach_lora(rank, 0, &device);
     }
     let denoiser = load_trained(denoiser, &args.run, args.weights.into())?;
     export_folder(
