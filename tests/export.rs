@@ -135,6 +135,7 @@ fn train_two_steps(
         au_dropout: 0.5,
         scaling_factor: cache.scaling_factor(),
         trainable,
+        min_snr_gamma: Some(5.0),
         lora_rank: None,
     };
     let cfg = LoopConfig {

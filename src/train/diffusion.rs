@@ -1,6 +1,7 @@
 //! Stage 2: the text encoder, the UNet and its AU branch, trained together on cached VAE
-//! latents with the DDPM ε-prediction loss (Stable Diffusion's recipe): caption dropout and
-//! AU dropout (zeros, the pipeline's unconditional AU input) for classifier-free guidance.
+//! latents with the DDPM ε-prediction loss (Stable Diffusion's recipe, optionally Min-SNR-γ
+//! weighted): caption dropout and AU dropout (zeros, the pipeline's unconditional AU input) for
+//! classifier-free guidance.
 //!
 //! A model is described by its non-weight files ([`ModelFiles`]: configs, tokenizer,
 //! scheduler), so the same code trains synfer-tiny from scratch and fine-tunes a loaded
@@ -441,6 +442,10 @@ pub struct DiffusionStage {
     pub scaling_factor: f64,
     /// What is updated.
     pub trainable: Trainable,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023): each item's ε loss times
+    /// `min(SNR(t), γ) / SNR(t)`; `None`: plain mean.
+    #[serde(default)]
+    pub min_snr_gamma: Option<f64>,
     /// Rank of the LoRA updates ([`Trainable::Lora`]).
     #[serde(default)]
     pub lora_rank: Option<usize>,
@@ -490,6 +495,7 @@ pub fn train_diffusion(
         let mut noise = Vec::with_capacity(b * per);
         let (mut a, mut s) = (Vec::with_capacity(b * per), Vec::with_capacity(b * per));
         let mut ts = Vec::with_capacity(b);
+        let mut weights = Vec::with_capacity(b);
         let mut ids = Vec::with_capacity(b * len);
         let mut aus = Vec::with_capacity(b * n_aus);
         for &i in &idx {
@@ -506,6 +512,11 @@ pub fn train_diffusion(
                 s.push(sb);
             }
             ts.push(t as f32);
+            let snr = f64::from(acp[t] / (1.0 - acp[t]));
+            weights.push(match stage.min_snr_gamma {
+                Some(g) => (snr.min(g) / snr) as f32,
+                None => 1.0,
+            });
             if rng.random_bool(stage.caption_dropout) {
                 ids.extend_from_slice(&empty);
             } else {
@@ -525,7 +536,12 @@ pub fn train_diffusion(
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, len]), device);
         let aus = Tensor::<2>::from_data(TensorData::new(aus, [b, n_aus]), device);
         let pred = m.forward(x, &ts, ids, aus);
-        Ok((pred - noise).powi_scalar(2).mean())
+        let per_item = (pred - noise)
+            .powi_scalar(2)
+            .reshape([b, c * h * w])
+            .mean_dim(1);
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, 1]), device);
+        Ok((per_item * weights).mean())
     };
     train(run, model, device, cfg, loss_of, on_step)
 }

@@ -70,6 +70,9 @@ pub struct DiffusionArgs {
     /// What to update.
     #[arg(long, value_enum, default_value = "all")]
     train: TrainWhat,
+    /// Min-SNR-γ weighting of the ε loss (0: plain mean).
+    #[arg(long, default_value_t = 5.0)]
+    min_snr_gamma: f64,
     /// Rank of the LoRA updates (`--train lora`).
     #[arg(long, default_value_t = 8)]
     lora_rank: usize,
@@ -353,6 +356,7 @@ fn diffusion(args: DiffusionArgs) -> Result<()> {
             TrainWhat::Adapter => Trainable::Adapter,
             TrainWhat::Lora => Trainable::Lora,
         },
+        min_snr_gamma: (args.min_snr_gamma > 0.0).then_some(args.min_snr_gamma),
         lora_rank: matches!(args.train, TrainWhat::Lora).then_some(args.lora_rank),
     };
     if stage.lora_rank == Some(0) {
