@@ -93,8 +93,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
         selected.description,
         report.average_agreement * 100.0
     );
+    println!(
+        "  faces found (BlazeFace score ≥ {}): {:.1} %",
+        synfer::eval::FACE_THRESHOLD,
+        report.face_rate * 100.0
+    );
     for (name, r) in &report.expressions {
-        println!("  {name:<10} {:5.1} %", r.agreement * 100.0);
+        println!(
+            "  {name:<10} {:5.1} %  (faces {:5.1} %)",
+            r.agreement * 100.0,
+            r.face_rate * 100.0
+        );
     }
     for (code, r) in &report.aus {
         let rho = r.spearman.map_or("undefined".into(), |s| format!("{s:.3}"));
