@@ -116,3 +116,45 @@ fn aus_without_an_adapter_are_refused() {
     assert_eq!(out.prompt, "a woman, sad facial expression");
     assert!(out.aus.is_none());
 }
+
+/// `generate_batch` runs requests with different prompts, negative prompts, AUs and seeds in
+/// one UNet batch; every image matches its request run alone.
+#[test]
+fn a_batch_of_different_requests_equals_each_request_alone() {
+    let p = with_adapter();
+    let a = GenerateRequest {
+        expression: Some(Expression::Happy),
+        seed: 3,
+        num_images: 2,
+        steps: 4,
+        ..GenerateRequest::new("a photo of a man")
+    };
+    let b = GenerateRequest {
+        aus: aus(&[("AU26", 4.0)]),
+        negative_prompt: Some("blurry".into()),
+        seed: 11,
+        steps: 4,
+        ..GenerateRequest::new("a surprised child")
+    };
+    let batch = pollster::block_on(p.generate_batch(&[a.clone(), b.clone()], |_| {})).unwrap();
+    assert_eq!(batch.len(), 2);
+    for (req, out) in [&a, &b].into_iter().zip(&batch) {
+        let alone = pollster::block_on(p.generate(req, None, |_| {})).unwrap();
+        assert_eq!(out.seeds, alone.seeds);
+        assert_eq!(out.prompt, alone.prompt);
+        assert_eq!(out.aus, alone.aus);
+        assert_eq!(out.images.len(), req.num_images);
+        for (x, y) in out.images_f32.iter().zip(&alone.images_f32) {
+            let diff = x
+                .iter()
+                .zip(y)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0, f32::max);
+            assert!(diff <= 1e-4, "batched image differs by {diff}");
+        }
+    }
+    // Settings one UNet batch must share are checked, naming the field.
+    let c = GenerateRequest { steps: 5, ..b };
+    let err = pollster::block_on(p.generate_batch(&[a, c], |_| {})).unwrap_err();
+    assert!(err.to_string().contains("steps"), "{err}");
+}

@@ -306,11 +306,80 @@ impl Pipeline {
         req: &GenerateRequest,
         latents: Option<&HostTensor>,
         preview_every: usize,
-        mut on_step: impl FnMut(&StepEvent),
+        on_step: impl FnMut(&StepEvent),
     ) -> Result<GenerateOutput> {
-        req.validate(self.size_multiple())?;
+        let mut outs = self
+            .run(std::slice::from_ref(req), latents, preview_every, on_step)
+            .await?;
+        Ok(outs.remove(0))
+    }
+
+    /// Runs several requests as one UNet batch (dataset synthesis): each contributes its
+    /// `num_images` images with its own prompt, negative prompt, expression, AUs and seeds;
+    /// steps, guidance, size, scheduler, clip skip and AU scale must be the same for all. Each
+    /// image equals the one its request alone would give (up to batched float rounding).
+    pub async fn generate_batch(
+        &self,
+        reqs: &[GenerateRequest],
+        on_step: impl FnMut(&StepEvent),
+    ) -> Result<Vec<GenerateOutput>> {
+        self.run(reqs, None, 0, on_step).await
+    }
+
+    /// Checks that every request of a batch shares the settings one UNet batch needs.
+    fn check_batch(&self, reqs: &[GenerateRequest]) -> Result<()> {
+        let Some(first) = reqs.first() else {
+            return Err(Error::request("batch", "no requests"));
+        };
+        let total: usize = reqs.iter().map(|r| r.num_images).sum();
+        if total > request::MAX_IMAGES {
+            return Err(Error::request(
+                "num_images",
+                format!(
+                    "{total} images in one batch; at most {}",
+                    request::MAX_IMAGES
+                ),
+            ));
+        }
+        let adapter_scale = self.au_adapter.as_ref().map(|a| a.config.default_au_scale);
+        for (i, r) in reqs.iter().enumerate() {
+            r.validate(self.size_multiple())?;
+            let differs = if r.steps != first.steps {
+                Some("steps")
+            } else if r.guidance_scale != first.guidance_scale {
+                Some("guidance_scale")
+            } else if self.output_size(r) != self.output_size(first) {
+                Some("width/height")
+            } else if r.scheduler != first.scheduler {
+                Some("scheduler")
+            } else if r.clip_skip != first.clip_skip {
+                Some("clip_skip")
+            } else if r.au_scale.or(adapter_scale) != first.au_scale.or(adapter_scale) {
+                Some("au_scale")
+            } else {
+                None
+            };
+            if let Some(field) = differs {
+                return Err(Error::request(
+                    field,
+                    format!("request {i} of the batch differs from request 0; one batch shares it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        reqs: &[GenerateRequest],
+        latents: Option<&HostTensor>,
+        preview_every: usize,
+        mut on_step: impl FnMut(&StepEvent),
+    ) -> Result<Vec<GenerateOutput>> {
+        self.check_batch(reqs)?;
+        let req = &reqs[0];
         let (width, height) = self.output_size(req);
-        let n = req.num_images;
+        let n: usize = reqs.iter().map(|r| r.num_images).sum();
         let f = self.info.vae_scale_factor;
         let shape = [n, self.info.latent_channels, height / f, width / f];
 
@@ -341,15 +410,19 @@ impl Pipeline {
         // 2. Prompt embeddings ([uncond × n; cond × n] with guidance).
         let cfg = req.uses_cfg();
         let clip_skip = req.clip_skip.unwrap_or(0);
-        let negative = req.negative_prompt.as_deref().unwrap_or("");
-        let prompt = req.effective_prompt();
+        let effective: Vec<String> = reqs.iter().map(GenerateRequest::effective_prompt).collect();
         let mut prompts: Vec<&str> = Vec::with_capacity(2 * n);
         if cfg {
-            prompts.extend(std::iter::repeat_n(negative, n));
+            for r in reqs {
+                let negative = r.negative_prompt.as_deref().unwrap_or("");
+                prompts.extend(std::iter::repeat_n(negative, r.num_images));
+            }
         }
-        prompts.extend(std::iter::repeat_n(prompt.as_str(), n));
+        for (r, p) in reqs.iter().zip(&effective) {
+            prompts.extend(std::iter::repeat_n(p.as_str(), r.num_images));
+        }
         let (context, warnings) = self.encode_prompt(&prompts, clip_skip)?;
-        let (aus, au_context) = self.au_conditioning(req, n, cfg)?;
+        let (aus, au_context) = self.au_batch(reqs, cfg)?;
 
         // 3. Initial latents.
         let (host, seeds) = match latents {
@@ -366,10 +439,12 @@ impl Pipeline {
                 let per = shape[1] * shape[2] * shape[3];
                 let mut data = Vec::with_capacity(n * per);
                 let mut seeds = Vec::with_capacity(n);
-                for i in 0..n {
-                    let seed = req.seed.wrapping_add(i as u64);
-                    data.extend(seeded_noise(seed, &shape[1..]).data);
-                    seeds.push(Some(seed));
+                for r in reqs {
+                    for i in 0..r.num_images {
+                        let seed = r.seed.wrapping_add(i as u64);
+                        data.extend(seeded_noise(seed, &shape[1..]).data);
+                        seeds.push(Some(seed));
+                    }
                 }
                 (
                     HostTensor {
@@ -421,22 +496,33 @@ impl Pipeline {
             });
         }
 
-        // 5. Decode to [0, 1] and read back.
+        // 5. Decode to [0, 1], read back and split per request.
         let values = self.decode_f32(x).await?;
         let per = height * width * 3;
-        let images_f32: Vec<Vec<f32>> = values.chunks(per).map(<[f32]>::to_vec).collect();
-        let images = images_f32.iter().map(|img| to_u8(img)).collect();
-        Ok(GenerateOutput {
-            images,
-            images_f32,
-            width,
-            height,
-            seeds,
-            warnings,
-            prompt,
-            au_scale: au_context.as_ref().map(|c| c.scale),
-            aus,
-        })
+        let mut images_f32: Vec<Vec<f32>> = values.chunks(per).map(<[f32]>::to_vec).collect();
+        let mut seeds = seeds.into_iter();
+        let au_scale = au_context.as_ref().map(|c| c.scale);
+        let mut outs = Vec::with_capacity(reqs.len());
+        for ((r, prompt), aus) in reqs.iter().zip(effective).zip(aus) {
+            let images_f32: Vec<Vec<f32>> = images_f32.drain(..r.num_images).collect();
+            let warnings = if outs.is_empty() {
+                warnings.clone()
+            } else {
+                Vec::new()
+            };
+            outs.push(GenerateOutput {
+                images: images_f32.iter().map(|img| to_u8(img)).collect(),
+                images_f32,
+                width,
+                height,
+                seeds: seeds.by_ref().take(r.num_images).collect(),
+                warnings,
+                prompt,
+                au_scale,
+                aus,
+            });
+        }
+        Ok(outs)
     }
 
     /// Latents `[n, c, h, w]` decoded to `[0, 1]` and read back, `n × height × width × 3`.
@@ -466,31 +552,58 @@ impl Pipeline {
         n: usize,
         cfg: bool,
     ) -> Result<(Option<AuVector>, Option<AuContext>)> {
+        let one = GenerateRequest {
+            num_images: n,
+            ..req.clone()
+        };
+        let (mut aus, ctx) = self.au_batch(std::slice::from_ref(&one), cfg)?;
+        Ok((aus.pop().flatten(), ctx))
+    }
+
+    /// Per-request AU vectors and the tokens for a whole batch (`[zeros × n; aus_r × n_r …]`).
+    fn au_batch(
+        &self,
+        reqs: &[GenerateRequest],
+        cfg: bool,
+    ) -> Result<(Vec<Option<AuVector>>, Option<AuContext>)> {
         let Some(adapter) = &self.au_adapter else {
-            if req.aus.as_ref().is_some_and(|a| !a.is_empty()) || req.au_scale.is_some() {
+            if reqs
+                .iter()
+                .any(|r| r.aus.as_ref().is_some_and(|a| !a.is_empty()) || r.au_scale.is_some())
+            {
                 return Err(Error::request(
                     "aus",
                     "this model has no AU adapter; load one (au_adapter/ or --adapter) to use AUs",
                 ));
             }
-            return Ok((None, None));
+            return Ok((vec![None; reqs.len()], None));
         };
-        let mut aus = match req.expression {
-            Some(e) => e.prototype(adapter.set),
-            None => AuVector::zeros(adapter.set),
-        };
-        for (code, value) in req.aus.iter().flatten() {
-            aus.set(code, *value)?;
+        let mut vectors = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let mut aus = match req.expression {
+                Some(e) => e.prototype(adapter.set),
+                None => AuVector::zeros(adapter.set),
+            };
+            for (code, value) in req.aus.iter().flatten() {
+                aus.set(code, *value)?;
+            }
+            vectors.push(aus);
         }
+        let n: usize = reqs.iter().map(|r| r.num_images).sum();
         let zeros = AuVector::zeros(adapter.set);
         let mut rows: Vec<&AuVector> = Vec::with_capacity(2 * n);
         if cfg {
             rows.extend(std::iter::repeat_n(&zeros, n));
         }
-        rows.extend(std::iter::repeat_n(&aus, n));
+        for (r, v) in reqs.iter().zip(&vectors) {
+            rows.extend(std::iter::repeat_n(v, r.num_images));
+        }
         let tokens = adapter.encoder.encode(&rows, &self.device);
-        let scale = req.au_scale.unwrap_or(adapter.config.default_au_scale);
-        Ok((Some(aus), Some(AuContext { tokens, scale })))
+        let scale = reqs[0].au_scale.unwrap_or(adapter.config.default_au_scale);
+        Ok((
+            vectors.into_iter().map(Some).collect(),
+            Some(AuContext { tokens, scale }),
+        ))
     }
 }
 
