@@ -24,6 +24,14 @@ pub enum Error {
         /// What serde reported.
         message: String,
     },
+    /// A TOML file (e.g. a synthesis plan) does not parse or has a wrong field.
+    #[error("{file}: invalid TOML: {message}")]
+    Toml {
+        /// The file.
+        file: String,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
     /// A safetensors file is truncated or malformed.
     #[error("{file}: invalid safetensors file: {message}")]
     SafeTensors {

@@ -27,6 +27,8 @@ pub mod nn;
 pub mod pipeline;
 pub mod plot;
 pub mod scheduler;
+#[cfg(not(target_family = "wasm"))]
+pub mod synth;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod train;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 mod data;
 mod eval;
+mod synth;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,8 @@ enum Command {
     /// Measure a model: expression agreement judged by mini-Xception and AU control
     /// (Spearman's ρ of requested vs measured intensity); writes eval.json and grid.png.
     Eval(Box<eval::EvalArgs>),
+    /// Synthesise a labelled dataset from a plan (sharded, resumable; `synth merge` joins shards).
+    Synth(Box<synth::SynthArgs>),
 }
 
 #[derive(clap::Args)]
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(cmd) => train::run(cmd),
         Command::Eval(args) => eval::run(*args),
+        Command::Synth(args) => synth::run_cli(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

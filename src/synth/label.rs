@@ -1,0 +1,230 @@
+//! The pseudo-label generator: every synthetic image is analysed (face found? expression
+//! probabilities from each FER classifier, AU estimates) and its label decided from the
+//! classifiers' ensemble (the mean of their probabilities), SynFER's rectification rule: when
+//! the ensemble disagrees with the requested expression, the label becomes the ensemble's
+//! prediction.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{LabelPlan, Policy};
+use crate::au::{Expression, FINEFACE};
+use crate::error::Result;
+use crate::eval::{FACE_THRESHOLD, face_score};
+use crate::face::CLASSES;
+use crate::face::analyzer::{FaceAnalyzer, RgbView};
+
+/// What happened to an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The ensemble agrees with the request.
+    Kept,
+    /// The ensemble disagrees; the label became its prediction.
+    Relabelled,
+    /// The ensemble disagrees and the policy keeps the requested label.
+    KeptDisagreeing,
+    /// No face found.
+    DroppedNoFace,
+    /// The ensemble disagrees and the policy drops such images.
+    DroppedDisagreeing,
+    /// The final label's ensemble probability is below the confidence threshold.
+    DroppedLowConfidence,
+}
+
+impl Outcome {
+    /// Whether the image stays in the dataset.
+    pub fn kept(self) -> bool {
+        matches!(
+            self,
+            Outcome::Kept | Outcome::Relabelled | Outcome::KeptDisagreeing
+        )
+    }
+}
+
+/// One classifier's probabilities, canonical class order ([`CLASSES`]).
+pub type Probs = [f32; 7];
+
+/// The analysis of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// BlazeFace score of the crop ([`face_score`]).
+    pub face_score: f32,
+    /// Probabilities by classifier name (`face-api`, `mini-xception`).
+    pub probs: BTreeMap<String, Probs>,
+    /// Measured FineFace AUs.
+    pub aus: BTreeMap<String, f32>,
+}
+
+impl Analysis {
+    /// Analyses an aligned `side`² RGB crop.
+    pub fn of(analyzer: &FaceAnalyzer, side: usize, rgb: &[u8]) -> Result<Self> {
+        let face_score = face_score(analyzer, side, rgb)?;
+        let report = analyzer.analyze_cropped(RgbView::new(side, side, rgb)?)?;
+        let probs = BTreeMap::from([
+            ("face-api".to_string(), report.expression.face_api.probs),
+            (
+                "mini-xception".to_string(),
+                report.expression.mini_xception.probs,
+            ),
+        ]);
+        let aus = FINEFACE
+            .codes
+            .iter()
+            .map(|c| (c.to_string(), report.aus.get(c).unwrap_or(0.0)))
+            .collect();
+        Ok(Analysis {
+            face_score,
+            probs,
+            aus,
+        })
+    }
+
+    /// The mean of the classifiers' probabilities.
+    pub fn ensemble(&self) -> Probs {
+        let n = self.probs.len().max(1) as f32;
+        let mut out = [0.0; 7];
+        for p in self.probs.values() {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v / n;
+            }
+        }
+        out
+    }
+}
+
+/// The labelling decision for one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The dataset label (`None` when dropped).
+    pub label: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The ensemble's prediction.
+    pub predicted: String,
+    /// Its ensemble probability.
+    pub confidence: f32,
+    /// Per classifier (and `ensemble`): does its prediction equal the request?
+    pub agrees: BTreeMap<String, bool>,
+}
+
+fn argmax(p: &Probs) -> usize {
+    (0..7).fold(0, |b, i| if p[i] > p[b] { i } else { b })
+}
+
+/// Applies the rule to `analysis` of an image requested as `requested`.
+pub fn decide(requested: Expression, analysis: &Analysis, plan: &LabelPlan) -> Decision {
+    let ensemble = analysis.ensemble();
+    let best = argmax(&ensemble);
+    let predicted = CLASSES[best].to_string();
+    let mut agrees: BTreeMap<String, bool> = analysis
+        .probs
+        .iter()
+        .map(|(k, p)| (k.clone(), CLASSES[argmax(p)] == requested.name()))
+        .collect();
+    let agree = predicted == requested.name();
+    agrees.insert("ensemble".into(), agree);
+    let requested_index = CLASSES.iter().position(|c| *c == requested.name());
+    let decision = |label: Option<String>, outcome, confidence| Decision {
+        label,
+        outcome,
+        predicted: predicted.clone(),
+        confidence,
+        agrees: agrees.clone(),
+    };
+    if analysis.face_score < FACE_THRESHOLD {
+        return decision(None, Outcome::DroppedNoFace, ensemble[best]);
+    }
+    let (label, outcome, p) = match (agree, plan.policy) {
+        (true, _) => (predicted.clone(), Outcome::Kept, ensemble[best]),
+        (false, Policy::Rectify) => (predicted.clone(), Outcome::Relabelled, ensemble[best]),
+        (false, Policy::Keep) => {
+            let p = requested_index.map_or(0.0, |i| ensemble[i]);
+            (requested.name().to_string(), Outcome::KeptDisagreeing, p)
+        }
+        (false, Policy::Drop) => {
+            return decision(None, Outcome::DroppedDisagreeing, ensemble[best]);
+        }
+    };
+    if plan.policy != Policy::Keep && p < plan.confidence {
+        return decision(None, Outcome::DroppedLowConfidence, p);
+    }
+    decision(Some(label), outcome, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Classes: neutral, happy, sad, angry, fearful, disgusted, surprised.
+    fn analysis(face: f32, a: Probs, b: Probs) -> Analysis {
+        Analysis {
+            face_score: face,
+            probs: BTreeMap::from([("face-api".into(), a), ("mini-xception".into(), b)]),
+            aus: BTreeMap::new(),
+        }
+    }
+
+    const HAPPY: Probs = [0.1, 0.8, 0.02, 0.02, 0.02, 0.02, 0.02];
+    const SAD: Probs = [0.1, 0.1, 0.7, 0.025, 0.025, 0.025, 0.025];
+    const MIXED: Probs = [0.3, 0.35, 0.3, 0.0125, 0.0125, 0.0125, 0.0125];
+
+    fn plan(policy: Policy, confidence: f32) -> LabelPlan {
+        LabelPlan { policy, confidence }
+    }
+
+    #[test]
+    fn agreement_keeps_the_requested_label() {
+        let d = decide(
+            Expression::Happy,
+            &analysis(0.9, HAPPY, HAPPY),
+            &plan(Policy::Rectify, 0.5),
+        );
+        assert_eq!(
+            (d.label.as_deref(), d.outcome),
+            (Some("happy"), Outcome::Kept)
+        );
+        assert!((d.confidence - 0.8).abs() < 1e-6);
+        assert!(d.agrees.values().all(|a| *a));
+    }
+
+    #[test]
+    fn disagreement_is_rectified_to_the_ensemble_mean() {
+        // Requested happy; FER A says sad (0.7), FER B says happy (0.35 vs sad 0.3).
+        // Ensemble: happy (0.1 + 0.35) / 2 = 0.225, sad (0.7 + 0.3) / 2 = 0.5 → sad.
+        let a = analysis(0.9, SAD, MIXED);
+        let d = decide(Expression::Happy, &a, &plan(Policy::Rectify, 0.0));
+        assert_eq!(
+            (d.label.as_deref(), d.outcome),
+            (Some("sad"), Outcome::Relabelled)
+        );
+        assert!((d.confidence - 0.5).abs() < 1e-6);
+        assert!(!d.agrees["face-api"] && d.agrees["mini-xception"] && !d.agrees["ensemble"]);
+        // keep: the requested label with its ensemble probability; drop: gone.
+        let k = decide(Expression::Happy, &a, &plan(Policy::Keep, 0.9));
+        assert_eq!(
+            (k.label.as_deref(), k.outcome),
+            (Some("happy"), Outcome::KeptDisagreeing)
+        );
+        assert!((k.confidence - 0.225).abs() < 1e-6);
+        let x = decide(Expression::Happy, &a, &plan(Policy::Drop, 0.0));
+        assert_eq!((x.label, x.outcome), (None, Outcome::DroppedDisagreeing));
+        // A threshold above the ensemble's 0.5 drops the rectified image.
+        let low = decide(Expression::Happy, &a, &plan(Policy::Rectify, 0.6));
+        assert_eq!(
+            (low.label, low.outcome),
+            (None, Outcome::DroppedLowConfidence)
+        );
+    }
+
+    #[test]
+    fn no_face_is_dropped_whatever_the_classifiers_say() {
+        let d = decide(
+            Expression::Happy,
+            &analysis(0.3, HAPPY, HAPPY),
+            &plan(Policy::Keep, 0.0),
+        );
+        assert_eq!((d.label, d.outcome), (None, Outcome::DroppedNoFace));
+    }
+}

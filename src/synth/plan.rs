@@ -1,0 +1,521 @@
+//! The synthesis plan (`plan.toml`): what to generate, how, and how to label it.
+//!
+//! ```toml
+//! seed = 7
+//! steps = 25
+//! guidance = 7.5
+//! batch = 8                     # images per UNet batch (also the unit of sharding)
+//!
+//! [counts]                      # or: total = 700 and [shares] neutral = 1.0, happy = 2.0, …
+//! neutral = 100
+//! happy = 100
+//!
+//! [expressions.happy]           # optional, per expression
+//! aus = { AU12 = 3.5 }          # over the expression's prototype
+//! jitter = { AU12 = [-1.0, 1.0], AU6 = [-0.5, 0.5] }   # uniform offsets, clamped to 0–5
+//! dropout = 0.1                 # chance of zeroing each active unit
+//!
+//! [prompt]
+//! templates = ["a photo of {age} {person}, {lighting}"]
+//! negative = "blurry"
+//! [prompt.vocab]
+//! age = ["a young", "an elderly"]
+//! person = ["woman", "man"]
+//! lighting = ["soft light", "studio light"]
+//!
+//! [split]
+//! train = 0.8
+//! test = 0.2
+//!
+//! [label]
+//! policy = "rectify"            # rectify | keep | drop
+//! confidence = 0.0
+//! ```
+//!
+//! Item `k` (0-based) is fully determined by the plan and `k`: its expression (the plan's
+//! classes, interleaved by a seeded shuffle so that any prefix is balanced), its seed, prompt,
+//! AU vector and split. Any item can therefore be regenerated alone.
+
+use std::collections::BTreeMap;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::au::{AuVector, Expression, FINEFACE};
+use crate::error::{Error, Result};
+use crate::face::CLASSES;
+use crate::pipeline::GenerateRequest;
+use crate::scheduler::SchedulerKind;
+use crate::train::schedule::mix;
+
+/// Per-expression AU settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpressionPlan {
+    /// Units set over the prototype.
+    #[serde(default)]
+    pub aus: BTreeMap<String, f32>,
+    /// Uniform offset range `[lo, hi]` per unit (result clamped to the set's range).
+    #[serde(default)]
+    pub jitter: BTreeMap<String, [f32; 2]>,
+    /// Probability of zeroing each active unit.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+/// Prompt templates and the vocabularies their `{slots}` draw from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptPlan {
+    /// Templates; `{name}` is replaced by a word of `vocab[name]`.
+    pub templates: Vec<String>,
+    /// Word lists by slot name.
+    #[serde(default)]
+    pub vocab: BTreeMap<String, Vec<String>>,
+    /// Negative prompt of every item.
+    #[serde(default)]
+    pub negative: Option<String>,
+}
+
+impl Default for PromptPlan {
+    fn default() -> Self {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        PromptPlan {
+            templates: vec![
+                "a photo of {age} {person}, {lighting}".into(),
+                "a close-up portrait of {age} {person}, {background}".into(),
+            ],
+            vocab: BTreeMap::from([
+                (
+                    "age".into(),
+                    words(&["a young", "a middle-aged", "an elderly", "a"]),
+                ),
+                ("person".into(), words(&["woman", "man", "person", "child"])),
+                (
+                    "lighting".into(),
+                    words(&["soft light", "bright lighting", "dim lighting"]),
+                ),
+                (
+                    "background".into(),
+                    words(&["plain background", "outdoors", "indoors"]),
+                ),
+            ]),
+            negative: None,
+        }
+    }
+}
+
+/// What happens to an image whose pseudo-label disagrees with its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// SynFER's rule: the label becomes the ensemble's prediction.
+    #[default]
+    Rectify,
+    /// Keep the requested label.
+    Keep,
+    /// Drop the image.
+    Drop,
+}
+
+/// Labelling settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelPlan {
+    /// Disagreement policy.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Images whose final label has ensemble probability below this are dropped (not with
+    /// `keep`).
+    #[serde(default)]
+    pub confidence: f32,
+}
+
+/// A synthesis plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Model folder (absent: the built-in default model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Seed all item seeds derive from.
+    #[serde(default)]
+    pub seed: u64,
+    /// Image side in pixels (absent: the model's native size).
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// Denoising steps.
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    #[serde(default = "default_guidance")]
+    pub guidance: f64,
+    /// Scheduler (`ddim`, `dpm++`, `euler`, `pndm`; absent: the model's).
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    /// AU branch weight (absent: the adapter's default).
+    #[serde(default)]
+    pub au_scale: Option<f64>,
+    /// Items per UNet batch; also the unit of sharding and resume.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Items per expression.
+    #[serde(default)]
+    pub counts: BTreeMap<String, usize>,
+    /// Total items, split by `shares` (instead of `counts`).
+    #[serde(default)]
+    pub total: Option<usize>,
+    /// Relative class shares for `total`.
+    #[serde(default)]
+    pub shares: BTreeMap<String, f64>,
+    /// Per-expression AU settings.
+    #[serde(default)]
+    pub expressions: BTreeMap<String, ExpressionPlan>,
+    /// Prompts.
+    #[serde(default)]
+    pub prompt: PromptPlan,
+    /// Split shares (`train`, `val`, `test`, …).
+    #[serde(default = "default_split")]
+    pub split: BTreeMap<String, f64>,
+    /// Labelling.
+    #[serde(default)]
+    pub label: LabelPlan,
+}
+
+fn default_steps() -> usize {
+    25
+}
+fn default_guidance() -> f64 {
+    7.5
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_split() -> BTreeMap<String, f64> {
+    BTreeMap::from([("train".into(), 1.0)])
+}
+
+/// One planned image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// Index in the plan.
+    pub index: usize,
+    /// File stem (`000042`).
+    pub id: String,
+    /// Requested expression.
+    pub expression: Expression,
+    /// Prompt (before the pipeline adds the expression).
+    pub prompt: String,
+    /// Requested AU values (the full vector sent to the model).
+    pub aus: BTreeMap<String, f32>,
+    /// Noise seed.
+    pub seed: u64,
+    /// Split name.
+    pub split: String,
+}
+
+impl Plan {
+    /// Parses and validates a TOML plan; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Self> {
+        let plan: Plan = toml::from_str(text).map_err(|e| Error::Toml {
+            file: file.into(),
+            message: e.to_string(),
+        })?;
+        plan.validate(file)?;
+        Ok(plan)
+    }
+
+    /// Checks every field; errors name the field and the value.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(Error::config(file, key, value, why))
+        };
+        if self.steps == 0 || self.steps > crate::pipeline::request::MAX_STEPS {
+            return bad("steps", &self.steps, "must be 1..=1000");
+        }
+        if !self.guidance.is_finite() || self.guidance < 0.0 {
+            return bad("guidance", &self.guidance, "must be a finite number ≥ 0");
+        }
+        if self.batch == 0 || self.batch > crate::pipeline::request::MAX_IMAGES {
+            return bad("batch", &self.batch, "must be 1..=64");
+        }
+        if let Some(s) = &self.scheduler {
+            s.parse::<SchedulerKind>()
+                .map_err(|e| Error::config(file, "scheduler", s, e.to_string()))?;
+        }
+        if let Some(s) = self.au_scale
+            && !s.is_finite()
+        {
+            return bad("au_scale", &s, "must be finite");
+        }
+        match (self.counts.is_empty(), self.total) {
+            (false, Some(_)) => {
+                return bad("total", &"set", "give either counts or total + shares");
+            }
+            (true, None) => return bad("counts", &"missing", "give counts or total + shares"),
+            (true, Some(t)) => {
+                if t == 0 {
+                    return bad("total", &t, "must be at least 1");
+                }
+                if self.shares.is_empty() {
+                    return bad("shares", &"missing", "total needs class shares");
+                }
+                for (name, share) in &self.shares {
+                    class(name, file, &format!("shares.{name}"))?;
+                    if !share.is_finite() || *share < 0.0 {
+                        return bad(&format!("shares.{name}"), share, "must be ≥ 0");
+                    }
+                }
+                if self.shares.values().sum::<f64>() <= 0.0 {
+                    return bad("shares", &"0", "shares must not all be 0");
+                }
+            }
+            (false, None) => {
+                for name in self.counts.keys() {
+                    class(name, file, &format!("counts.{name}"))?;
+                }
+                if self.counts.values().sum::<usize>() == 0 {
+                    return bad("counts", &0, "nothing to generate");
+                }
+            }
+        }
+        for (name, e) in &self.expressions {
+            let key = format!("expressions.{name}");
+            class(name, file, &key)?;
+            for (code, v) in &e.aus {
+                let mut probe = AuVector::zeros(FINEFACE);
+                probe.set(code, *v).map_err(|err| {
+                    Error::config(file, format!("{key}.aus.{code}"), v, err.to_string())
+                })?;
+            }
+            for (code, [lo, hi]) in &e.jitter {
+                if !FINEFACE.codes.contains(&code.as_str()) {
+                    return bad(&format!("{key}.jitter.{code}"), code, "not a FineFace AU");
+                }
+                if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                    return bad(
+                        &format!("{key}.jitter.{code}"),
+                        &format!("[{lo}, {hi}]"),
+                        "expected [lo, hi] with lo ≤ hi",
+                    );
+                }
+            }
+            if !(0.0..=1.0).contains(&e.dropout) {
+                return bad(
+                    &format!("{key}.dropout"),
+                    &e.dropout,
+                    "must be a probability",
+                );
+            }
+        }
+        if self.prompt.templates.is_empty() {
+            return bad("prompt.templates", &"[]", "at least one template");
+        }
+        for t in &self.prompt.templates {
+            for slot in slots(t) {
+                match self.prompt.vocab.get(slot) {
+                    Some(words) if !words.is_empty() => {}
+                    _ => {
+                        return bad(
+                            "prompt.vocab",
+                            &slot,
+                            "a template uses this slot but it has no words",
+                        );
+                    }
+                }
+            }
+        }
+        if self.split.is_empty()
+            || self.split.values().any(|v| !v.is_finite() || *v < 0.0)
+            || self.split.values().sum::<f64>() <= 0.0
+        {
+            return bad("split", &"shares", "non-negative shares, not all 0");
+        }
+        if let Some(bad_name) = self
+            .split
+            .keys()
+            .find(|k| k.is_empty() || k.contains(['/', '\\', '.']))
+        {
+            return bad("split", bad_name, "split names become folder names");
+        }
+        if !(0.0..=1.0).contains(&self.label.confidence) {
+            return bad(
+                "label.confidence",
+                &self.label.confidence,
+                "must be in 0..=1",
+            );
+        }
+        Ok(())
+    }
+
+    /// Items per expression, in [`crate::eval::EXPRESSIONS`] order of appearance in the plan.
+    pub fn class_counts(&self) -> Vec<(Expression, usize)> {
+        let parse = |n: &str| Expression::parse(n).expect("validated");
+        if let Some(total) = self.total {
+            // Largest-remainder apportionment of `total` by shares.
+            let sum: f64 = self.shares.values().sum();
+            let exact: Vec<(Expression, f64)> = self
+                .shares
+                .iter()
+                .map(|(n, s)| (parse(n), total as f64 * s / sum))
+                .collect();
+            let mut counts: Vec<(Expression, usize)> = exact
+                .iter()
+                .map(|(e, x)| (*e, x.floor() as usize))
+                .collect();
+            let mut rest = total - counts.iter().map(|c| c.1).sum::<usize>();
+            let mut order: Vec<usize> = (0..exact.len()).collect();
+            order.sort_by(|&a, &b| {
+                let fa = exact[a].1 - exact[a].1.floor();
+                let fb = exact[b].1 - exact[b].1.floor();
+                fb.total_cmp(&fa).then(a.cmp(&b))
+            });
+            for i in order {
+                if rest == 0 {
+                    break;
+                }
+                counts[i].1 += 1;
+                rest -= 1;
+            }
+            counts
+        } else {
+            self.counts.iter().map(|(n, c)| (parse(n), *c)).collect()
+        }
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.class_counts().iter().map(|c| c.1).sum()
+    }
+
+    /// Whether the plan has no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every item, in index order.
+    pub fn items(&self) -> Vec<Item> {
+        let mut classes: Vec<Expression> = self
+            .class_counts()
+            .into_iter()
+            .flat_map(|(e, n)| std::iter::repeat_n(e, n))
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(self.seed ^ 0x5eed_c1a5));
+        classes.shuffle(&mut rng);
+        classes
+            .into_iter()
+            .enumerate()
+            .map(|(k, e)| self.item(k, e))
+            .collect()
+    }
+
+    fn item(&self, index: usize, expression: Expression) -> Item {
+        let seed = mix(mix(self.seed) ^ index as u64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let template = &self.prompt.templates[rng.random_range(0..self.prompt.templates.len())];
+        let prompt = fill(template, &self.prompt.vocab, &mut rng);
+        let settings = self
+            .expressions
+            .get(expression.name())
+            .cloned()
+            .unwrap_or_default();
+        let mut aus = expression.prototype(FINEFACE);
+        for (code, v) in &settings.aus {
+            aus.set(code, *v).expect("validated");
+        }
+        let mut values: BTreeMap<String, f32> = FINEFACE
+            .codes
+            .iter()
+            .map(|c| (c.to_string(), aus.get(c).unwrap_or(0.0)))
+            .collect();
+        for (code, v) in values.iter_mut() {
+            if let Some([lo, hi]) = settings.jitter.get(code) {
+                *v += lo + (hi - lo) * rng.random::<f32>();
+            }
+            if *v > 0.0 && settings.dropout > 0.0 && rng.random_bool(settings.dropout) {
+                *v = 0.0;
+            }
+            *v = v.clamp(0.0, FINEFACE.max);
+        }
+        let total: f64 = self.split.values().sum();
+        let mut u = rng.random::<f64>() * total;
+        let mut split = self.split.keys().next_back().cloned().unwrap_or_default();
+        for (name, share) in &self.split {
+            if u < *share {
+                split = name.clone();
+                break;
+            }
+            u -= share;
+        }
+        Item {
+            index,
+            id: format!("{index:06}"),
+            expression,
+            prompt,
+            aus: values,
+            seed,
+            split,
+        }
+    }
+
+    /// The generation request of `item`.
+    pub fn request(&self, item: &Item) -> GenerateRequest {
+        GenerateRequest {
+            prompt: item.prompt.clone(),
+            negative_prompt: self.prompt.negative.clone(),
+            steps: self.steps,
+            guidance_scale: self.guidance,
+            seed: item.seed,
+            width: self.size,
+            height: self.size,
+            num_images: 1,
+            scheduler: self
+                .scheduler
+                .as_deref()
+                .map(|s| s.parse().expect("validated")),
+            clip_skip: None,
+            expression: Some(item.expression),
+            aus: Some(item.aus.clone()),
+            au_scale: self.au_scale,
+        }
+    }
+}
+
+/// An expression both FER classifiers know (the 7 of [`CLASSES`]), or an error naming `key`.
+fn class(name: &str, file: &str, key: &str) -> Result<Expression> {
+    match Expression::parse(name) {
+        Ok(e) if CLASSES.contains(&e.name()) => Ok(e),
+        _ => Err(Error::config(
+            file,
+            key,
+            name,
+            format!("expected one of {}", CLASSES.join(", ")),
+        )),
+    }
+}
+
+/// The `{slot}` names of a template.
+fn slots(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        out.push(&rest[start + 1..start + len]);
+        rest = &rest[start + len + 1..];
+    }
+    out
+}
+
+/// Fills `{slot}`s with words drawn from `vocab`.
+fn fill(template: &str, vocab: &BTreeMap<String, Vec<String>>, rng: &mut impl Rng) -> String {
+    let mut out = template.to_string();
+    for slot in slots(template) {
+        let words = &vocab[slot];
+        let word = &words[rng.random_range(0..words.len())];
+        out = out.replacen(&format!("{{{slot}}}"), word, 1);
+    }
+    out
+}

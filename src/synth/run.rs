@@ -1,0 +1,393 @@
+//! `synfer synth`: generate a plan's items in batches, label them, write them atomically, and
+//! resume or shard without losing or duplicating anything.
+//!
+//! Items are grouped into fixed blocks of `plan.batch` consecutive indices; a block is one UNet
+//! batch and the unit of sharding (shard `I/N` takes blocks `b` with `b mod N = I`). Every block
+//! is always generated with the same members, so an image's bytes do not depend on sharding or
+//! on where a run was interrupted. An item is finished when its record is in `manifest.jsonl`;
+//! the record is appended only after the image was renamed into place, so a kill loses at most
+//! the block in flight, and a resumed block rewrites the same bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::label::{Analysis, Decision, Outcome, decide};
+use super::plan::{Item, Plan};
+use crate::error::{Error, Result};
+use crate::face::CLASSES;
+use crate::face::analyzer::FaceAnalyzer;
+use crate::files::write_atomic;
+use crate::pipeline::Pipeline;
+
+/// Which part of the plan a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole plan.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `I/N` (0 ≤ I < N).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::request("shard", format!("{text:?}: expected I/N with 0 ≤ I < N"));
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether block `b` belongs to this shard.
+    pub fn owns(self, block: usize) -> bool {
+        block % self.count == self.index
+    }
+}
+
+/// `shard.json`: what an output folder holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// The plan.
+    pub plan: Plan,
+    /// The shard.
+    pub shard: Shard,
+    /// Items of this shard.
+    pub items: usize,
+}
+
+/// One image's record (`manifest.jsonl`, and `metadata.jsonl` for kept images).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Path relative to the output folder (`images/<split>/<label>/<id>.png`); `None` when
+    /// dropped.
+    pub file_name: Option<String>,
+    /// Item id.
+    pub id: String,
+    /// Item index.
+    pub index: usize,
+    /// Split.
+    pub split: String,
+    /// Requested expression.
+    pub requested: String,
+    /// Final label (`None`: dropped).
+    pub label: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Ensemble prediction and its probability.
+    pub predicted: String,
+    /// Ensemble probability of the final label (or of the prediction when dropped).
+    pub confidence: f32,
+    /// Per classifier and ensemble: prediction equals the request.
+    pub agrees: BTreeMap<String, bool>,
+    /// Probabilities by classifier (and `ensemble`), class → p.
+    pub probs: BTreeMap<String, BTreeMap<String, f32>>,
+    /// BlazeFace score.
+    pub face_score: f32,
+    /// Requested AUs.
+    pub requested_aus: BTreeMap<String, f32>,
+    /// Measured AUs.
+    pub measured_aus: BTreeMap<String, f32>,
+    /// The prompt the model encoded.
+    pub prompt: String,
+    /// Noise seed.
+    pub seed: u64,
+}
+
+fn record(item: &Item, prompt: String, analysis: &Analysis, d: &Decision) -> Record {
+    let named = |p: &[f32; 7]| -> BTreeMap<String, f32> {
+        CLASSES
+            .iter()
+            .map(|c| c.to_string())
+            .zip(p.iter().copied())
+            .collect()
+    };
+    let mut probs: BTreeMap<String, BTreeMap<String, f32>> = analysis
+        .probs
+        .iter()
+        .map(|(k, p)| (k.clone(), named(p)))
+        .collect();
+    probs.insert("ensemble".into(), named(&analysis.ensemble()));
+    Record {
+        file_name: d
+            .label
+            .as_ref()
+            .map(|l| format!("images/{}/{l}/{}.png", item.split, item.id)),
+        id: item.id.clone(),
+        index: item.index,
+        split: item.split.clone(),
+        requested: item.expression.name().to_string(),
+        label: d.label.clone(),
+        outcome: d.outcome,
+        predicted: d.predicted.clone(),
+        confidence: d.confidence,
+        agrees: d.agrees.clone(),
+        probs,
+        face_score: analysis.face_score,
+        requested_aus: item.aus.clone(),
+        measured_aus: analysis.aus.clone(),
+        prompt,
+        seed: item.seed,
+    }
+}
+
+/// Reads `manifest.jsonl`, dropping a torn last line (a kill mid-append) from the file.
+pub fn read_manifest(dir: &Path) -> Result<Vec<Record>> {
+    let path = dir.join("manifest.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut out = Vec::new();
+    let mut good = 0;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break; // torn append
+        }
+        let rec: Record = serde_json::from_str(line.trim_end())
+            .map_err(|e| Error::json(path.display().to_string(), e))?;
+        good += line.len();
+        out.push(rec);
+    }
+    if good < text.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.set_len(good as u64).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(out)
+}
+
+fn append_manifest(dir: &Path, rec: &Record) -> Result<()> {
+    let path = dir.join("manifest.jsonl");
+    let mut line = serde_json::to_string(rec).map_err(|e| Error::json("manifest.jsonl", e))?;
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    f.write_all(line.as_bytes())
+        .map_err(|e| Error::io(&path, e))
+}
+
+/// Progress of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Items finished (including those of earlier runs).
+    pub done: usize,
+    /// Items of this shard.
+    pub total: usize,
+    /// Items finished by this process.
+    pub this_run: usize,
+}
+
+/// Opens (or, with `resume`, reopens) `out` for `plan`/`shard`.
+fn open_output(out: &Path, plan: &Plan, shard: Shard, items: usize, resume: bool) -> Result<()> {
+    let info_path = out.join("shard.json");
+    let info = ShardInfo {
+        plan: plan.clone(),
+        shard,
+        items,
+    };
+    if info_path.exists() {
+        if !resume {
+            return Err(Error::request(
+                "out",
+                format!(
+                    "{} already holds a synthesis run; pass --resume to continue it",
+                    out.display()
+                ),
+            ));
+        }
+        let bytes = std::fs::read(&info_path).map_err(|e| Error::io(&info_path, e))?;
+        let old: ShardInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::json(info_path.display().to_string(), e))?;
+        if old != info {
+            return Err(Error::request(
+                "resume",
+                format!(
+                    "{} was started with another plan or shard; resume with the same ones",
+                    out.display()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::json("shard.json", e))?;
+    write_atomic(&info_path, &json)
+}
+
+/// Runs (or resumes) `shard` of `plan` into `out`; then writes the dataset files
+/// ([`super::output::finalize`]).
+pub fn run(
+    pipe: &Pipeline,
+    analyzer: &FaceAnalyzer,
+    plan: &Plan,
+    out: &Path,
+    shard: Shard,
+    resume: bool,
+    mut progress: impl FnMut(Progress),
+) -> Result<Vec<Record>> {
+    let items = plan.items();
+    let blocks: Vec<&[Item]> = items
+        .chunks(plan.batch)
+        .enumerate()
+        .filter(|(b, _)| shard.owns(*b))
+        .map(|(_, c)| c)
+        .collect();
+    let total: usize = blocks.iter().map(|b| b.len()).sum();
+    open_output(out, plan, shard, total, resume)?;
+    let mut done: BTreeSet<usize> = read_manifest(out)?.iter().map(|r| r.index).collect();
+    let mut state = Progress {
+        done: done.len(),
+        total,
+        this_run: 0,
+    };
+    progress(state);
+    let with_aus = pipe.au_adapter.is_some();
+    for block in blocks {
+        if block.iter().all(|it| done.contains(&it.index)) {
+            continue;
+        }
+        let reqs: Vec<_> = block
+            .iter()
+            .map(|it| {
+                let mut r = plan.request(it);
+                if !with_aus {
+                    r.aus = None;
+                }
+                r
+            })
+            .collect();
+        let outs = pollster::block_on(pipe.generate_batch(&reqs, |_| {}))?;
+        for (item, generated) in block.iter().zip(outs) {
+            if done.contains(&item.index) {
+                continue;
+            }
+            let side = generated.width;
+            let rgb = &generated.images[0];
+            let analysis = Analysis::of(analyzer, side, rgb)?;
+            let decision = decide(item.expression, &analysis, &plan.label);
+            let rec = record(item, generated.prompt.clone(), &analysis, &decision);
+            if let Some(rel) = &rec.file_name {
+                write_png(&out.join(rel), side, rgb)?;
+            }
+            append_manifest(out, &rec)?;
+            done.insert(item.index);
+            state.done += 1;
+            state.this_run += 1;
+            progress(state);
+        }
+    }
+    let records = read_manifest(out)?;
+    super::output::finalize(out, &records)?;
+    Ok(records)
+}
+
+fn write_png(path: &Path, side: usize, rgb: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(
+            rgb,
+            side as u32,
+            side as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| Error::Image {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    write_atomic(path, &bytes)
+}
+
+use image::ImageEncoder as _;
+
+/// Joins complete shard folders into `out`: every shard of one plan present once and
+/// finished, images copied, manifests joined in index order, dataset files written.
+pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Vec<Record>> {
+    let mut infos = Vec::new();
+    for dir in inputs {
+        let path = dir.join("shard.json");
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let info: ShardInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::json(path.display().to_string(), e))?;
+        infos.push((dir, info));
+    }
+    let Some((_, first)) = infos.first() else {
+        return Err(Error::request("merge", "no shard folders given"));
+    };
+    let (plan, count) = (first.plan.clone(), first.shard.count);
+    let mut seen = vec![false; count];
+    let mut records = Vec::new();
+    for (dir, info) in &infos {
+        if info.plan != plan || info.shard.count != count {
+            return Err(Error::request(
+                "merge",
+                format!("{} belongs to another plan or shard count", dir.display()),
+            ));
+        }
+        if std::mem::replace(&mut seen[info.shard.index], true) {
+            return Err(Error::request(
+                "merge",
+                format!("shard {}/{count} given twice", info.shard.index),
+            ));
+        }
+        let recs = read_manifest(dir)?;
+        if recs.len() != info.items {
+            return Err(Error::request(
+                "merge",
+                format!(
+                    "{} has {} of its {} items; finish it with --resume",
+                    dir.display(),
+                    recs.len(),
+                    info.items
+                ),
+            ));
+        }
+        for r in recs {
+            if let Some(rel) = &r.file_name {
+                let (src, dst) = (dir.join(rel), out.join(rel));
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+                write_atomic(&dst, &bytes)?;
+            }
+            records.push(r);
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::request(
+            "merge",
+            format!("shard {missing}/{count} is missing"),
+        ));
+    }
+    records.sort_by_key(|r| r.index);
+    let info = ShardInfo {
+        plan: plan.clone(),
+        shard: Shard::ALL,
+        items: records.len(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::json("shard.json", e))?;
+    write_atomic(&out.join("shard.json"), &json)?;
+    super::output::finalize(out, &records)?;
+    Ok(records)
+}

@@ -1,0 +1,264 @@
+//! Dataset synthesis: a killed run resumed equals an uninterrupted one file for file, two
+//! shards merged equal one unsharded run byte for byte, and invalid plans name their field.
+//! (The rectification rule is tested on hand-made probability tables in `synth::label`.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::Device;
+use common::fixture;
+use synfer::Pipeline;
+use synfer::face::analyzer::FaceAnalyzer;
+use synfer::synth::{Plan, Shard, merge, run};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("synfer-synth-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// sd1-tiny with the AU test UNet and adapter (the web page's test model), as one folder.
+fn model_dir(name: &str) -> PathBuf {
+    let dir = temp_dir(&format!("model-{name}"));
+    for part in [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "vae",
+    ] {
+        std::os::unix::fs::symlink(fixture("sd1-tiny").join(part), dir.join(part)).unwrap();
+    }
+    for part in ["unet", "au_adapter"] {
+        std::os::unix::fs::symlink(fixture("au").join(part), dir.join(part)).unwrap();
+    }
+    dir
+}
+
+fn plan_text(model: &Path, total: usize) -> String {
+    format!(
+        r#"
+model = "{}"
+seed = 5
+steps = 3
+batch = 4
+total = {total}
+[shares]
+neutral = 1.0
+happy = 1.0
+surprised = 1.0
+[expressions.happy]
+jitter = {{ AU12 = [-1.0, 1.0] }}
+dropout = 0.25
+[split]
+train = 0.7
+test = 0.3
+"#,
+        model.display()
+    )
+}
+
+/// Every file under `dir` (relative path → bytes).
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        "file sets differ"
+    );
+    for (k, v) in &fa {
+        assert!(fb[k] == *v, "{k} differs");
+    }
+}
+
+#[test]
+fn two_shards_merged_equal_one_unsharded_run() {
+    let model = model_dir("shards");
+    let plan = Plan::from_toml(&plan_text(&model, 18), "plan.toml").unwrap();
+    let device = Device::flex();
+    let pipe = Pipeline::load(&model, &device).unwrap();
+    let analyzer = FaceAnalyzer::embedded(&device).unwrap();
+    let whole = temp_dir("whole");
+    let records = run(&pipe, &analyzer, &plan, &whole, Shard::ALL, false, |_| {}).unwrap();
+    assert_eq!(records.len(), 18);
+    let indices: Vec<usize> = records.iter().map(|r| r.index).collect();
+    assert_eq!(indices, (0..18).collect::<Vec<_>>());
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let dir = temp_dir(&format!("shard{i}"));
+            let shard = Shard { index: i, count: 2 };
+            run(&pipe, &analyzer, &plan, &dir, shard, false, |_| {}).unwrap();
+            dir
+        })
+        .collect();
+    // 18 items in blocks of 4: shard 0 takes blocks 0, 2, 4 (10 items), shard 1 blocks 1, 3.
+    let lines = |d: &Path| {
+        std::fs::read_to_string(d.join("manifest.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!((lines(&shards[0]), lines(&shards[1])), (10, 8));
+    let merged = temp_dir("merged");
+    merge(&shards, &merged).unwrap();
+    assert_same_tree(&whole, &merged);
+    // An incomplete set of shards is refused.
+    let err = merge(&shards[..1], &temp_dir("half"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shard 1/2 is missing"), "{err}");
+    // Rerunning into a finished folder without --resume is refused; with it, nothing changes.
+    assert!(run(&pipe, &analyzer, &plan, &whole, Shard::ALL, false, |_| {}).is_err());
+    let mut made = usize::MAX;
+    run(&pipe, &analyzer, &plan, &whole, Shard::ALL, true, |p| {
+        made = p.this_run
+    })
+    .unwrap();
+    assert_eq!(made, 0);
+    assert_same_tree(&whole, &merged);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_uninterrupted_result() {
+    let model = model_dir("kill");
+    let dir = temp_dir("kill");
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(&plan_path, plan_text(&model, 40)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_synfer");
+    let synth = |out: &Path, resume: bool| {
+        let mut c = Command::new(bin);
+        c.args(["synth", "--device", "cpu", "--plan"])
+            .arg(&plan_path)
+            .arg("--out")
+            .arg(out);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let clean = dir.join("clean");
+    assert!(synth(&clean, false).output().unwrap().status.success());
+
+    let killed = dir.join("killed");
+    let mut child = synth(&killed, false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = killed.join("manifest.jsonl");
+    let started = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count());
+        if n >= 5 || started.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done = std::fs::read_to_string(&manifest).unwrap().lines().count();
+    assert!(
+        done < 40,
+        "the run finished before it was killed ({done} items)"
+    );
+    // A torn last line (a kill in the middle of an append) is dropped on resume.
+    let mut torn = std::fs::read(&manifest).unwrap();
+    torn.extend_from_slice(br#"{"file_name":"images/tr"#);
+    std::fs::write(&manifest, torn).unwrap();
+    let out = synth(&killed, true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&clean, &killed);
+}
+
+#[test]
+fn invalid_plans_name_the_field() {
+    let cases = [
+        (
+            "total = 5\n[shares]\nhappy = 1.0\nsmug = 1.0\n",
+            "shares.smug",
+        ),
+        ("[counts]\nhappy = 3\ncontempt = 2\n", "counts.contempt"),
+        ("[counts]\nhappy = 0\n", "counts"),
+        ("steps = 0\n[counts]\nhappy = 1\n", "steps"),
+        ("batch = 100\n[counts]\nhappy = 1\n", "batch"),
+        ("scheduler = \"lms\"\n[counts]\nhappy = 1\n", "scheduler"),
+        (
+            "[counts]\nhappy = 1\n[expressions.happy]\naus = { AU12 = 9.0 }\n",
+            "expressions.happy.aus.AU12",
+        ),
+        (
+            "[counts]\nhappy = 1\n[expressions.happy]\njitter = { AU12 = [1.0, -1.0] }\n",
+            "expressions.happy.jitter.AU12",
+        ),
+        (
+            "[counts]\nhappy = 1\n[prompt]\ntemplates = [\"a {mood} face\"]\n",
+            "mood",
+        ),
+        (
+            "[counts]\nhappy = 1\n[label]\nconfidence = 2.0\n",
+            "label.confidence",
+        ),
+        ("[counts]\nhappy = 1\nstepz = 3\n", "stepz"),
+    ];
+    for (text, field) in cases {
+        let err = Plan::from_toml(text, "plan.toml").unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains("plan.toml"),
+            "{text:?} → {err}"
+        );
+    }
+    assert!(Shard::parse("2/2").is_err() && Shard::parse("x").is_err());
+    assert_eq!(Shard::parse("1/3").unwrap(), Shard { index: 1, count: 3 });
+}
+
+#[test]
+fn items_are_deterministic_balanced_and_follow_the_plan() {
+    let text = "seed = 9\ntotal = 70\n[shares]\nneutral = 1.0\nhappy = 2.0\nsad = 4.0\n\
+                [expressions.happy]\naus = { AU26 = 2.0 }\n[split]\ntrain = 1.0\ntest = 1.0\n";
+    let plan = Plan::from_toml(text, "plan.toml").unwrap();
+    let items = plan.items();
+    assert_eq!(items, plan.items());
+    let count = |e: &str| items.iter().filter(|i| i.expression.name() == e).count();
+    assert_eq!(
+        (count("neutral"), count("happy"), count("sad")),
+        (10, 20, 40)
+    );
+    // Interleaved: the first 14 items already hold every class.
+    for e in ["neutral", "happy", "sad"] {
+        assert!(items[..14].iter().any(|i| i.expression.name() == e), "{e}");
+    }
+    for i in items.iter().filter(|i| i.expression.name() == "happy") {
+        // Happy's FineFace prototype (AU6 = 3, AU12 = 4) with AU26 set by the plan.
+        assert_eq!(
+            (i.aus["AU6"], i.aus["AU12"], i.aus["AU26"]),
+            (3.0, 4.0, 2.0)
+        );
+    }
+    let tests = items.iter().filter(|i| i.split == "test").count();
+    assert!((20..=50).contains(&tests), "{tests} of 70 in test");
+}
