@@ -132,6 +132,17 @@ impl MiniXception {
         h.reshape([n, c, hh * ww]).mean_dim(2).reshape([n, c])
     }
 
+    /// Logits `[n, 7]` in the canonical order [`super::CLASSES`] (differentiable).
+    pub fn canonical_logits(&self, x: Tensor<4>) -> Tensor<2> {
+        let logits = self.native_logits(x);
+        let device = logits.device();
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(TO_CANONICAL.map(|i| i as i64).to_vec(), [7]),
+            &device,
+        );
+        logits.select(1, index)
+    }
+
     /// Probabilities `[n, 7]` in the model's own order [`NATIVE_CLASSES`].
     pub fn forward_native(&self, x: Tensor<4>) -> Tensor<2> {
         softmax(self.native_logits(x), 1)

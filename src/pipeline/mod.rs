@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::text_encoder::{ClipTextConfig, ClipTextModel};
 use crate::tokenizer::{ClipTokenizer, TokenizerSettings};
+use crate::guidance::semantic::{GuideClassifier, SemanticGuidance, SemanticGuide, class_index};
 use crate::unet::attention::AuContext;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -91,6 +92,9 @@ pub struct Pipeline {
     pub scheduler: SchedulerConfig,
     /// AU adapter, when the model has one.
     pub au_adapter: Option<AuAdapter>,
+    /// The classifiers of semantic guidance, once [`Pipeline::enable_semantic_guidance`] loaded
+    /// them.
+    pub semantic: Option<SemanticGuide>,
     /// Model facts.
     pub info: ModelInfo,
     /// Device the weights live on.
@@ -239,6 +243,7 @@ impl Pipeline {
             unet,
             vae,
             au_adapter,
+            semantic: None,
             info: ModelInfo {
                 source: src.describe(),
                 latent_channels: unet_cfg.in_channels,
@@ -356,6 +361,8 @@ impl Pipeline {
                 Some("clip_skip")
             } else if r.au_scale.or(adapter_scale) != first.au_scale.or(adapter_scale) {
                 Some("au_scale")
+            } else if r.semantic_guidance != first.semantic_guidance {
+                Some("semantic_guidance")
             } else {
                 None
             };
@@ -458,10 +465,27 @@ impl Pipeline {
         let mut x = Tensor::<4>::from_data(TensorData::new(host.data, shape), &self.device)
             * scheduler.init_noise_sigma();
 
-        // 4. Denoising loop.
+        // 4. Denoising loop (with semantic guidance of the conditional embedding in its window).
         let timesteps = scheduler.timesteps().to_vec();
         let total = timesteps.len();
+        let guidance = self.semantic_targets(reqs)?;
+        let mut context = context;
         for (i, &t) in timesteps.iter().enumerate() {
+            if let Some((sg, targets)) = &guidance
+                && sg.guides(i, total)
+            {
+                let input = scheduler.scale_model_input(x.clone(), i);
+                context = self.guide_embedding(
+                    sg,
+                    targets,
+                    context,
+                    input,
+                    t,
+                    au_context.as_ref(),
+                    req.guidance_scale,
+                    &scheduler,
+                )?;
+            }
             let input = if cfg {
                 Tensor::cat(vec![x.clone(), x.clone()], 0)
             } else {
@@ -523,6 +547,157 @@ impl Pipeline {
             });
         }
         Ok(outs)
+    }
+
+    /// Loads the semantic-guidance classifiers (FER A and FER B, embedded) on the pipeline's
+    /// device.
+    pub fn enable_semantic_guidance(&mut self) -> Result<()> {
+        if self.semantic.is_none() {
+            self.semantic = Some(SemanticGuide::embedded(&self.device)?);
+        }
+        Ok(())
+    }
+
+    /// The batch's semantic-guidance settings and per-image target classes, when it is on.
+    fn semantic_targets(
+        &self,
+        reqs: &[GenerateRequest],
+    ) -> Result<Option<(SemanticGuidance, Vec<usize>)>> {
+        let Some(sg) = reqs[0].semantic_guidance.clone().filter(|sg| sg.scale > 0.0) else {
+            return Ok(None);
+        };
+        if self.semantic.is_none() {
+            return Err(Error::request(
+                "semantic_guidance",
+                "the pipeline has no guidance classifiers; call enable_semantic_guidance first",
+            ));
+        }
+        let mut targets = Vec::new();
+        for r in reqs {
+            let name = r.expression.map(|e| e.name()).unwrap_or("");
+            let class = class_index(name).ok_or_else(|| {
+                Error::request(
+                    "semantic_guidance",
+                    format!("{name:?} is not one of the classifiers' 7 classes"),
+                )
+            })?;
+            targets.extend(std::iter::repeat_n(class, r.num_images));
+        }
+        Ok(Some((sg, targets)))
+    }
+
+    /// One semantic-guidance update of the conditional half of `context` (`[uncond; cond]`
+    /// under classifier-free guidance, else `cond`): `c ← c − λ · g / ‖g‖` with `g` from
+    /// [`Pipeline::guidance_gradient`].
+    #[allow(clippy::too_many_arguments)]
+    fn guide_embedding(
+        &self,
+        sg: &SemanticGuidance,
+        targets: &[usize],
+        context: Tensor<3>,
+        input: Tensor<4>,
+        t: f64,
+        au: Option<&AuContext>,
+        guidance_scale: f64,
+        scheduler: &crate::scheduler::Scheduler,
+    ) -> Result<Tensor<3>> {
+        let n = input.dims()[0];
+        let [b, len, d] = context.dims();
+        let (uncond, cond) = if b == 2 * n {
+            (
+                Some(context.clone().slice([0..n, 0..len, 0..d])),
+                context.slice([n..b, 0..len, 0..d]),
+            )
+        } else {
+            (None, context)
+        };
+        let (_, g) = self.guidance_gradient(
+            sg.classifier,
+            targets,
+            cond.clone(),
+            uncond.clone(),
+            input,
+            t,
+            au,
+            guidance_scale,
+            scheduler,
+        )?;
+        let norm = if sg.per_token {
+            g.clone().powi_scalar(2).sum_dim(2).sqrt()
+        } else {
+            g.clone()
+                .powi_scalar(2)
+                .reshape([n, len * d])
+                .sum_dim(1)
+                .sqrt()
+                .reshape([n, 1, 1])
+        };
+        let cond = cond - g / (norm + 1e-12) * sg.scale;
+        Ok(match uncond {
+            Some(u) => Tensor::cat(vec![u, cond], 0),
+            None => cond,
+        })
+    }
+
+    /// The semantic-guidance loss `Σᵢ −log p(targetᵢ | x̂0ᵢ)` at one step and its gradient with
+    /// respect to the conditional embedding `cond` `[n, len, d]`: x̂0 from the (guided) model
+    /// output for the scaled model input `input` at timestep `t`, decoded by the VAE, scored by
+    /// `classifier`. Needs [`Pipeline::enable_semantic_guidance`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn guidance_gradient(
+        &self,
+        classifier: GuideClassifier,
+        targets: &[usize],
+        cond: Tensor<3>,
+        uncond: Option<Tensor<3>>,
+        input: Tensor<4>,
+        t: f64,
+        au: Option<&AuContext>,
+        guidance_scale: f64,
+        scheduler: &crate::scheduler::Scheduler,
+    ) -> Result<(f64, Tensor<3>)> {
+        let guide = self.semantic.as_ref().ok_or_else(|| {
+            Error::request(
+                "semantic_guidance",
+                "the pipeline has no guidance classifiers; call enable_semantic_guidance first",
+            )
+        })?;
+        let leaf = cond.detach().autodiff().require_grad();
+        let cfg = uncond.is_some();
+        let ctx = match uncond {
+            Some(u) => Tensor::cat(vec![u.detach().autodiff(), leaf.clone()], 0),
+            None => leaf.clone(),
+        };
+        let model_in = if cfg {
+            Tensor::cat(vec![input.clone(), input.clone()], 0)
+        } else {
+            input.clone()
+        };
+        let out = self.unet.forward_au(model_in, &[t as f32], ctx, au);
+        let out = if cfg {
+            let [b2, c, h, w] = out.dims();
+            let u = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
+            let c_ = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
+            crate::guidance::cfg::combine(u, c_, guidance_scale)
+        } else {
+            out
+        };
+        let acp = alpha_cumprod_at(scheduler.alphas_cumprod(), t);
+        let (sa, sb) = (acp.sqrt(), (1.0 - acp).sqrt());
+        let x0 = if self.scheduler.prediction_type.as_deref() == Some("v_prediction") {
+            input * sa - out * sb
+        } else {
+            (input - out * sb) / sa
+        };
+        let image = self.vae.decode(x0 / self.vae.scaling_factor);
+        let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
+        let loss = guide.loss(classifier, image, targets)?;
+        let value = f64::from(loss.clone().detach().into_scalar::<f32>());
+        let grads = loss.backward();
+        let g = leaf.grad(&grads).ok_or_else(|| {
+            Error::Device("semantic guidance: no gradient reached the text embedding".into())
+        })?;
+        Ok((value, g))
     }
 
     /// Latents `[n, c, h, w]` decoded to `[0, 1]` and read back, `n × height × width × 3`.
@@ -605,6 +780,14 @@ impl Pipeline {
             Some(AuContext { tokens, scale }),
         ))
     }
+}
+
+/// ᾱ at a (possibly fractional) timestep, linear between the training steps.
+fn alpha_cumprod_at(acp: &[f64], t: f64) -> f64 {
+    let last = acp.len().saturating_sub(1);
+    let t = t.clamp(0.0, last as f64);
+    let (lo, hi) = (t.floor() as usize, (t.ceil() as usize).min(last));
+    acp[lo] + (acp[hi] - acp[lo]) * (t - lo as f64)
 }
 
 /// The corrections `StableDiffusionPipeline.__init__` applies to a folder's scheduler config

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::au::Expression;
 use crate::error::{Error, Result};
+use crate::guidance::semantic::SemanticGuidance;
 use crate::scheduler::SchedulerKind;
 
 /// One text-to-image request.
@@ -43,6 +44,8 @@ pub struct GenerateRequest {
     pub aus: Option<BTreeMap<String, f32>>,
     /// Weight of the AU branch (default: the adapter's `default_au_scale`, usually 1).
     pub au_scale: Option<f64>,
+    /// Semantic guidance toward the request's expression (needs `expression`).
+    pub semantic_guidance: Option<SemanticGuidance>,
 }
 
 impl Default for GenerateRequest {
@@ -61,6 +64,7 @@ impl Default for GenerateRequest {
             expression: None,
             aus: None,
             au_scale: None,
+            semantic_guidance: None,
         }
     }
 }
@@ -115,6 +119,15 @@ impl GenerateRequest {
             && !s.is_finite()
         {
             return Err(Error::request("au_scale", format!("{s} must be finite")));
+        }
+        if let Some(sg) = &self.semantic_guidance {
+            sg.validate()?;
+            if self.expression.is_none() {
+                return Err(Error::request(
+                    "semantic_guidance",
+                    "semantic guidance steers toward the request's expression: set expression",
+                ));
+            }
         }
         Ok(())
     }

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::au::{AuVector, Expression, FINEFACE};
 use crate::error::{Error, Result};
 use crate::face::CLASSES;
+use crate::guidance::semantic::SemanticGuidance;
 use crate::pipeline::GenerateRequest;
 use crate::scheduler::SchedulerKind;
 use crate::train::schedule::mix;
@@ -181,6 +182,10 @@ pub struct Plan {
     /// Labelling.
     #[serde(default)]
     pub label: LabelPlan,
+    /// Semantic guidance of every item toward its expression (`scale`, `window`,
+    /// `classifier`, `per_token`).
+    #[serde(default)]
+    pub semantic_guidance: Option<SemanticGuidance>,
 }
 
 fn default_steps() -> usize {
@@ -339,6 +344,10 @@ impl Plan {
         {
             return bad("split", bad_name, "split names become folder names");
         }
+        if let Some(sg) = &self.semantic_guidance {
+            sg.validate()
+                .map_err(|e| Error::config(file, "semantic_guidance", "…", e.to_string()))?;
+        }
         if !(0.0..=1.0).contains(&self.label.confidence) {
             return bad(
                 "label.confidence",
@@ -478,6 +487,7 @@ impl Plan {
             expression: Some(item.expression),
             aus: Some(item.aus.clone()),
             au_scale: self.au_scale,
+            semantic_guidance: self.semantic_guidance.clone(),
         }
     }
 }

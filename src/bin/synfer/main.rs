@@ -16,6 +16,7 @@ use serde_json::json;
 use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use synfer::guidance::semantic::SemanticGuidance;
 use synfer::files::write_atomic;
 use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
@@ -131,6 +132,18 @@ struct GenerateArgs {
     /// Weight of the AU branch (default: the adapter's, usually 1).
     #[arg(long)]
     au_scale: Option<f64>,
+    /// Semantic guidance strength λ toward `--expression` (SynFER; 0.1 is the paper's scale).
+    #[arg(long)]
+    semantic_guidance: Option<f64>,
+    /// Guided part of the schedule as fractions `FROM:TO` (default 0.4:1.0, the last 60 %).
+    #[arg(long, requires = "semantic_guidance")]
+    sg_window: Option<String>,
+    /// Classifier whose gradient guides: face-api (default) or mini-xception.
+    #[arg(long, requires = "semantic_guidance")]
+    sg_classifier: Option<String>,
+    /// Normalise the guidance gradient per token instead of per image.
+    #[arg(long, requires = "semantic_guidance")]
+    sg_per_token: bool,
     /// AU adapter: an `au_adapter` folder (config.json + safetensors), or FineFace's released
     /// files (a folder holding them, or a comma-separated list).
     #[arg(long)]
@@ -391,6 +404,31 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The `--semantic-guidance` flags as request settings.
+fn semantic_guidance(args: &GenerateArgs) -> Result<Option<SemanticGuidance>> {
+    let Some(scale) = args.semantic_guidance else {
+        return Ok(None);
+    };
+    let mut sg = SemanticGuidance {
+        scale,
+        per_token: args.sg_per_token,
+        ..SemanticGuidance::default()
+    };
+    if let Some(w) = &args.sg_window {
+        let parsed = w
+            .split_once(':')
+            .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
+        sg.window = parsed.ok_or_else(|| {
+            Error::request("sg-window", format!("{w:?}: expected FROM:TO, e.g. 0.4:1.0"))
+        })?;
+    }
+    if let Some(c) = &args.sg_classifier {
+        sg.classifier = c.parse()?;
+    }
+    sg.validate()?;
+    Ok(Some(sg))
+}
+
 fn generate(args: GenerateArgs) -> Result<()> {
     if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
         return Err(Error::request(
@@ -410,7 +448,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
         options.adapter = Some(adapter);
         options.loras.extend(loras);
     }
-    let pipeline = Pipeline::load_with(&args.model, &selected.device, options)?;
+    let mut pipeline = Pipeline::load_with(&args.model, &selected.device, options)?;
+    if args.semantic_guidance.is_some() {
+        pipeline.enable_semantic_guidance()?;
+    }
     let load_s = start.elapsed().as_secs_f64();
     let aus = match &args.au {
         Some(text) => {
@@ -429,6 +470,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         None => None,
     };
 
+    let semantic_guidance = semantic_guidance(&args)?;
     let req = GenerateRequest {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
@@ -443,6 +485,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         expression: args.expression,
         aus,
         au_scale: args.au_scale,
+        semantic_guidance,
     };
     let latents = args.latents.as_deref().map(load_latents_file).transpose()?;
 

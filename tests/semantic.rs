@@ -1,0 +1,148 @@
+//! Semantic guidance: the embedding gradient against central finite differences, λ = 0 equal to
+//! no guidance bit for bit, and the request checks.
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::fixture;
+use synfer::au::Expression;
+use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
+use synfer::pipeline::source::DirSource;
+use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline, seeded_noise};
+use synfer::au::encoder::AuAdapterConfig;
+use synfer::weights::TensorStore;
+
+fn pipeline() -> Pipeline {
+    let options = LoadOptions {
+        loras: Vec::new(),
+        adapter: Some(AdapterWeights {
+            config: AuAdapterConfig {
+                hidden_dim: 4,
+                ..AuAdapterConfig::fineface()
+            },
+            store: TensorStore::synthetic("random adapter", 3),
+        }),
+    };
+    let src = DirSource::new(fixture("sd1-tiny")).unwrap();
+    let mut p = Pipeline::from_source_with(&src, &Device::flex(), options).unwrap();
+    p.enable_semantic_guidance().unwrap();
+    p
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+#[test]
+fn the_embedding_gradient_matches_finite_differences() {
+    let p = pipeline();
+    let device = p.device.clone();
+    let (context, _) = p.encode_prompt(&["", "a photo of a face"], 0).unwrap();
+    let [_, len, d] = context.dims();
+    let uncond = context.clone().slice([0..1, 0..len, 0..d]);
+    let cond = context.slice([1..2, 0..len, 0..d]);
+    let scheduler = p.scheduler.build(10).unwrap();
+    let i = 6;
+    let t = scheduler.timesteps()[i];
+    let shape = [p.info.latent_channels, 8, 8];
+    let noise = seeded_noise(11, &shape);
+    let input = Tensor::<4>::from_data(TensorData::new(noise.data, [1, shape[0], 8, 8]), &device);
+    let req = GenerateRequest {
+        expression: Some(Expression::Happy),
+        ..GenerateRequest::new("x")
+    };
+    let (_, au) = p.au_conditioning(&req, 1, true).unwrap();
+    let target = [1usize]; // happy
+    for classifier in [GuideClassifier::FaceApi, GuideClassifier::MiniXception] {
+        let loss = |c: Tensor<3>| {
+            p.guidance_gradient(
+                classifier,
+                &target,
+                c,
+                Some(uncond.clone()),
+                input.clone(),
+                t,
+                au.as_ref(),
+                7.5,
+                &scheduler,
+            )
+            .unwrap()
+        };
+        let (_, g) = loss(cond.clone());
+        let g = values(g);
+        let base = values(cond.clone());
+        let mut order: Vec<usize> = (0..g.len()).collect();
+        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+        for &k in order.iter().take(5) {
+            let h = 2e-3f32;
+            let at = |delta: f32| {
+                let mut v = base.clone();
+                v[k] += delta;
+                loss(Tensor::from_data(TensorData::new(v, [1, len, d]), &device)).0
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * f64::from(h));
+            let rel = (fd - f64::from(g[k])).abs() / f64::from(g[k]).abs().max(1e-12);
+            println!("{} coord {k}: autodiff {} fd {fd} rel {rel:.2e}", classifier.name(), g[k]);
+            assert!(rel <= 1e-2, "{}: coordinate {k}: {} vs {fd}", classifier.name(), g[k]);
+        }
+    }
+}
+
+#[test]
+fn zero_strength_is_bit_identical_to_no_guidance() {
+    let p = pipeline();
+    let base = GenerateRequest {
+        expression: Some(Expression::Sad),
+        steps: 6,
+        seed: 4,
+        ..GenerateRequest::new("a photo of a man")
+    };
+    let plain = pollster::block_on(p.generate(&base, None, |_| {})).unwrap();
+    let zero = GenerateRequest {
+        semantic_guidance: Some(SemanticGuidance {
+            scale: 0.0,
+            ..SemanticGuidance::default()
+        }),
+        ..base.clone()
+    };
+    let same = pollster::block_on(p.generate(&zero, None, |_| {})).unwrap();
+    assert_eq!(plain.images_f32, same.images_f32);
+    // A positive strength changes the image (the window covers steps 3..6 of 6).
+    let on = GenerateRequest {
+        semantic_guidance: Some(SemanticGuidance::default()),
+        ..base
+    };
+    let guided = pollster::block_on(p.generate(&on, None, |_| {})).unwrap();
+    assert_ne!(plain.images_f32, guided.images_f32);
+}
+
+#[test]
+fn guidance_needs_a_target_and_valid_settings() {
+    let p = pipeline();
+    let no_target = GenerateRequest {
+        semantic_guidance: Some(SemanticGuidance::default()),
+        ..GenerateRequest::new("a face")
+    };
+    let err = pollster::block_on(p.generate(&no_target, None, |_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("semantic_guidance") && err.contains("expression"), "{err}");
+    let bad = SemanticGuidance {
+        window: [0.8, 0.2],
+        ..SemanticGuidance::default()
+    };
+    assert!(bad.validate().unwrap_err().to_string().contains("window"));
+    assert!("fer-c".parse::<GuideClassifier>().is_err());
+    // Without the classifiers loaded, a clear error.
+    let src = DirSource::new(fixture("sd1-tiny")).unwrap();
+    let plain = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    let req = GenerateRequest {
+        expression: Some(Expression::Happy),
+        semantic_guidance: Some(SemanticGuidance::default()),
+        ..GenerateRequest::new("a face")
+    };
+    let err = pollster::block_on(plain.generate(&req, None, |_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enable_semantic_guidance"), "{err}");
+}
