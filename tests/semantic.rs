@@ -6,10 +6,10 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::fixture;
 use synfer::au::Expression;
+use synfer::au::encoder::AuAdapterConfig;
 use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use synfer::pipeline::source::DirSource;
 use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline, seeded_noise};
-use synfer::au::encoder::AuAdapterConfig;
 use synfer::weights::TensorStore;
 
 fn pipeline() -> Pipeline {
@@ -42,7 +42,7 @@ fn the_embedding_gradient_matches_finite_differences() {
     let uncond = context.clone().slice([0..1, 0..len, 0..d]);
     let cond = context.slice([1..2, 0..len, 0..d]);
     let scheduler = p.scheduler.build(10).unwrap();
-    let i = 6;
+    let i = 1;
     let t = scheduler.timesteps()[i];
     let shape = [p.info.latent_channels, 8, 8];
     let noise = seeded_noise(11, &shape);
@@ -69,21 +69,40 @@ fn the_embedding_gradient_matches_finite_differences() {
             .unwrap()
         };
         let (_, g) = loss(cond.clone());
+        assert!(g.dims() == [1, len, d]);
         let g = values(g);
         let base = values(cond.clone());
         let mut order: Vec<usize> = (0..g.len()).collect();
         order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
         for &k in order.iter().take(5) {
-            let h = 2e-3f32;
             let at = |delta: f32| {
                 let mut v = base.clone();
                 v[k] += delta;
                 loss(Tensor::from_data(TensorData::new(v, [1, len, d]), &device)).0
             };
-            let fd = (at(h) - at(-h)) / (2.0 * f64::from(h));
-            let rel = (fd - f64::from(g[k])).abs() / f64::from(g[k]).abs().max(1e-12);
-            println!("{} coord {k}: autodiff {} fd {fd} rel {rel:.2e}", classifier.name(), g[k]);
-            assert!(rel <= 1e-2, "{}: coordinate {k}: {} vs {fd}", classifier.name(), g[k]);
+            // Central differences at four step sizes, combined by least squares (the slope of
+            // L(c + δ e_k) over δ = ±h): the f32 pipeline's rounding noise averages out and the
+            // classifiers' ReLU kinks are not resolved at any single tiny step.
+            let steps = [4e-3f32, 8e-3, 12e-3, 16e-3];
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for h in steps {
+                let diff = at(h) - at(-h);
+                num += diff * f64::from(h);
+                den += 2.0 * f64::from(h) * f64::from(h);
+            }
+            let fd = num / den;
+            let rel = (fd - f64::from(g[k])).abs() / f64::from(g[k]).abs();
+            println!(
+                "{} coordinate {k}: autodiff {} fd {fd} rel {rel:.2e}",
+                classifier.name(),
+                g[k]
+            );
+            assert!(
+                rel <= 1e-2,
+                "{}: coordinate {k}: {} vs {fd}",
+                classifier.name(),
+                g[k]
+            );
         }
     }
 }
@@ -126,7 +145,10 @@ fn guidance_needs_a_target_and_valid_settings() {
     let err = pollster::block_on(p.generate(&no_target, None, |_| {}))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("semantic_guidance") && err.contains("expression"), "{err}");
+    assert!(
+        err.contains("semantic_guidance") && err.contains("expression"),
+        "{err}"
+    );
     let bad = SemanticGuidance {
         window: [0.8, 0.2],
         ..SemanticGuidance::default()

@@ -12,10 +12,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::au::AuVector;
 use crate::au::encoder::AuAdapterConfig;
 use crate::error::{Error, Result};
+use crate::guidance::semantic::{GuideClassifier, SemanticGuidance, SemanticGuide, class_index};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::text_encoder::{ClipTextConfig, ClipTextModel};
 use crate::tokenizer::{ClipTokenizer, TokenizerSettings};
-use crate::guidance::semantic::{GuideClassifier, SemanticGuidance, SemanticGuide, class_index};
 use crate::unet::attention::AuContext;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -563,7 +563,11 @@ impl Pipeline {
         &self,
         reqs: &[GenerateRequest],
     ) -> Result<Option<(SemanticGuidance, Vec<usize>)>> {
-        let Some(sg) = reqs[0].semantic_guidance.clone().filter(|sg| sg.scale > 0.0) else {
+        let Some(sg) = reqs[0]
+            .semantic_guidance
+            .clone()
+            .filter(|sg| sg.scale > 0.0)
+        else {
             return Ok(None);
         };
         if self.semantic.is_none() {

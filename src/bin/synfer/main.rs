@@ -16,8 +16,8 @@ use serde_json::json;
 use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
-use synfer::guidance::semantic::SemanticGuidance;
 use synfer::files::write_atomic;
+use synfer::guidance::semantic::SemanticGuidance;
 use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
 use synfer::pipeline::{GenerateRequest, LoadOptions, Pipeline};
@@ -419,7 +419,10 @@ fn semantic_guidance(args: &GenerateArgs) -> Result<Option<SemanticGuidance>> {
             .split_once(':')
             .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
         sg.window = parsed.ok_or_else(|| {
-            Error::request("sg-window", format!("{w:?}: expected FROM:TO, e.g. 0.4:1.0"))
+            Error::request(
+                "sg-window",
+                format!("{w:?}: expected FROM:TO, e.g. 0.4:1.0"),
+            )
         })?;
     }
     if let Some(c) = &args.sg_classifier {
