@@ -8,6 +8,8 @@
 //!   seeds, each measured by the AU estimator (FaceMesh landmarks, mean over the image and its
 //!   mirror, as the dataset was labelled); Spearman's ρ between requested and measured
 //!   intensity per AU.
+//! - **Semantic guidance** (optional): every expression again with guidance, agreement judged by
+//!   the classifier that did not guide, with and without, and the cost of a guided step.
 //! - **Faces**: the share of expression images in which BlazeFace finds a face
 //!   ([`face_score`]), so that agreement is not read off images that show no face.
 
@@ -20,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::face::CLASSES;
 use crate::face::analyzer::{FaceAnalyzer, RgbView};
 use crate::facetext::label;
+use crate::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use crate::pipeline::{GenerateRequest, Pipeline};
 use crate::plot::Canvas;
 
@@ -55,6 +58,9 @@ pub struct EvalConfig {
     pub guidance: f64,
     /// Images per pipeline call.
     pub batch: usize,
+    /// Also measure semantic guidance: every expression again with these settings, judged by
+    /// the classifier that did not guide.
+    pub semantic: Option<SemanticGuidance>,
 }
 
 impl Default for EvalConfig {
@@ -69,6 +75,7 @@ impl Default for EvalConfig {
             steps: 25,
             guidance: 7.5,
             batch: 8,
+            semantic: None,
         }
     }
 }
@@ -110,8 +117,27 @@ pub struct EvalReport {
     pub face_rate: f64,
     /// Per AU.
     pub aus: BTreeMap<String, AuResult>,
+    /// Semantic guidance, when measured.
+    pub semantic: Option<SemanticReport>,
     /// Seconds spent generating and judging.
     pub seconds: f64,
+}
+
+/// Agreement with and without semantic guidance, judged by the classifier that did not guide.
+#[derive(Debug, Clone, Serialize)]
+pub struct SemanticReport {
+    /// The guidance settings.
+    pub settings: SemanticGuidance,
+    /// The judging classifier (never the guiding one).
+    pub judge: String,
+    /// Per expression: `[without, with]` agreement over the same seeds.
+    pub agreement: BTreeMap<String, [f64; 2]>,
+    /// Mean over the seven expressions: `[without, with]`.
+    pub average: [f64; 2],
+    /// Seconds per denoising step: `[unguided, guided]` (guided steps only), and their ratio.
+    pub step_seconds: [f64; 2],
+    /// `step_seconds[1] / step_seconds[0]`.
+    pub step_cost_ratio: f64,
 }
 
 /// Images kept for the grid: per expression, then per AU (one seed, every level).
@@ -255,6 +281,9 @@ pub fn evaluate(
     let mut done = 0;
     let mut images = EvalImages::default();
     let mut expressions = BTreeMap::new();
+    // Both classifiers' labels of every unguided image, and the time spent generating them.
+    let mut unguided_labels: BTreeMap<&str, Vec<[String; 2]>> = BTreeMap::new();
+    let mut unguided_seconds = 0.0;
     for e in EXPRESSIONS {
         let req = GenerateRequest {
             prompt: cfg.prompt.clone(),
@@ -264,7 +293,9 @@ pub fn evaluate(
             expression: Some(e),
             ..Default::default()
         };
+        let t0 = std::time::Instant::now();
         let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
+        unguided_seconds += t0.elapsed().as_secs_f64();
         images.side = side;
         let mut judged: BTreeMap<String, usize> =
             CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
@@ -273,6 +304,10 @@ pub fn evaluate(
             faces += usize::from(face_score(analyzer, side, &rgb)? >= FACE_THRESHOLD);
             let report = analyzer.analyze_cropped(RgbView::new(side, side, &rgb)?)?;
             let verdict = report.expression.mini_xception.label.to_string();
+            unguided_labels.entry(e.name()).or_default().push([
+                report.expression.face_api.label.to_string(),
+                verdict.clone(),
+            ]);
             *judged.entry(verdict.clone()).or_default() += 1;
             images.expressions.push((e, verdict, rgb));
             done += 1;
@@ -293,6 +328,17 @@ pub fn evaluate(
         expressions.values().map(|r| r.agreement).sum::<f64>() / expressions.len() as f64;
     let face_rate =
         expressions.values().map(|r| r.face_rate).sum::<f64>() / expressions.len() as f64;
+    let semantic = match &cfg.semantic {
+        Some(sg) => Some(semantic_report(
+            pipe,
+            analyzer,
+            cfg,
+            sg,
+            &unguided_labels,
+            unguided_seconds,
+        )?),
+        None => None,
+    };
 
     let mut aus = BTreeMap::new();
     for code in &cfg.aus {
@@ -338,10 +384,78 @@ pub fn evaluate(
             average_agreement,
             face_rate,
             aus,
+            semantic,
             seconds: start.elapsed().as_secs_f64(),
         },
         images,
     ))
+}
+
+/// The guided pass of [`evaluate`]: every expression again with `sg`, judged by the other
+/// classifier, against the same classifier's labels of the unguided images.
+fn semantic_report(
+    pipe: &Pipeline,
+    analyzer: &FaceAnalyzer,
+    cfg: &EvalConfig,
+    sg: &SemanticGuidance,
+    unguided: &BTreeMap<&str, Vec<[String; 2]>>,
+    unguided_seconds: f64,
+) -> Result<SemanticReport> {
+    let judge = sg.classifier.other();
+    let slot = usize::from(judge == GuideClassifier::MiniXception);
+    let mut agreement = BTreeMap::new();
+    let mut guided_seconds = 0.0;
+    for e in EXPRESSIONS {
+        let req = GenerateRequest {
+            prompt: cfg.prompt.clone(),
+            steps: cfg.steps,
+            guidance_scale: cfg.guidance,
+            seed: cfg.seed,
+            expression: Some(e),
+            semantic_guidance: Some(sg.clone()),
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
+        guided_seconds += t0.elapsed().as_secs_f64();
+        let mut hits = 0;
+        for rgb in rgbs {
+            let report = analyzer.analyze_cropped(RgbView::new(side, side, &rgb)?)?;
+            let label = match judge {
+                GuideClassifier::FaceApi => report.expression.face_api.label,
+                GuideClassifier::MiniXception => report.expression.mini_xception.label,
+            };
+            hits += usize::from(label == e.name());
+        }
+        let before = unguided
+            .get(e.name())
+            .map_or(0, |v| v.iter().filter(|l| l[slot] == e.name()).count());
+        let n = cfg.per_expression as f64;
+        agreement.insert(e.name().to_string(), [before as f64 / n, hits as f64 / n]);
+    }
+    let k = agreement.len().max(1) as f64;
+    let average = [
+        agreement.values().map(|a| a[0]).sum::<f64>() / k,
+        agreement.values().map(|a| a[1]).sum::<f64>() / k,
+    ];
+    // Guided runs spend unguided time on the steps outside the window.
+    let steps = (EXPRESSIONS.len() * cfg.per_expression.div_ceil(cfg.batch) * cfg.steps) as f64;
+    let guided_steps = (0..cfg.steps).filter(|&i| sg.guides(i, cfg.steps)).count() as f64
+        * (EXPRESSIONS.len() * cfg.per_expression.div_ceil(cfg.batch)) as f64;
+    let unguided_step = unguided_seconds / steps;
+    let guided_step = if guided_steps > 0.0 {
+        (guided_seconds - (steps - guided_steps) * unguided_step) / guided_steps
+    } else {
+        unguided_step
+    };
+    Ok(SemanticReport {
+        settings: sg.clone(),
+        judge: judge.name().to_string(),
+        agreement,
+        average,
+        step_seconds: [unguided_step, guided_step],
+        step_cost_ratio: guided_step / unguided_step.max(1e-12),
+    })
 }
 
 /// A contact sheet: one row per expression (first `columns` images, FER B's verdict under each,

@@ -7,6 +7,7 @@ use synfer::device::{self, DeviceChoice};
 use synfer::eval::{EvalConfig, evaluate, grid};
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::files::write_atomic;
+use synfer::guidance::semantic::SemanticGuidance;
 use synfer::{Error, Pipeline, Result};
 
 #[derive(clap::Args)]
@@ -44,6 +45,12 @@ pub struct EvalArgs {
     /// Images per pipeline call.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Also measure semantic guidance at this strength (the same seeds with and without).
+    #[arg(long)]
+    semantic_guidance: Option<f64>,
+    /// The guiding classifier (face-api or mini-xception); the other one judges.
+    #[arg(long, default_value = "face-api")]
+    sg_classifier: String,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -51,7 +58,20 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let selected = device::select(args.device)?;
-    let pipe = Pipeline::load(&args.model, &selected.device)?;
+    let mut pipe = Pipeline::load(&args.model, &selected.device)?;
+    let semantic = match args.semantic_guidance {
+        Some(scale) => {
+            pipe.enable_semantic_guidance()?;
+            let sg = SemanticGuidance {
+                scale,
+                classifier: args.sg_classifier.parse()?,
+                ..SemanticGuidance::default()
+            };
+            sg.validate()?;
+            Some(sg)
+        }
+        None => None,
+    };
     let analyzer = FaceAnalyzer::embedded(&selected.device)?;
     let cfg = EvalConfig {
         per_expression: args.per_expression,
@@ -68,6 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         steps: args.steps,
         guidance: args.guidance,
         batch: args.batch,
+        semantic,
         ..EvalConfig::default()
     };
     let bar = ProgressBar::new(0);
@@ -112,6 +133,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "  {code:<5} Spearman {rho:>9}  measured by level: {}",
             means.join(" ")
         );
+    }
+    if let Some(s) = &report.semantic {
+        println!(
+            "  semantic guidance λ = {} ({} guides, {} judges): {:.1} % → {:.1} %; a guided step costs {:.2}× an unguided one",
+            s.settings.scale,
+            s.settings.classifier.name(),
+            s.judge,
+            s.average[0] * 100.0,
+            s.average[1] * 100.0,
+            s.step_cost_ratio
+        );
+        for (name, [a, b]) in &s.agreement {
+            println!("    {name:<10} {:5.1} % → {:5.1} %", a * 100.0, b * 100.0);
+        }
     }
     println!(
         "wrote {}/eval.json and grid.png ({:.0} s)",
