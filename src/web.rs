@@ -250,6 +250,20 @@ impl WebPipeline {
         })
     }
 
+    /// Loads the semantic-guidance classifiers (FER A and FER B safetensors bytes, as in
+    /// `assets/face/`), so that requests may carry `semantic_guidance`.
+    #[wasm_bindgen(js_name = enableSemanticGuidance)]
+    pub fn enable_semantic_guidance(&mut self, fer_a: &[u8], fer_b: &[u8]) -> Result<(), JsError> {
+        let guide = crate::guidance::semantic::SemanticGuide::from_bytes(
+            fer_a,
+            fer_b,
+            &self.pipeline.device,
+        )
+        .map_err(js_error)?;
+        self.pipeline.semantic = Some(guide);
+        Ok(())
+    }
+
     /// Model facts: sizes, scheduler, device, AU set (`null` without an adapter).
     pub fn info(&self) -> Result<JsValue, JsError> {
         to_js(&WebModelInfo {

@@ -70,6 +70,7 @@ function onWorkerMessage(msg) {
       setStatus(`Ready on ${msg.info.device}${state.webgpu ? '' : ` (CPU fallback: ${state.cpuWhy})`}. `
         + `Model: ${msg.info.name}.`, state.webgpu ? 'info' : 'warn');
       $('model-name').textContent = msg.info.name;
+      updateSemanticNote();
       $('generate').disabled = false;
       document.body.dataset.ready = '1';
       break;
@@ -158,6 +159,17 @@ function applyPreset() {
   }
 }
 
+/** Semantic guidance needs a target expression and the classifiers in the worker. */
+function updateSemanticNote() {
+  const available = state.info ? state.info.semantic !== false : true;
+  $('sg-on').disabled = !available;
+  $('sg-value').textContent = Number($('sg-scale').value).toFixed(2);
+  let note = '';
+  if (!available) note = 'unavailable: the expression classifiers did not load';
+  else if ($('sg-on').checked && !$('expression').value) note = 'choose an expression: guidance steers toward it';
+  $('sg-note').textContent = note;
+}
+
 function currentRequest() {
   const side = Number($('size').value);
   const request = {
@@ -178,6 +190,9 @@ function currentRequest() {
     }
     request.aus = aus;
     request.au_scale = Number($('au-scale').value);
+  }
+  if ($('sg-on').checked && request.expression) {
+    request.semantic_guidance = { scale: Number($('sg-scale').value) };
   }
   return request;
 }
@@ -380,7 +395,9 @@ async function main() {
   $('controls').addEventListener('submit', onGenerate);
   $('cancel').addEventListener('click', onCancel);
   $('dice').addEventListener('click', () => { $('seed').value = Math.floor(Math.random() * 2 ** 31); });
-  $('expression').addEventListener('change', applyPreset);
+  $('expression').addEventListener('change', () => { applyPreset(); updateSemanticNote(); });
+  $('sg-on').addEventListener('change', updateSemanticNote);
+  $('sg-scale').addEventListener('input', updateSemanticNote);
   $('au-reset').addEventListener('click', () => { $('expression').value = ''; applyPreset(); });
   $('download-all').addEventListener('click', downloadAll);
   $('model-dir').addEventListener('change', onModelFolder);

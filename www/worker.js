@@ -47,8 +47,16 @@ async function fetchBytes(url) {
   return new Uint8Array(await res.arrayBuffer());
 }
 
+let faceBytes = null;
+
+/** The face models' bytes (fetched once): FER A, FER B, FaceMesh, BlazeFace. */
+async function faceModelBytes() {
+  if (!faceBytes) faceBytes = await Promise.all(FACE_MODELS.map(fetchBytes));
+  return faceBytes;
+}
+
 async function loadAnalyzer() {
-  return WebAnalyzer.load(...await Promise.all(FACE_MODELS.map(fetchBytes)));
+  return WebAnalyzer.load(...await faceModelBytes());
 }
 
 async function fetchDefault() {
@@ -70,6 +78,14 @@ async function load({ webgpu, model }) {
     : await fetchDefault();
   const limit = await maxBinding(webgpu);
   pipeline = await WebPipeline.load(chosen.files, webgpu, limit);
+  let semantic = true;
+  try {
+    const [ferA, ferB] = await faceModelBytes();
+    pipeline.enableSemanticGuidance(ferA, ferB);
+  } catch (e) {
+    console.warn('semantic guidance unavailable:', e);
+    semantic = false;
+  }
   if (!analyzer) {
     try {
       analyzer = await loadAnalyzer();
@@ -78,7 +94,7 @@ async function load({ webgpu, model }) {
     }
   }
   const info = pipeline.info();
-  postMessage({ type: 'ready', info: { ...info, name: chosen.name }, catalogue: auCatalogue() });
+  postMessage({ type: 'ready', info: { ...info, name: chosen.name, semantic }, catalogue: auCatalogue() });
 }
 
 async function generate({ id, request }) {

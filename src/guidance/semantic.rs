@@ -139,9 +139,14 @@ pub struct SemanticGuide {
 impl SemanticGuide {
     /// The embedded classifiers on `device`.
     pub fn embedded(device: &Device) -> Result<Self> {
+        Self::from_bytes(FER_A_BYTES, FER_B_BYTES, device)
+    }
+
+    /// The classifiers from their safetensors files (`assets/face/` layouts) held in memory.
+    pub fn from_bytes(fer_a: &[u8], fer_b: &[u8], device: &Device) -> Result<Self> {
         Ok(SemanticGuide {
-            fer_a: FaceApiExpression::from_bytes("fer_a_face_api", FER_A_BYTES, device)?.no_grad(),
-            fer_b: MiniXception::from_bytes("fer_b_mini_xception", FER_B_BYTES, device)?.no_grad(),
+            fer_a: FaceApiExpression::from_bytes("fer_a_face_api", fer_a, device)?.no_grad(),
+            fer_b: MiniXception::from_bytes("fer_b_mini_xception", fer_b, device)?.no_grad(),
         })
     }
 
