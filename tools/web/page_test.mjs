@@ -139,9 +139,20 @@ async function run(base, { cpu }) {
     await page.click('#generate');
     await page.waitForFunction(() => document.querySelectorAll('#gallery li').length === 2, null, { timeout: 300000 });
     const warm = Number(/([0-9.]+) s\/step/.exec(await page.textContent('#gallery li .meta'))[1]);
+
+    // Semantic guidance toward the chosen expression (the last 60 % of the steps).
+    await page.check('#sg-on');
+    await page.click('#generate');
+    await page.waitForFunction(() => document.querySelectorAll('#gallery li').length === 3, null, { timeout: 600000 });
+    const guidedRequest = JSON.parse(await page.textContent('#gallery li .request-json'));
+    check(guidedRequest.semantic_guidance && guidedRequest.semantic_guidance.scale === 0.1,
+      `${label}: guided request ${JSON.stringify(guidedRequest.semantic_guidance)}`);
+    const guided = Number(/([0-9.]+) s\/step/.exec(await page.textContent('#gallery li .meta'))[1]);
+    await page.uncheck('#sg-on');
     if (cpu) await bringYourOwnModel(page);
     console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, first_image_ms: firstImageMs,
-      first_per_step_s: perStep, warm_per_step_s: warm, warm_steps: WARM_STEPS, size: `${rec.width}x${rec.height}` }));
+      first_per_step_s: perStep, warm_per_step_s: warm, warm_steps: WARM_STEPS, size: `${rec.width}x${rec.height}`,
+      semantic_guidance_per_step_s: guided, semantic_guidance_run_ratio: Number((guided / warm).toFixed(2)) }));
     return { width: rec.width, height: rec.height };
   } catch (e) {
     console.error(logs.join('\n'));
