@@ -78,7 +78,8 @@ fn the_embedding_gradient_matches_finite_differences() {
             let at = |delta: f32| {
                 let mut v = base.clone();
                 v[k] += delta;
-                loss(Tensor::from_data(TensorData::new(v, [1, len, d]), &device)).0
+                let l = loss(Tensor::from_data(TensorData::new(v, [1, len, d]), &device)).0;
+                f64::from(l.into_scalar::<f32>())
             };
             // Central differences at four step sizes, combined by least squares (the slope of
             // L(c + δ e_k) over δ = ±h): the f32 pipeline's rounding noise averages out and the

@@ -643,7 +643,8 @@ impl Pipeline {
         })
     }
 
-    /// The semantic-guidance loss `Σᵢ −log p(targetᵢ | x̂0ᵢ)` at one step and its gradient with
+    /// The semantic-guidance loss `Σᵢ −log p(targetᵢ | x̂0ᵢ)` (a 1-element tensor) at one step
+    /// and its gradient with
     /// respect to the conditional embedding `cond` `[n, len, d]`: x̂0 from the (guided) model
     /// output for the scaled model input `input` at timestep `t`, decoded by the VAE, scored by
     /// `classifier`. Needs [`Pipeline::enable_semantic_guidance`].
@@ -659,7 +660,7 @@ impl Pipeline {
         au: Option<&AuContext>,
         guidance_scale: f64,
         scheduler: &crate::scheduler::Scheduler,
-    ) -> Result<(f64, Tensor<3>)> {
+    ) -> Result<(Tensor<1>, Tensor<3>)> {
         let guide = self.semantic.as_ref().ok_or_else(|| {
             Error::request(
                 "semantic_guidance",
@@ -696,7 +697,8 @@ impl Pipeline {
         let image = self.vae.decode(x0 / self.vae.scaling_factor);
         let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
         let loss = guide.loss(classifier, image, targets)?;
-        let value = f64::from(loss.clone().detach().into_scalar::<f32>());
+        // Returned as a tensor: a synchronous read-back is impossible on WebGPU in the browser.
+        let value = loss.clone().detach();
         let grads = loss.backward();
         let g = leaf.grad(&grads).ok_or_else(|| {
             Error::Device("semantic guidance: no gradient reached the text embedding".into())
