@@ -27,15 +27,7 @@ use crate::pipeline::{GenerateRequest, Pipeline};
 use crate::plot::Canvas;
 
 /// The seven classes both judges know, in [`CLASSES`] order.
-pub const EXPRESSIONS: [Expression; 7] = [
-    Expression::Neutral,
-    Expression::Happy,
-    Expression::Sad,
-    Expression::Angry,
-    Expression::Fearful,
-    Expression::Disgusted,
-    Expression::Surprised,
-];
+pub const EXPRESSIONS: [Expression; 7] = Expression::SEVEN;
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -267,6 +259,23 @@ fn generate_all(
     Ok((out, side))
 }
 
+/// The request of expression `e` (first seed; [`generate_all`] advances it).
+fn expression_request(
+    cfg: &EvalConfig,
+    e: Expression,
+    semantic_guidance: Option<SemanticGuidance>,
+) -> GenerateRequest {
+    GenerateRequest {
+        prompt: cfg.prompt.clone(),
+        steps: cfg.steps,
+        guidance_scale: cfg.guidance,
+        seed: cfg.seed,
+        expression: Some(e),
+        semantic_guidance,
+        ..Default::default()
+    }
+}
+
 /// Runs the evaluation; `progress(done, total)` counts generated images.
 pub fn evaluate(
     pipe: &Pipeline,
@@ -285,14 +294,7 @@ pub fn evaluate(
     let mut unguided_labels: BTreeMap<&str, Vec<[String; 2]>> = BTreeMap::new();
     let mut unguided_seconds = 0.0;
     for e in EXPRESSIONS {
-        let req = GenerateRequest {
-            prompt: cfg.prompt.clone(),
-            steps: cfg.steps,
-            guidance_scale: cfg.guidance,
-            seed: cfg.seed,
-            expression: Some(e),
-            ..Default::default()
-        };
+        let req = expression_request(cfg, e, None);
         let t0 = std::time::Instant::now();
         let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
         unguided_seconds += t0.elapsed().as_secs_f64();
@@ -406,15 +408,7 @@ fn semantic_report(
     let mut agreement = BTreeMap::new();
     let mut guided_seconds = 0.0;
     for e in EXPRESSIONS {
-        let req = GenerateRequest {
-            prompt: cfg.prompt.clone(),
-            steps: cfg.steps,
-            guidance_scale: cfg.guidance,
-            seed: cfg.seed,
-            expression: Some(e),
-            semantic_guidance: Some(sg.clone()),
-            ..Default::default()
-        };
+        let req = expression_request(cfg, e, Some(sg.clone()));
         let t0 = std::time::Instant::now();
         let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
         guided_seconds += t0.elapsed().as_secs_f64();

@@ -10,27 +10,27 @@
 
 import init, { WebAnalyzer, WebPipeline, auCatalogue, encodePng } from '../pkg/synfer.js';
 
-// The model bundled with the page (served next to it; nothing leaves the machine). Until the
-// trained default model lands (issue 6) this is the tiny untrained test model with an AU
-// adapter: it exercises every code path but draws noise.
+// The model bundled with the page: synfer-tiny (models/synfer-tiny, served next to the page;
+// nothing leaves the machine).
+const DEFAULT_MODEL_DIR = 'models/synfer-tiny';
 const DEFAULT_MODEL = {
-  name: 'default (tiny test model, untrained)',
-  files: {
-    'model_index.json': 'tests/fixtures/sd1-tiny/model_index.json',
-    'scheduler/scheduler_config.json': 'tests/fixtures/sd1-tiny/scheduler/scheduler_config.json',
-    'text_encoder/config.json': 'tests/fixtures/sd1-tiny/text_encoder/config.json',
-    'text_encoder/model.safetensors': 'tests/fixtures/sd1-tiny/text_encoder/model.safetensors',
-    'tokenizer/merges.txt': 'tests/fixtures/sd1-tiny/tokenizer/merges.txt',
-    'tokenizer/special_tokens_map.json': 'tests/fixtures/sd1-tiny/tokenizer/special_tokens_map.json',
-    'tokenizer/tokenizer_config.json': 'tests/fixtures/sd1-tiny/tokenizer/tokenizer_config.json',
-    'tokenizer/vocab.json': 'tests/fixtures/sd1-tiny/tokenizer/vocab.json',
-    'unet/config.json': 'tests/fixtures/au/unet/config.json',
-    'unet/diffusion_pytorch_model.safetensors': 'tests/fixtures/au/unet/diffusion_pytorch_model.safetensors',
-    'vae/config.json': 'tests/fixtures/sd1-tiny/vae/config.json',
-    'vae/diffusion_pytorch_model.safetensors': 'tests/fixtures/sd1-tiny/vae/diffusion_pytorch_model.safetensors',
-    'au_adapter/config.json': 'tests/fixtures/au/au_adapter/config.json',
-    'au_adapter/diffusion_pytorch_model.safetensors': 'tests/fixtures/au/au_adapter/diffusion_pytorch_model.safetensors',
-  },
+  name: 'synfer-tiny (default)',
+  files: Object.fromEntries([
+    'model_index.json',
+    'scheduler/scheduler_config.json',
+    'text_encoder/config.json',
+    'text_encoder/model.safetensors',
+    'tokenizer/merges.txt',
+    'tokenizer/special_tokens_map.json',
+    'tokenizer/tokenizer_config.json',
+    'tokenizer/vocab.json',
+    'unet/config.json',
+    'unet/diffusion_pytorch_model.safetensors',
+    'vae/config.json',
+    'vae/diffusion_pytorch_model.safetensors',
+    'au_adapter/config.json',
+    'au_adapter/diffusion_pytorch_model.safetensors',
+  ].map((rel) => [rel, `${DEFAULT_MODEL_DIR}/${rel}`])),
 };
 
 // The face models (converted from their npm packages, see assets/face/PROVENANCE.md).

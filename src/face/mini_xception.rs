@@ -134,13 +134,7 @@ impl MiniXception {
 
     /// Logits `[n, 7]` in the canonical order [`super::CLASSES`] (differentiable).
     pub fn canonical_logits(&self, x: Tensor<4>) -> Tensor<2> {
-        let logits = self.native_logits(x);
-        let device = logits.device();
-        let index = Tensor::<1, Int>::from_data(
-            TensorData::new(TO_CANONICAL.map(|i| i as i64).to_vec(), [7]),
-            &device,
-        );
-        logits.select(1, index)
+        to_canonical(self.native_logits(x))
     }
 
     /// Probabilities `[n, 7]` in the model's own order [`NATIVE_CLASSES`].
@@ -151,14 +145,18 @@ impl MiniXception {
     /// Probabilities `[n, 7]` in the canonical order [`super::CLASSES`] from the preprocessed
     /// `[n, 1, 64, 64]` input (see [`preprocess`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let probs = self.forward_native(x);
-        let device = probs.device();
-        let index = Tensor::<1, Int>::from_data(
-            TensorData::new(TO_CANONICAL.map(|i| i as i64).to_vec(), [7]),
-            &device,
-        );
-        probs.select(1, index)
+        to_canonical(self.forward_native(x))
     }
+}
+
+/// Columns `[n, 7]` from the model's order [`NATIVE_CLASSES`] to [`super::CLASSES`].
+fn to_canonical(native: Tensor<2>) -> Tensor<2> {
+    let device = native.device();
+    let index = Tensor::<1, Int>::from_data(
+        TensorData::new(TO_CANONICAL.map(|i| i as i64).to_vec(), [7]),
+        &device,
+    );
+    native.select(1, index)
 }
 
 /// human's preprocessing (`src/gear/emotion.ts`) of u8 RGB pixels laid out `[n, 64, 64, 3]`:

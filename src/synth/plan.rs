@@ -495,7 +495,7 @@ impl Plan {
 /// An expression both FER classifiers know (the 7 of [`CLASSES`]), or an error naming `key`.
 fn class(name: &str, file: &str, key: &str) -> Result<Expression> {
     match Expression::parse(name) {
-        Ok(e) if CLASSES.contains(&e.name()) => Ok(e),
+        Ok(e) if Expression::SEVEN.contains(&e) => Ok(e),
         _ => Err(Error::config(
             file,
             key,
