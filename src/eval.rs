@@ -53,6 +53,8 @@ pub struct EvalConfig {
     /// Also measure semantic guidance: every expression again with these settings, judged by
     /// the classifier that did not guide.
     pub semantic: Option<SemanticGuidance>,
+    /// Images per expression in the guided pass (the first seeds of the unguided set).
+    pub semantic_per_expression: usize,
 }
 
 impl Default for EvalConfig {
@@ -68,6 +70,7 @@ impl Default for EvalConfig {
             guidance: 7.5,
             batch: 8,
             semantic: None,
+            semantic_per_expression: 16,
         }
     }
 }
@@ -404,13 +407,14 @@ fn semantic_report(
     unguided_seconds: f64,
 ) -> Result<SemanticReport> {
     let judge = sg.classifier.other();
+    let count = cfg.semantic_per_expression.clamp(1, cfg.per_expression);
     let slot = usize::from(judge == GuideClassifier::MiniXception);
     let mut agreement = BTreeMap::new();
     let mut guided_seconds = 0.0;
     for e in EXPRESSIONS {
         let req = expression_request(cfg, e, Some(sg.clone()));
         let t0 = std::time::Instant::now();
-        let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
+        let (rgbs, side) = generate_all(pipe, &req, count, cfg.batch)?;
         guided_seconds += t0.elapsed().as_secs_f64();
         let mut hits = 0;
         for rgb in rgbs {
@@ -421,10 +425,10 @@ fn semantic_report(
             };
             hits += usize::from(label == e.name());
         }
-        let before = unguided
-            .get(e.name())
-            .map_or(0, |v| v.iter().filter(|l| l[slot] == e.name()).count());
-        let n = cfg.per_expression as f64;
+        let before = unguided.get(e.name()).map_or(0, |v| {
+            v.iter().take(count).filter(|l| l[slot] == e.name()).count()
+        });
+        let n = count as f64;
         agreement.insert(e.name().to_string(), [before as f64 / n, hits as f64 / n]);
     }
     let k = agreement.len().max(1) as f64;
@@ -432,13 +436,14 @@ fn semantic_report(
         agreement.values().map(|a| a[0]).sum::<f64>() / k,
         agreement.values().map(|a| a[1]).sum::<f64>() / k,
     ];
-    // Guided runs spend unguided time on the steps outside the window.
-    let steps = (EXPRESSIONS.len() * cfg.per_expression.div_ceil(cfg.batch) * cfg.steps) as f64;
-    let guided_steps = (0..cfg.steps).filter(|&i| sg.guides(i, cfg.steps)).count() as f64
-        * (EXPRESSIONS.len() * cfg.per_expression.div_ceil(cfg.batch)) as f64;
-    let unguided_step = unguided_seconds / steps;
-    let guided_step = if guided_steps > 0.0 {
-        (guided_seconds - (steps - guided_steps) * unguided_step) / guided_steps
+    // Seconds per batched step; guided runs spend unguided time on the steps outside the
+    // window (batches of `batch` images either way).
+    let calls = |n: usize| (EXPRESSIONS.len() * n.div_ceil(cfg.batch)) as f64;
+    let unguided_step = unguided_seconds / (calls(cfg.per_expression) * cfg.steps as f64);
+    let window = (0..cfg.steps).filter(|&i| sg.guides(i, cfg.steps)).count() as f64;
+    let guided_step = if window > 0.0 {
+        let outside = (cfg.steps as f64 - window) * unguided_step;
+        (guided_seconds / calls(count) - outside) / window
     } else {
         unguided_step
     };

@@ -14,6 +14,8 @@
 //! ```
 
 pub mod au;
+#[cfg(not(target_family = "wasm"))]
+pub mod default_model;
 pub mod device;
 pub mod error;
 #[cfg(not(target_family = "wasm"))]
@@ -40,9 +42,3 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use pipeline::{GenerateRequest, Pipeline};
-
-/// The model folder `synfer generate` uses when `--model` is not given.
-///
-/// Until the trained default model lands this is the small, untrained SD-1.x-shaped test
-/// pipeline committed under `tests/fixtures/`: it exercises every code path but draws noise.
-pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd1-tiny");

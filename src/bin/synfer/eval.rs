@@ -8,13 +8,13 @@ use synfer::eval::{EvalConfig, evaluate, grid};
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::files::write_atomic;
 use synfer::guidance::semantic::SemanticGuidance;
-use synfer::{Error, Pipeline, Result};
+use synfer::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Model folder in diffusers layout.
-    #[arg(long, default_value = synfer::DEFAULT_MODEL_DIR)]
-    model: PathBuf,
+    /// Model folder in diffusers layout (default: the built-in synfer-tiny).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Output folder: eval.json and grid.png.
     #[arg(long)]
     out: PathBuf,
@@ -48,6 +48,9 @@ pub struct EvalArgs {
     /// Also measure semantic guidance at this strength (the same seeds with and without).
     #[arg(long)]
     semantic_guidance: Option<f64>,
+    /// Images per expression in the guided pass (the first seeds of the unguided ones).
+    #[arg(long, default_value_t = 16)]
+    sg_per_expression: usize,
     /// The guiding classifier (face-api or mini-xception); the other one judges.
     #[arg(long, default_value = "face-api")]
     sg_classifier: String,
@@ -58,7 +61,8 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let selected = device::select(args.device)?;
-    let mut pipe = Pipeline::load(&args.model, &selected.device)?;
+    let mut pipe =
+        crate::load_pipeline(args.model.as_deref(), &selected.device, Default::default())?;
     let semantic = match args.semantic_guidance {
         Some(scale) => {
             pipe.enable_semantic_guidance()?;
@@ -89,6 +93,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         guidance: args.guidance,
         batch: args.batch,
         semantic,
+        semantic_per_expression: args.sg_per_expression,
         ..EvalConfig::default()
     };
     let bar = ProgressBar::new(0);
@@ -110,7 +115,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     grid(&report, &images, 8).save(&args.out.join("grid.png"))?;
     println!(
         "{} on {}: FER B agreement {:.1} % (average over 7 expressions)",
-        args.model.display(),
+        pipe.info.source,
         selected.description,
         report.average_agreement * 100.0
     );

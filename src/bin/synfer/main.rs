@@ -87,8 +87,8 @@ struct AnalyzeArgs {
 #[derive(clap::Args)]
 struct GenerateArgs {
     /// Model folder in diffusers layout.
-    #[arg(long, default_value = synfer::DEFAULT_MODEL_DIR)]
-    model: PathBuf,
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -404,6 +404,18 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A model folder, or the built-in synfer-tiny when none is given.
+pub fn load_pipeline(
+    model: Option<&Path>,
+    device: &burn::tensor::Device,
+    options: LoadOptions,
+) -> Result<Pipeline> {
+    match model {
+        Some(dir) => Pipeline::load_with(dir, device, options),
+        None => Pipeline::from_source_with(&synfer::default_model::source(), device, options),
+    }
+}
+
 /// The `--semantic-guidance` flags as request settings.
 fn semantic_guidance(args: &GenerateArgs) -> Result<Option<SemanticGuidance>> {
     let Some(scale) = args.semantic_guidance else {
@@ -451,7 +463,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         options.adapter = Some(adapter);
         options.loras.extend(loras);
     }
-    let mut pipeline = Pipeline::load_with(&args.model, &selected.device, options)?;
+    let mut pipeline = load_pipeline(args.model.as_deref(), &selected.device, options)?;
     if args.semantic_guidance.is_some() {
         pipeline.enable_semantic_guidance()?;
     }

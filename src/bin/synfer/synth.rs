@@ -8,7 +8,7 @@ use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::synth::output::report;
 use synfer::synth::{Plan, Shard, merge, run};
-use synfer::{Error, Pipeline, Result};
+use synfer::{Error, Result};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -62,14 +62,14 @@ pub fn run_cli(args: SynthArgs) -> Result<()> {
     let shard = Shard::parse(&args.shard)?;
     let selected = device::select(args.device)?;
     let model = model_dir(&plan, &plan_path);
-    let pipe = Pipeline::load(&model, &selected.device)?;
+    let pipe = crate::load_pipeline(model.as_deref(), &selected.device, Default::default())?;
     let analyzer = FaceAnalyzer::embedded(&selected.device)?;
     eprintln!(
         "synth: {} items in the plan, shard {}/{}, {} on {}",
         plan.len(),
         shard.index,
         shard.count,
-        model.display(),
+        pipe.info.source,
         selected.description
     );
     let bar = ProgressBar::new(0);
@@ -99,19 +99,16 @@ pub fn run_cli(args: SynthArgs) -> Result<()> {
     Ok(())
 }
 
-/// The plan's model (relative to the plan file's folder), else the default model.
-fn model_dir(plan: &Plan, plan_path: &Path) -> PathBuf {
-    match &plan.model {
-        Some(m) => {
-            let p = PathBuf::from(m);
-            if p.is_absolute() {
-                p
-            } else {
-                plan_path.parent().unwrap_or(Path::new(".")).join(p)
-            }
+/// The plan's model folder (relative to the plan file's folder); `None`: the built-in model.
+fn model_dir(plan: &Plan, plan_path: &Path) -> Option<PathBuf> {
+    plan.model.as_ref().map(|m| {
+        let p = PathBuf::from(m);
+        if p.is_absolute() {
+            p
+        } else {
+            plan_path.parent().unwrap_or(Path::new(".")).join(p)
         }
-        None => PathBuf::from(synfer::DEFAULT_MODEL_DIR),
-    }
+    })
 }
 
 fn summary(out: &Path, records: &[synfer::synth::Record], rate: Option<f64>) {

@@ -1,0 +1,52 @@
+//! synfer-tiny, the model trained for this crate (`models/synfer-tiny`, model card in its
+//! README), compiled into native builds: `synfer generate`, `eval` and `synth` use it when no
+//! `--model` is given, so the CLI works offline with nothing to download. The web page fetches
+//! the same folder next to the page instead.
+
+use crate::pipeline::source::MemorySource;
+
+/// How the built-in model names itself in outputs and sidecars.
+pub const NAME: &str = "synfer-tiny (built in)";
+
+/// The folder in the source tree.
+pub const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/synfer-tiny");
+
+macro_rules! model_file {
+    ($rel:literal) => {
+        (
+            $rel,
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/synfer-tiny/",
+                $rel
+            )) as &[u8],
+        )
+    };
+}
+
+/// Every file of the folder the pipeline reads.
+pub const FILES: [(&str, &[u8]); 14] = [
+    model_file!("model_index.json"),
+    model_file!("scheduler/scheduler_config.json"),
+    model_file!("text_encoder/config.json"),
+    model_file!("text_encoder/model.safetensors"),
+    model_file!("tokenizer/merges.txt"),
+    model_file!("tokenizer/special_tokens_map.json"),
+    model_file!("tokenizer/tokenizer_config.json"),
+    model_file!("tokenizer/vocab.json"),
+    model_file!("unet/config.json"),
+    model_file!("unet/diffusion_pytorch_model.safetensors"),
+    model_file!("vae/config.json"),
+    model_file!("vae/diffusion_pytorch_model.safetensors"),
+    model_file!("au_adapter/config.json"),
+    model_file!("au_adapter/diffusion_pytorch_model.safetensors"),
+];
+
+/// The built-in model as a file source for [`Pipeline::from_source`](crate::Pipeline::from_source).
+pub fn source() -> MemorySource {
+    let mut src = MemorySource::new(NAME);
+    for (rel, bytes) in FILES {
+        src.insert(rel, bytes.to_vec());
+    }
+    src
+}
