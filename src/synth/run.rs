@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use image::ImageEncoder as _;
 use serde::{Deserialize, Serialize};
 
 use super::label::{Analysis, Decision, Outcome, decide};
@@ -316,8 +317,6 @@ fn write_png(path: &Path, side: usize, rgb: &[u8]) -> Result<()> {
         })?;
     write_atomic(path, &bytes)
 }
-
-use image::ImageEncoder as _;
 
 /// Joins complete shard folders into `out`: every shard of one plan present once and
 /// finished, images copied, manifests joined in index order, dataset files written.
