@@ -7,6 +7,14 @@ pub fn combine<const D: usize>(uncond: Tensor<D>, cond: Tensor<D>, scale: f64) -
     uncond.clone() + (cond - uncond) * scale
 }
 
+/// [`combine`] of a batch laid out `[uncond × n; cond × n]` along the first axis → `n` items.
+pub fn combine_halves(out: Tensor<4>, scale: f64) -> Tensor<4> {
+    let [b2, c, h, w] = out.dims();
+    let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
+    let cond = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
+    combine(uncond, cond, scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use crate::au::AuVector;
 use crate::au::encoder::AuAdapterConfig;
 use crate::error::{Error, Result};
 use crate::guidance::semantic::{GuideClassifier, SemanticGuidance, SemanticGuide, class_index};
+use crate::scheduler::schedule::interp_on_index_grid;
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::text_encoder::{ClipTextConfig, ClipTextModel};
 use crate::tokenizer::{ClipTokenizer, TokenizerSettings};
@@ -496,10 +497,7 @@ impl Pipeline {
                 self.unet
                     .forward_au(input, &[t as f32], context.clone(), au_context.as_ref());
             let noise = if cfg {
-                let [b2, c, h, w] = out.dims();
-                let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
-                let cond = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
-                crate::guidance::cfg::combine(uncond, cond, req.guidance_scale)
+                crate::guidance::cfg::combine_halves(out, req.guidance_scale)
             } else {
                 out
             };
@@ -558,6 +556,16 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The loaded guidance classifiers, or an error saying how to load them.
+    fn guide(&self) -> Result<&SemanticGuide> {
+        self.semantic.as_ref().ok_or_else(|| {
+            Error::request(
+                "semantic_guidance",
+                "the pipeline has no guidance classifiers; call enable_semantic_guidance first",
+            )
+        })
+    }
+
     /// The batch's semantic-guidance settings and per-image target classes, when it is on.
     fn semantic_targets(
         &self,
@@ -570,12 +578,7 @@ impl Pipeline {
         else {
             return Ok(None);
         };
-        if self.semantic.is_none() {
-            return Err(Error::request(
-                "semantic_guidance",
-                "the pipeline has no guidance classifiers; call enable_semantic_guidance first",
-            ));
-        }
+        self.guide()?;
         let mut targets = Vec::new();
         for r in reqs {
             let name = r.expression.map(|e| e.name()).unwrap_or("");
@@ -644,10 +647,9 @@ impl Pipeline {
     }
 
     /// The semantic-guidance loss `Σᵢ −log p(targetᵢ | x̂0ᵢ)` (a 1-element tensor) at one step
-    /// and its gradient with
-    /// respect to the conditional embedding `cond` `[n, len, d]`: x̂0 from the (guided) model
-    /// output for the scaled model input `input` at timestep `t`, decoded by the VAE, scored by
-    /// `classifier`. Needs [`Pipeline::enable_semantic_guidance`].
+    /// and its gradient with respect to the conditional embedding `cond` `[n, len, d]`: x̂0
+    /// from the (guided) model output for the scaled model input `input` at timestep `t`,
+    /// decoded by the VAE, scored by `classifier`. Needs [`Pipeline::enable_semantic_guidance`].
     #[allow(clippy::too_many_arguments)]
     pub fn guidance_gradient(
         &self,
@@ -661,12 +663,7 @@ impl Pipeline {
         guidance_scale: f64,
         scheduler: &crate::scheduler::Scheduler,
     ) -> Result<(Tensor<1>, Tensor<3>)> {
-        let guide = self.semantic.as_ref().ok_or_else(|| {
-            Error::request(
-                "semantic_guidance",
-                "the pipeline has no guidance classifiers; call enable_semantic_guidance first",
-            )
-        })?;
+        let guide = self.guide()?;
         let leaf = cond.detach().autodiff().require_grad();
         let cfg = uncond.is_some();
         let ctx = match uncond {
@@ -680,14 +677,12 @@ impl Pipeline {
         };
         let out = self.unet.forward_au(model_in, &[t as f32], ctx, au);
         let out = if cfg {
-            let [b2, c, h, w] = out.dims();
-            let u = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
-            let c_ = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
-            crate::guidance::cfg::combine(u, c_, guidance_scale)
+            crate::guidance::cfg::combine_halves(out, guidance_scale)
         } else {
             out
         };
-        let acp = alpha_cumprod_at(scheduler.alphas_cumprod(), t);
+        // ᾱ at a possibly fractional timestep (Euler), linear between training steps.
+        let acp = interp_on_index_grid(&[t], scheduler.alphas_cumprod())[0];
         let (sa, sb) = (acp.sqrt(), (1.0 - acp).sqrt());
         let x0 = if self.scheduler.prediction_type.as_deref() == Some("v_prediction") {
             input * sa - out * sb
@@ -786,14 +781,6 @@ impl Pipeline {
             Some(AuContext { tokens, scale }),
         ))
     }
-}
-
-/// ᾱ at a (possibly fractional) timestep, linear between the training steps.
-fn alpha_cumprod_at(acp: &[f64], t: f64) -> f64 {
-    let last = acp.len().saturating_sub(1);
-    let t = t.clamp(0.0, last as f64);
-    let (lo, hi) = (t.floor() as usize, (t.ceil() as usize).min(last));
-    acp[lo] + (acp[hi] - acp[lo]) * (t - lo as f64)
 }
 
 /// The corrections `StableDiffusionPipeline.__init__` applies to a folder's scheduler config
