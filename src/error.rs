@@ -162,9 +162,32 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A dataset file (label list, CSV, metadata) is malformed; `at` names the line or entry.
+    #[error("{file}: {at}: {message}")]
+    Dataset {
+        /// The file or folder involved.
+        file: String,
+        /// Where in it (`line 12`, a column, a sub-folder).
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Error {
+    /// Builds an [`Error::Dataset`].
+    pub fn dataset(
+        file: impl std::fmt::Display,
+        at: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Dataset {
+            file: file.to_string(),
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+
     /// Builds an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

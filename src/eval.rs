@@ -419,9 +419,10 @@ fn semantic_report(
         let mut hits = 0;
         for rgb in rgbs {
             let report = analyzer.analyze_cropped(RgbView::new(side, side, &rgb)?)?;
-            let label = match judge {
-                GuideClassifier::FaceApi => report.expression.face_api.label,
-                GuideClassifier::MiniXception => report.expression.mini_xception.label,
+            let label = if judge == GuideClassifier::MiniXception {
+                report.expression.mini_xception.label
+            } else {
+                report.expression.face_api.label
             };
             hits += usize::from(label == e.name());
         }

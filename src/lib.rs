@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod face;
 pub mod facetext;
+pub mod fer;
 pub mod files;
 pub mod gan;
 pub mod guidance;

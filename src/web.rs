@@ -264,6 +264,27 @@ impl WebPipeline {
         Ok(())
     }
 
+    /// Adds a classifier trained by `synfer fer train` (`fer.json` and `model.safetensors`
+    /// bytes) as the `"trained"` semantic-guidance classifier; call after
+    /// `enableSemanticGuidance`.
+    #[wasm_bindgen(js_name = enableTrainedGuidance)]
+    pub fn enable_trained_guidance(
+        &mut self,
+        config: &[u8],
+        weights: &[u8],
+    ) -> Result<(), JsError> {
+        let guide = self.pipeline.semantic.take().ok_or_else(|| {
+            JsError::new("call enableSemanticGuidance before enableTrainedGuidance")
+        })?;
+        match guide.with_trained(config, weights, &self.pipeline.device) {
+            Ok(g) => {
+                self.pipeline.semantic = Some(g);
+                Ok(())
+            }
+            Err(e) => Err(js_error(e)),
+        }
+    }
+
     /// Model facts: sizes, scheduler, device, AU set (`null` without an adapter).
     pub fn info(&self) -> Result<JsValue, JsError> {
         to_js(&WebModelInfo {

@@ -145,6 +145,7 @@ fn train_two_steps(
         ema_decay: 0.0,
         checkpoint_every: 2,
         adamw: AdamWConfig::default(),
+        cosine: false,
     };
     let dir = temp_dir(name);
     let run = RunDir::open(&dir).unwrap();

@@ -217,6 +217,7 @@ mod resume {
             ema_decay: 0.9,
             checkpoint_every: 2,
             adamw: AdamWConfig::default(),
+            cosine: false,
         };
         let run = RunDir::open(run).unwrap();
         train_vae(&run, data, model, &stage, &lc, &device, |_| {}).unwrap();

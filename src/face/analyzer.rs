@@ -229,16 +229,20 @@ pub struct FaceReport {
     pub detector_score: Option<f32>,
 }
 
-/// A face to analyse: reported box, crop box `[x1, y1, x2, y2]` (pixels), detector score.
-struct FaceCrop {
-    bbox: [f32; 4],
-    crop: [f64; 4],
-    score: Option<f32>,
+/// A face to analyse: reported box, crop box (pixels), detector score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceCrop {
+    /// The detector's box `[x, y, w, h]` (the whole image for a crop taken as is).
+    pub bbox: [f32; 4],
+    /// The enlarged box the face models see, `[x1, y1, x2, y2]`.
+    pub crop: [f64; 4],
+    /// BlazeFace confidence (`None` for a crop taken as is).
+    pub score: Option<f32>,
 }
 
 impl FaceCrop {
     /// The whole image as one face crop.
-    fn whole(image: RgbView) -> Self {
+    pub fn whole(image: RgbView) -> Self {
         let (w, h) = (image.width as f64, image.height as f64);
         FaceCrop {
             bbox: [0.0, 0.0, w as f32, h as f32],
@@ -350,6 +354,13 @@ impl FaceAnalyzer {
 
     /// Detects faces and analyses each (see the module docs); no face: an empty list.
     pub fn analyze(&self, image: RgbView) -> Result<Vec<FaceReport>> {
+        let faces = self.detect(image)?;
+        self.reports(image, &faces)
+    }
+
+    /// BlazeFace detections with the crops the face models see (human's defaults: at most
+    /// one face); no face: an empty list.
+    pub fn detect(&self, image: RgbView) -> Result<Vec<FaceCrop>> {
         image.validate()?;
         let s = detector::INPUT_SIZE;
         let values: Vec<f32> = resize_bilinear(image, s)
@@ -372,7 +383,7 @@ impl FaceAnalyzer {
                     score: Some(d.confidence),
                 })
                 .collect();
-        self.reports(image, &faces)
+        Ok(faces)
     }
 
     /// Analyses the whole image as one face crop (no detection; `bbox` is the whole image).

@@ -18,6 +18,7 @@ use crate::face::analyzer::{FER_A_BYTES, FER_B_BYTES};
 use crate::face::face_api::{self, FaceApiExpression};
 use crate::face::mini_xception::{self, MiniXception};
 use crate::face::{CLASSES, face_api::INPUT_SIZE as FACE_API_SIZE};
+use crate::fer::FerClassifier;
 
 /// The classifier that guides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub enum GuideClassifier {
     /// FER B, mini-Xception (64×64 grey).
     #[serde(rename = "mini-xception")]
     MiniXception,
+    /// A classifier trained with `synfer fer train`, loaded by
+    /// [`SemanticGuide::with_trained`].
+    #[serde(rename = "trained")]
+    Trained,
 }
 
 impl GuideClassifier {
@@ -37,14 +42,16 @@ impl GuideClassifier {
         match self {
             GuideClassifier::FaceApi => "face-api",
             GuideClassifier::MiniXception => "mini-xception",
+            GuideClassifier::Trained => "trained",
         }
     }
 
-    /// The other classifier (the independent judge of guided images).
+    /// The pretrained classifier that judges images guided by this one independently
+    /// (face-api's are judged by mini-Xception; the others by face-api).
     pub fn other(self) -> Self {
         match self {
             GuideClassifier::FaceApi => GuideClassifier::MiniXception,
-            GuideClassifier::MiniXception => GuideClassifier::FaceApi,
+            GuideClassifier::MiniXception | GuideClassifier::Trained => GuideClassifier::FaceApi,
         }
     }
 }
@@ -56,9 +63,10 @@ impl std::str::FromStr for GuideClassifier {
         match s {
             "face-api" | "fer-a" => Ok(GuideClassifier::FaceApi),
             "mini-xception" | "fer-b" => Ok(GuideClassifier::MiniXception),
+            "trained" => Ok(GuideClassifier::Trained),
             _ => Err(Error::request(
                 "semantic_guidance.classifier",
-                format!("{s:?}: expected face-api or mini-xception"),
+                format!("{s:?}: expected face-api, mini-xception or trained"),
             )),
         }
     }
@@ -134,6 +142,8 @@ pub struct SemanticGuide {
     pub fer_a: FaceApiExpression,
     /// FER B.
     pub fer_b: MiniXception,
+    /// A classifier trained by `synfer fer train` ([`GuideClassifier::Trained`]).
+    pub trained: Option<FerClassifier>,
 }
 
 impl SemanticGuide {
@@ -147,7 +157,17 @@ impl SemanticGuide {
         Ok(SemanticGuide {
             fer_a: FaceApiExpression::from_bytes("fer_a_face_api", fer_a, device)?.no_grad(),
             fer_b: MiniXception::from_bytes("fer_b_mini_xception", fer_b, device)?.no_grad(),
+            trained: None,
         })
+    }
+
+    /// Adds a trained classifier (`fer.json` and `model.safetensors` bytes, as written by
+    /// `synfer fer train`) for [`GuideClassifier::Trained`].
+    pub fn with_trained(mut self, config: &[u8], weights: &[u8], device: &Device) -> Result<Self> {
+        self.trained = Some(
+            FerClassifier::from_bytes("trained classifier", config, weights, device)?.no_grad(),
+        );
+        Ok(self)
     }
 
     /// `Σᵢ −log p(targetᵢ | imageᵢ)` for RGB images `[n, 3, h, w]` in `[0, 1]`, differentiable.
@@ -179,6 +199,15 @@ impl SemanticGuide {
             GuideClassifier::MiniXception => {
                 let x = mini_xception::preprocess(resize_whole(nhwc, mini_xception::INPUT_SIZE))?;
                 Ok(self.fer_b.canonical_logits(x))
+            }
+            GuideClassifier::Trained => {
+                let model = self.trained.as_ref().ok_or_else(|| {
+                    Error::request(
+                        "semantic_guidance.classifier",
+                        "\"trained\" needs a trained classifier (--sg-model, SemanticGuide::with_trained)",
+                    )
+                })?;
+                Ok(model.canonical_logits(nhwc))
             }
         }
     }

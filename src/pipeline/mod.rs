@@ -556,6 +556,17 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Loads the embedded guidance classifiers (if needed) plus a classifier trained by
+    /// `synfer fer train` (its `fer.json` and `model.safetensors` bytes), which requests select
+    /// with `classifier: "trained"`.
+    pub fn enable_trained_guidance(&mut self, config: &[u8], weights: &[u8]) -> Result<()> {
+        self.enable_semantic_guidance()?;
+        if let Some(guide) = self.semantic.take() {
+            self.semantic = Some(guide.with_trained(config, weights, &self.device)?);
+        }
+        Ok(())
+    }
+
     /// The loaded guidance classifiers, or an error saying how to load them.
     fn guide(&self) -> Result<&SemanticGuide> {
         self.semantic.as_ref().ok_or_else(|| {

@@ -4,16 +4,19 @@
 //! the ensemble disagrees with the requested expression, the label becomes the ensemble's
 //! prediction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{LabelPlan, Policy};
 use crate::au::{Expression, FINEFACE};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{FACE_THRESHOLD, face_score};
 use crate::face::CLASSES;
 use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::fer::FerClassifier;
 
 /// What happened to an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,18 +60,62 @@ pub struct Analysis {
     pub aus: BTreeMap<String, f32>,
 }
 
+/// A classifier trained by `synfer fer train`, voting in the ensemble.
+#[derive(Debug)]
+pub struct Voter {
+    /// Its name in reports (the model folder's last component).
+    pub name: String,
+    /// The classifier.
+    pub model: FerClassifier,
+}
+
+impl Voter {
+    /// Loads the model folders `dirs` on `device`; names must differ from each other and from
+    /// the built-in classifiers.
+    pub fn load_all(dirs: &[String], device: &Device) -> Result<Vec<Voter>> {
+        let mut names: BTreeSet<String> = ["face-api", "mini-xception", "ensemble"]
+            .map(String::from)
+            .into();
+        dirs.iter()
+            .map(|d| {
+                let path = Path::new(d);
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(d)
+                    .to_string();
+                if !names.insert(name.clone()) {
+                    return Err(Error::request(
+                        "label.voters",
+                        format!("{d}: a second voter named {name:?}"),
+                    ));
+                }
+                Ok(Voter {
+                    name,
+                    model: FerClassifier::load_dir(path, device)?,
+                })
+            })
+            .collect()
+    }
+}
+
 impl Analysis {
-    /// Analyses an aligned `side`² RGB crop.
-    pub fn of(analyzer: &FaceAnalyzer, side: usize, rgb: &[u8]) -> Result<Self> {
+    /// Analyses an aligned `side`² RGB crop with the built-in classifiers and `voters`.
+    pub fn of(analyzer: &FaceAnalyzer, voters: &[Voter], side: usize, rgb: &[u8]) -> Result<Self> {
         let face_score = face_score(analyzer, side, rgb)?;
-        let report = analyzer.analyze_cropped(RgbView::new(side, side, rgb)?)?;
-        let probs = BTreeMap::from([
+        let view = RgbView::new(side, side, rgb)?;
+        let report = analyzer.analyze_cropped(view)?;
+        let mut probs = BTreeMap::from([
             ("face-api".to_string(), report.expression.face_api.probs),
             (
                 "mini-xception".to_string(),
                 report.expression.mini_xception.probs,
             ),
         ]);
+        for v in voters {
+            let p = v.model.classify(&[view], analyzer.device())?;
+            probs.insert(v.name.clone(), v.model.to_canonical7(&p[0]));
+        }
         let aus = FINEFACE
             .codes
             .iter()
@@ -171,7 +218,11 @@ mod tests {
     const MIXED: Probs = [0.3, 0.35, 0.3, 0.0125, 0.0125, 0.0125, 0.0125];
 
     fn plan(policy: Policy, confidence: f32) -> LabelPlan {
-        LabelPlan { policy, confidence }
+        LabelPlan {
+            policy,
+            confidence,
+            voters: Vec::new(),
+        }
     }
 
     #[test]

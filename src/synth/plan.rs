@@ -131,6 +131,10 @@ pub struct LabelPlan {
     /// `keep`).
     #[serde(default)]
     pub confidence: f32,
+    /// Extra voters: folders of classifiers trained by `synfer fer train`, each a member of
+    /// the ensemble next to face-api and mini-Xception (named by the folder's last component).
+    #[serde(default)]
+    pub voters: Vec<String>,
 }
 
 /// A synthesis plan.

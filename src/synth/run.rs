@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use image::ImageEncoder as _;
 use serde::{Deserialize, Serialize};
 
-use super::label::{Analysis, Decision, Outcome, decide};
+use super::label::{Analysis, Decision, Outcome, Voter, decide};
 use super::plan::{Item, Plan};
 use crate::error::{Error, Result};
 use crate::face::CLASSES;
@@ -260,6 +260,7 @@ pub fn run(
     };
     progress(state);
     let with_aus = pipe.au_adapter.is_some();
+    let voters = Voter::load_all(&plan.label.voters, analyzer.device())?;
     for block in blocks {
         if block.iter().all(|it| done.contains(&it.index)) {
             continue;
@@ -281,7 +282,7 @@ pub fn run(
             }
             let side = generated.width;
             let rgb = &generated.images[0];
-            let analysis = Analysis::of(analyzer, side, rgb)?;
+            let analysis = Analysis::of(analyzer, &voters, side, rgb)?;
             let decision = decide(item.expression, &analysis, &plan.label);
             let rec = record(item, generated.prompt.clone(), &analysis, &decision);
             if let Some(rel) = &rec.file_name {

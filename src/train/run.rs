@@ -37,6 +37,9 @@ pub struct LoopConfig {
     pub checkpoint_every: u64,
     /// Optimizer.
     pub adamw: AdamWConfig,
+    /// After the warm-up, decay the learning rate to 0 along a half cosine (else constant).
+    #[serde(default)]
+    pub cosine: bool,
 }
 
 impl LoopConfig {
@@ -46,10 +49,14 @@ impl LoopConfig {
         self.ema_decay.min((1 + step) as f64 / (10 + step) as f64)
     }
 
-    /// Learning rate at `step` (0-based): linear warm-up, then constant.
+    /// Learning rate at `step` (0-based): linear warm-up, then constant or, with `cosine`,
+    /// `lr · ½(1 + cos(π · (step − warmup) / (steps − warmup)))`.
     pub fn lr_at(&self, step: u64) -> f64 {
         if step < self.warmup {
             self.lr * (step + 1) as f64 / self.warmup as f64
+        } else if self.cosine && self.steps > self.warmup {
+            let t = (step - self.warmup) as f64 / (self.steps - self.warmup) as f64;
+            self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
         } else {
             self.lr
         }
@@ -285,11 +292,25 @@ pub fn plot_losses(entries: &[LossEntry]) -> Canvas {
 /// `on_step` sees each log entry; returns the trained model and its EMA.
 pub fn train<M: Module>(
     run: &RunDir,
+    model: M,
+    device: &Device,
+    cfg: &LoopConfig,
+    loss_of: impl FnMut(&M, u64) -> Result<Tensor<1>>,
+    on_step: impl FnMut(&LossEntry),
+) -> Result<(M, Ema)> {
+    train_with_hook(run, model, device, cfg, loss_of, on_step, |_, _, _| Ok(()))
+}
+
+/// [`train`] with `on_checkpoint(model, ema, step)` called after each checkpoint is saved
+/// (validation, extra logs).
+pub fn train_with_hook<M: Module>(
+    run: &RunDir,
     mut model: M,
     device: &Device,
     cfg: &LoopConfig,
     mut loss_of: impl FnMut(&M, u64) -> Result<Tensor<1>>,
     mut on_step: impl FnMut(&LossEntry),
+    mut on_checkpoint: impl FnMut(&M, &Ema, u64) -> Result<()>,
 ) -> Result<(M, Ema)> {
     let dir = run.complete_checkpoint();
     let (mut opt, mut ema) = match run.read_state(&dir)? {
@@ -351,6 +372,7 @@ pub fn train<M: Module>(
             run.append_log(&pending)?;
             pending.clear();
             run.plot_loss()?;
+            on_checkpoint(&model, &ema, opt.step)?;
         }
     }
     Ok((model, ema))

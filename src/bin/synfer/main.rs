@@ -6,6 +6,7 @@ use std::time::Instant;
 
 mod data;
 mod eval;
+mod fer;
 mod synth;
 mod train;
 
@@ -17,7 +18,7 @@ use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
 use synfer::files::write_atomic;
-use synfer::guidance::semantic::SemanticGuidance;
+use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
 use synfer::pipeline::{GenerateRequest, LoadOptions, Pipeline};
@@ -62,6 +63,9 @@ enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Synthesise a labelled dataset from a plan (sharded, resumable; `synth merge` joins shards).
     Synth(Box<synth::SynthArgs>),
+    /// Expression classifiers: train on synthetic and real sets, evaluate, predict.
+    #[command(subcommand)]
+    Fer(fer::FerCommand),
 }
 
 #[derive(clap::Args)]
@@ -138,9 +142,13 @@ struct GenerateArgs {
     /// Guided part of the schedule as fractions `FROM:TO` (default 0.4:1.0, the last 60 %).
     #[arg(long, requires = "semantic_guidance")]
     sg_window: Option<String>,
-    /// Classifier whose gradient guides: face-api (default) or mini-xception.
+    /// Classifier whose gradient guides: face-api (default), mini-xception, or trained
+    /// (the `--sg-model` one; the default when `--sg-model` is given).
     #[arg(long, requires = "semantic_guidance")]
     sg_classifier: Option<String>,
+    /// A classifier trained with `synfer fer train` (model folder) to guide with.
+    #[arg(long, requires = "semantic_guidance")]
+    sg_model: Option<PathBuf>,
     /// Normalise the guidance gradient per token instead of per image.
     #[arg(long, requires = "semantic_guidance")]
     sg_per_token: bool,
@@ -186,6 +194,7 @@ fn main() -> ExitCode {
         Command::Train(cmd) => train::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Synth(args) => synth::run_cli(*args),
+        Command::Fer(cmd) => fer::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -437,6 +446,9 @@ fn semantic_guidance(args: &GenerateArgs) -> Result<Option<SemanticGuidance>> {
             )
         })?;
     }
+    if args.sg_model.is_some() {
+        sg.classifier = GuideClassifier::Trained;
+    }
     if let Some(c) = &args.sg_classifier {
         sg.classifier = c.parse()?;
     }
@@ -466,6 +478,13 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let mut pipeline = load_pipeline(args.model.as_deref(), &selected.device, options)?;
     if args.semantic_guidance.is_some() {
         pipeline.enable_semantic_guidance()?;
+    }
+    if let Some(dir) = &args.sg_model {
+        let read = |f: &str| {
+            let p = dir.join(f);
+            std::fs::read(&p).map_err(|e| Error::io(&p, e))
+        };
+        pipeline.enable_trained_guidance(&read("fer.json")?, &read("model.safetensors")?)?;
     }
     let load_s = start.elapsed().as_secs_f64();
     let aus = match &args.au {

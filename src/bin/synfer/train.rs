@@ -188,6 +188,7 @@ fn loop_config(c: &CommonArgs) -> Result<LoopConfig> {
         ema_decay: c.ema,
         checkpoint_every: c.checkpoint_every,
         adamw: AdamWConfig::default(),
+        cosine: false,
     })
 }
 
