@@ -7,9 +7,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::fixture;
 use synfer::au::Expression;
 use synfer::au::encoder::AuAdapterConfig;
+use synfer::fer::classes::class_names;
+use synfer::fer::{Arch, FerClassifier, FerConfig};
 use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use synfer::pipeline::source::DirSource;
 use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline, seeded_noise};
+use synfer::train::params;
+use synfer::train::tensors::{Precision, to_bytes};
 use synfer::weights::TensorStore;
 
 fn pipeline() -> Pipeline {
@@ -26,6 +30,24 @@ fn pipeline() -> Pipeline {
     let src = DirSource::new(fixture("sd1-tiny")).unwrap();
     let mut p = Pipeline::from_source_with(&src, &Device::flex(), options).unwrap();
     p.enable_semantic_guidance().unwrap();
+    // A randomly initialised classifier in `synfer fer train`'s stored form, as "trained".
+    let config = FerConfig {
+        arch: Arch::Resnet18,
+        input_size: 16,
+        channels: 3,
+        width: 4,
+        classes: class_names(false),
+    };
+    let model = FerClassifier::init(&config, 3, &Device::flex()).unwrap();
+    // Sharper logits (fc × 4) than a fresh initialisation gives, so that the gradient stands
+    // well above the pipeline's f32 rounding noise in the finite differences.
+    let mut values = params::read(&model);
+    for v in &mut values.get_mut("net.fc.weight").unwrap().data {
+        *v *= 4.0;
+    }
+    let weights = to_bytes(&values, Precision::F32, None).unwrap();
+    p.enable_trained_guidance(&serde_json::to_vec(&config).unwrap(), &weights)
+        .unwrap();
     p
 }
 
@@ -53,7 +75,11 @@ fn the_embedding_gradient_matches_finite_differences() {
     };
     let (_, au) = p.au_conditioning(&req, 1, true).unwrap();
     let target = [1usize]; // happy
-    for classifier in [GuideClassifier::FaceApi, GuideClassifier::MiniXception] {
+    for classifier in [
+        GuideClassifier::FaceApi,
+        GuideClassifier::MiniXception,
+        GuideClassifier::Trained,
+    ] {
         let loss = |c: Tensor<3>| {
             p.guidance_gradient(
                 classifier,
