@@ -118,6 +118,57 @@ fn synfer_metadata() {
 }
 
 #[test]
+fn pseudo_label_filters() {
+    let dir = tempdir("pseudo");
+    let line = |file: &str, label: &str, conf: f32, b: &str| {
+        let probs = |top: &str| {
+            let mut m = serde_json::Map::new();
+            for c in class_names(false) {
+                m.insert(
+                    c.clone(),
+                    serde_json::json!(if c == top { 0.9 } else { 0.01 }),
+                );
+            }
+            serde_json::Value::Object(m)
+        };
+        serde_json::json!({
+            "file_name": file, "label": label, "confidence": conf, "requested": label,
+            "probs": {"face-api": probs(label), "mini-xception": probs(b), "ensemble": probs(label)},
+        })
+        .to_string()
+    };
+    let lines = [
+        line("a.png", "happy", 0.9, "happy"),
+        line("b.png", "happy", 0.3, "happy"),
+        line("c.png", "neutral", 0.8, "sad"),
+    ];
+    std::fs::write(dir.join("metadata.jsonl"), lines.join("\n")).unwrap();
+    let all = list(&dir).unwrap();
+    let p: Vec<_> = all.items.iter().map(|i| i.pseudo.unwrap()).collect();
+    assert_eq!(
+        (p[0].consensus, p[1].consensus, p[2].consensus),
+        (true, true, false)
+    );
+    let mut l = all.clone();
+    l.filter_pseudo_labels(0.5, false);
+    assert_eq!(
+        l.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["a.png", "c.png"]
+    );
+    let mut l = all.clone();
+    l.filter_pseudo_labels(0.0, true);
+    assert_eq!(
+        l.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["a.png", "b.png"]
+    );
+    assert_eq!(l.skipped.get("no consensus"), Some(&1));
+    // Real sets carry no pseudo-labels and are never filtered.
+    let mut real = list(&fixture("fer/rafdb")).unwrap();
+    real.filter_pseudo_labels(0.99, true);
+    assert_eq!(real.items.len(), 4);
+}
+
+#[test]
 fn malformed_datasets_name_the_file_and_line() {
     let dir = tempdir("bad-datasets");
     std::fs::write(

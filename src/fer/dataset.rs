@@ -70,6 +70,18 @@ pub struct Item {
     pub split: Option<String>,
     /// A name for reports (relative path or row).
     pub id: String,
+    /// synfer pseudo-labels: the ensemble probability of the label (`confidence`) and whether
+    /// every classifier's argmax is the label.
+    pub pseudo: Option<PseudoLabel>,
+}
+
+/// How sure synfer's pseudo-label generator was of an item's label.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PseudoLabel {
+    /// Ensemble probability of the label.
+    pub confidence: f32,
+    /// Every classifier (face-api, mini-Xception, voters) predicts the label.
+    pub consensus: bool,
 }
 
 /// The items of one dataset path.
@@ -85,6 +97,53 @@ pub struct Listing {
     pub items: Vec<Item>,
     /// Rows that are not expressions (AffectNet codes 8–10), by reason.
     pub skipped: BTreeMap<String, usize>,
+}
+
+impl Listing {
+    /// Drops pseudo-labelled items whose confidence is below `min_confidence` or, with
+    /// `consensus`, on which the classifiers disagree; items without pseudo-label information
+    /// (real sets) stay. Counts the drops in `skipped`.
+    pub fn filter_pseudo_labels(&mut self, min_confidence: f32, consensus: bool) {
+        let before = self.items.len();
+        let mut low = 0;
+        self.items.retain(|item| match item.pseudo {
+            Some(p) if p.confidence < min_confidence => {
+                low += 1;
+                false
+            }
+            Some(p) => p.consensus || !consensus,
+            None => true,
+        });
+        let disagree = before - self.items.len() - low;
+        for (reason, n) in [("low confidence", low), ("no consensus", disagree)] {
+            if n > 0 {
+                *self.skipped.entry(reason.to_string()).or_default() += n;
+            }
+        }
+    }
+}
+
+/// The pseudo-label information of a synfer metadata line, when it has `confidence` and
+/// per-classifier `probs`.
+fn pseudo_label(v: &serde_json::Value, label: &str) -> Option<PseudoLabel> {
+    let confidence = v.get("confidence")?.as_f64()? as f32;
+    let probs = v.get("probs")?.as_object()?;
+    let consensus = probs
+        .iter()
+        .filter(|(name, _)| name.as_str() != "ensemble")
+        .all(|(_, p)| {
+            p.as_object()
+                .and_then(|m| {
+                    m.iter()
+                        .filter_map(|(c, x)| Some((c, x.as_f64()?)))
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                })
+                .is_some_and(|(c, _)| c == label)
+        });
+    Some(PseudoLabel {
+        confidence,
+        consensus,
+    })
 }
 
 /// Normalises a split name (`Training`, `PublicTest`, `valid`, …) to `train`, `val` or `test`.
@@ -198,6 +257,7 @@ fn list_synfer(dir: &Path) -> Result<Listing> {
             label: class_of(label, &file, at)?,
             split: field("split").and_then(normalise_split),
             id: name.to_string(),
+            pseudo: pseudo_label(&v, label),
         });
     }
     Ok(Listing {
@@ -261,6 +321,7 @@ fn list_raf(root: &Path, list: &Path) -> Result<Listing> {
             label: RAF_DB[label - 1],
             split,
             id: name.to_string(),
+            pseudo: None,
         });
     }
     Ok(Listing {
@@ -360,6 +421,7 @@ fn list_csv(file: &Path) -> Result<Listing> {
                 label: FER2013[label],
                 split,
                 id: format!("row{}", i),
+                pseudo: None,
             });
         }
         return Ok(Listing {
@@ -445,6 +507,7 @@ fn list_csv(file: &Path) -> Result<Listing> {
             label,
             split: split.clone(),
             id: rel.to_string(),
+            pseudo: None,
         });
     }
     Ok(Listing {
@@ -526,6 +589,7 @@ fn list_image_folder(root: &Path) -> Result<Listing> {
                     label,
                     split: split.clone(),
                     id,
+                    pseudo: None,
                 });
             }
         }

@@ -100,6 +100,13 @@ pub struct TrainArgs {
     /// Label smoothing.
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f64,
+    /// Leave out synthetic images whose pseudo-label has a lower ensemble probability
+    /// (`confidence` in synfer's metadata.jsonl; real sets are not filtered).
+    #[arg(long, default_value_t = 0.0)]
+    min_confidence: f32,
+    /// Leave out synthetic images on which the pseudo-labelling classifiers disagree.
+    #[arg(long)]
+    consensus: bool,
     /// Augmentation off.
     #[arg(long)]
     no_augment: bool,
@@ -285,7 +292,10 @@ fn train(a: TrainArgs) -> Result<()> {
     let run = RunDir::open(&a.out)?;
     check_resume(&run, &stage)?;
     let side = stage.model.input_size;
-    let train_sets = listings(&a.data)?;
+    let mut train_sets = listings(&a.data)?;
+    for l in &mut train_sets {
+        l.filter_pseudo_labels(a.min_confidence, a.consensus);
+    }
     let train_data = decode("training", &train_sets, &a.split, side, a.contempt)?;
     if train_data.is_empty() {
         return Err(Error::request(
@@ -322,7 +332,8 @@ fn train(a: TrainArgs) -> Result<()> {
     let selected = device::select(a.device)?;
     let record = json!({
         "stage": stage, "loop": cfg, "data": a.data, "split": a.split, "val": a.val,
-        "val_split": a.val_split, "train_images": train_data.len(),
+        "val_split": a.val_split, "min_confidence": a.min_confidence, "consensus": a.consensus,
+        "train_images": train_data.len(),
         "train_classes": train_data.classes.iter().zip(train_data.class_counts()).collect::<BTreeMap<_, _>>(),
         "val_images": val_data.as_ref().map(|v| v.len()), "device": selected.description,
     });
