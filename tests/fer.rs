@@ -254,6 +254,7 @@ fn tiny_config(arch: Arch) -> FerConfig {
         channels: 3,
         width: 4,
         classes: class_names(false),
+        standardize: false,
     }
 }
 

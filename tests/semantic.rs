@@ -37,6 +37,7 @@ fn pipeline() -> Pipeline {
         channels: 3,
         width: 4,
         classes: class_names(false),
+        standardize: false,
     };
     let model = FerClassifier::init(&config, 3, &Device::flex()).unwrap();
     // Sharper logits (fc × 4) than a fresh initialisation gives, so that the gradient stands

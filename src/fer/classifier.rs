@@ -40,6 +40,11 @@ pub struct FerConfig {
     pub width: usize,
     /// Output class names, canonical (see [`super::classes`]).
     pub classes: Vec<String>,
+    /// Standardise each image (per channel: subtract its mean, divide by its standard
+    /// deviation) instead of mapping `[0, 1]` to `[−1, 1]`: removes global brightness and
+    /// contrast, which differ between synthetic and real faces.
+    #[serde(default)]
+    pub standardize: bool,
 }
 
 impl FerConfig {
@@ -95,6 +100,8 @@ pub struct FerClassifier {
     pub input_size: usize,
     /// Input channels.
     pub channels: usize,
+    /// Per-image standardisation ([`FerConfig::standardize`]).
+    pub standardize: bool,
     /// Canonical index of each output.
     pub canonical: Vec<usize>,
 }
@@ -151,6 +158,7 @@ impl FerClassifier {
             )?,
             input_size: config.input_size,
             channels: config.channels,
+            standardize: config.standardize,
             canonical,
         })
     }
@@ -161,7 +169,8 @@ impl FerClassifier {
     }
 
     /// Model input from RGB `[n, s, s, 3]` in `[0, 1]` at the input side: grey if the model
-    /// has one channel, `(x − ½) / ½`, NCHW. Differentiable.
+    /// has one channel, then `(x − ½) / ½` or, with `standardize`, `(x − μ) / (σ + 1e-3)` per
+    /// image and channel; NCHW. Differentiable.
     pub fn normalise(&self, nhwc: Tensor<4>) -> Tensor<4> {
         let x = if self.channels == 1 {
             let device = nhwc.device();
@@ -171,7 +180,16 @@ impl FerClassifier {
         } else {
             nhwc
         };
-        ((x - 0.5) * 2.0).permute([0, 3, 1, 2])
+        let x = x.permute([0, 3, 1, 2]);
+        if !self.standardize {
+            return (x - 0.5) * 2.0;
+        }
+        let [n, c, h, w] = x.dims();
+        let flat = x.reshape([n, c, h * w]);
+        let mean = flat.clone().mean_dim(2);
+        let centred = flat - mean;
+        let std = centred.clone().square().mean_dim(2).sqrt();
+        (centred / (std + 1e-3)).reshape([n, c, h, w])
     }
 
     /// Logits `[n, classes]` of RGB images `[n, h, w, 3]` in `[0, 1]` (any square side: resized

@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Grey input (1 channel) instead of RGB.
     #[arg(long)]
     grey: bool,
+    /// Standardise each input image (zero mean, unit deviation) instead of scaling to [−1, 1].
+    #[arg(long)]
+    standardize: bool,
     /// Eight classes (with contempt) instead of seven.
     #[arg(long)]
     contempt: bool,
@@ -255,6 +258,7 @@ fn train(a: TrainArgs) -> Result<()> {
         channels: if a.grey { 1 } else { 3 },
         width: a.width.unwrap_or(a.arch.default_width()),
         classes: class_names(a.contempt),
+        standardize: a.standardize,
     };
     let augment = if a.no_augment {
         Augment::NONE
