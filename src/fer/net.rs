@@ -292,6 +292,8 @@ impl MiniXception {
 }
 
 /// One of the architectures.
+// One value per model: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum FerNet {
     /// ResNet-18.

@@ -318,7 +318,8 @@ pub fn plot_accuracy(entries: &[AccuracyEntry]) -> Canvas {
         [0, 0, 0],
     );
     let at = |step: u64, v: f64| (left + pw * step as f32 / last, top + ph * (1.0 - v as f32));
-    let series: [(fn(&AccuracyEntry) -> Option<f64>, [u8; 3]); 2] = [
+    type Series = (fn(&AccuracyEntry) -> Option<f64>, [u8; 3]);
+    let series: [Series; 2] = [
         (|e| Some(e.train_accuracy), [150, 190, 240]),
         (|e| e.val_accuracy, [20, 60, 160]),
     ];
