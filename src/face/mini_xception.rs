@@ -21,11 +21,9 @@
 
 use burn::module::Module;
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{SeparableConv2d, TfConv2d, same_padding};
+use super::{SeparableConv2d, TfConv2d, max_pool_3x3_same};
 use crate::error::Result;
 use crate::weights::Weights;
 
@@ -72,18 +70,7 @@ impl XceptionBlock {
         let residual = self.residual.forward(x.clone());
         let x = if self.relu_input { relu(x) } else { x };
         let s = self.sep2.forward(relu(self.sep1.forward(x)));
-        let [_, _, h, w] = s.dims();
-        let pooled = max_pool2d(
-            s,
-            MaxPoolOptions {
-                kernel_size: [3, 3],
-                stride: [2, 2],
-                padding: [same_padding(h, 3, 2), same_padding(w, 3, 2)],
-                dilation: [1, 1],
-                ceil_mode: false,
-            },
-        );
-        pooled + residual
+        max_pool_3x3_same(s) + residual
     }
 }
 

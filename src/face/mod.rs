@@ -62,6 +62,22 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
     (total / 2, total - total / 2)
 }
 
+/// 3×3 stride-2 max pooling with TensorFlow `SAME` padding (mini-Xception's down-sampling).
+pub fn max_pool_3x3_same(x: Tensor<4>) -> Tensor<4> {
+    use burn::tensor::{module::max_pool2d, ops::MaxPoolOptions};
+    let [_, _, h, w] = x.dims();
+    max_pool2d(
+        x,
+        MaxPoolOptions {
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [same_padding(h, 3, 2), same_padding(w, 3, 2)],
+            dilation: [1, 1],
+            ceil_mode: false,
+        },
+    )
+}
+
 /// A 2-D convolution with TensorFlow padding semantics (`SAME` computed from the input size at
 /// run time, or `VALID`) and optional groups (`groups == channels`: depthwise).
 #[derive(Module, Debug)]

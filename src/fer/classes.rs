@@ -18,17 +18,11 @@
 
 use crate::face::CLASSES;
 
-/// Canonical class names, contempt last.
-pub const CANONICAL: [&str; 8] = [
-    "neutral",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgusted",
-    "surprised",
-    "contempt",
-];
+/// Canonical class names: [`CLASSES`], then contempt.
+pub const CANONICAL: [&str; 8] = {
+    let c = CLASSES;
+    [c[0], c[1], c[2], c[3], c[4], c[5], c[6], "contempt"]
+};
 
 /// FER2013's `emotion` codes 0–6 → canonical index.
 pub const FER2013: [usize; 7] = [3, 5, 4, 1, 2, 6, 0];

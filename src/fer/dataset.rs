@@ -354,6 +354,32 @@ fn csv_fields(line: &str) -> Vec<String> {
     out
 }
 
+/// One data line of a CSV file: its fields and where it is (for errors).
+struct CsvRow<'a> {
+    file: &'a Path,
+    line: usize,
+    fields: Vec<String>,
+}
+
+impl CsvRow<'_> {
+    /// `line N` (1-based, the header is line 1).
+    fn at(&self) -> String {
+        format!("line {}", self.line + 1)
+    }
+
+    /// Field `c`, trimmed.
+    fn get(&self, c: usize) -> Result<&str> {
+        self.fields
+            .get(c)
+            .map(|s| s.trim())
+            .ok_or_else(|| self.error("too few fields".into()))
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::dataset(self.file.display(), self.at(), message)
+    }
+}
+
 fn list_csv(file: &Path) -> Result<Listing> {
     let text = read_text(file)?;
     let mut lines = text.lines().enumerate();
@@ -373,46 +399,38 @@ fn list_csv(file: &Path) -> Result<Listing> {
             format!("no {what} column (header: {})", header.join(",")),
         )
     };
+    let rows = lines
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(line, l)| CsvRow {
+            file,
+            line,
+            fields: csv_fields(l),
+        });
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut items = Vec::new();
     let mut skipped = BTreeMap::new();
     if let (Some(emotion), Some(pixels)) = (column(&["emotion"]), column(&["pixels"])) {
         let usage = column(&["usage"]);
-        for (i, line) in lines {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = || format!("line {}", i + 1);
-            let f = csv_fields(line);
-            let get = |c: usize| {
-                f.get(c)
-                    .map(|s| s.trim())
-                    .ok_or_else(|| Error::dataset(file.display(), at(), "too few fields"))
-            };
-            let code = get(emotion)?;
+        for row in rows {
+            let code = row.get(emotion)?;
             let label = code
                 .parse::<usize>()
                 .ok()
                 .filter(|c| *c < 7)
-                .ok_or_else(|| {
-                    Error::dataset(file.display(), at(), format!("emotion {code:?} is not 0–6"))
-                })?;
-            let values = get(pixels)?
+                .ok_or_else(|| row.error(format!("emotion {code:?} is not 0–6")))?;
+            let values = row
+                .get(pixels)?
                 .split_whitespace()
                 .map(|v| v.parse::<u8>())
                 .collect::<std::result::Result<Vec<u8>, _>>()
-                .map_err(|e| Error::dataset(file.display(), at(), format!("pixels: {e}")))?;
+                .map_err(|e| row.error(format!("pixels: {e}")))?;
             let side = (values.len() as f64).sqrt() as usize;
             if side == 0 || side * side != values.len() {
-                return Err(Error::dataset(
-                    file.display(),
-                    at(),
-                    format!("{} pixels are not a square image", values.len()),
-                ));
+                return Err(row.error(format!("{} pixels are not a square image", values.len())));
             }
             let split = usage
-                .and_then(|c| f.get(c))
-                .and_then(|u| normalise_split(u));
+                .and_then(|c| row.get(c).ok())
+                .and_then(normalise_split);
             items.push(Item {
                 source: ItemSource::Grey {
                     side,
@@ -420,7 +438,7 @@ fn list_csv(file: &Path) -> Result<Listing> {
                 },
                 label: FER2013[label],
                 split,
-                id: format!("row{}", i),
+                id: format!("row{}", row.line),
                 pseudo: None,
             });
         }
@@ -454,18 +472,8 @@ fn list_csv(file: &Path) -> Result<Listing> {
     .unwrap_or_else(|| dir.to_path_buf());
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     let split = normalise_split(stem);
-    for (i, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("line {}", i + 1);
-        let f = csv_fields(line);
-        let get = |c: usize| {
-            f.get(c)
-                .map(|s| s.trim())
-                .ok_or_else(|| Error::dataset(file.display(), at(), "too few fields"))
-        };
-        let value = get(expression)?;
+    for row in rows {
+        let value = row.get(expression)?;
         let label = match value.parse::<usize>() {
             Ok(code) if code < AFFECTNET.len() => AFFECTNET[code],
             Ok(code @ 8..=10) => {
@@ -473,32 +481,24 @@ fn list_csv(file: &Path) -> Result<Listing> {
                 *skipped.entry(reason.to_string()).or_default() += 1;
                 continue;
             }
-            Ok(code) => {
-                return Err(Error::dataset(
-                    file.display(),
-                    at(),
-                    format!("expression {code} is not 0–10"),
-                ));
-            }
-            Err(_) => class_of(value, file, at)?,
+            Ok(code) => return Err(row.error(format!("expression {code} is not 0–10"))),
+            Err(_) => class_of(value, file, || row.at())?,
         };
         let crop = match boxes {
             [Some(x), Some(y), Some(w), Some(h)] => {
                 let n = |c: usize| -> Result<u32> {
-                    let s = get(c)?;
+                    let s = row.get(c)?;
                     s.parse::<f64>()
                         .ok()
                         .filter(|v| v.is_finite() && *v >= 0.0)
                         .map(|v| v as u32)
-                        .ok_or_else(|| {
-                            Error::dataset(file.display(), at(), format!("face box value {s:?}"))
-                        })
+                        .ok_or_else(|| row.error(format!("face box value {s:?}")))
                 };
                 Some([n(x)?, n(y)?, n(w)?, n(h)?]).filter(|b| b[2] > 0 && b[3] > 0)
             }
             _ => None,
         };
-        let rel = get(path_col)?;
+        let rel = row.get(path_col)?;
         items.push(Item {
             source: ItemSource::File {
                 path: image_root.join(rel),

@@ -15,12 +15,10 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::face::{SeparableConv2d, TfConv2d, same_padding};
+use crate::face::{SeparableConv2d, TfConv2d, max_pool_3x3_same};
 use crate::nn::GroupNorm;
 use crate::weights::Weights;
 
@@ -74,20 +72,6 @@ pub fn norm_groups(c: usize) -> usize {
         g -= 1;
     }
     g
-}
-
-fn max_pool_same(x: Tensor<4>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    max_pool2d(
-        x,
-        MaxPoolOptions {
-            kernel_size: [3, 3],
-            stride: [2, 2],
-            padding: [same_padding(h, 3, 2), same_padding(w, 3, 2)],
-            dilation: [1, 1],
-            ceil_mode: false,
-        },
-    )
 }
 
 fn global_mean(x: Tensor<4>) -> Tensor<2> {
@@ -206,7 +190,7 @@ impl ResNet18 {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut h = max_pool_same(relu(self.stem.forward(x)));
+        let mut h = max_pool_3x3_same(relu(self.stem.forward(x)));
         for block in &self.blocks {
             h = block.forward(h);
         }
@@ -247,7 +231,7 @@ impl XceptionBlock {
         let r = self.residual.forward(x.clone());
         let s = relu(self.norm1.forward(self.sep1.forward(x)));
         let s = self.norm2.forward(self.sep2.forward(s));
-        max_pool_same(s) + r
+        max_pool_3x3_same(s) + r
     }
 }
 

@@ -26,7 +26,9 @@ use crate::files::{parse_jsonl, to_jsonl, write_atomic};
 use crate::plot::Canvas;
 use crate::train::ema::Ema;
 use crate::train::params;
-use crate::train::run::{LoopConfig, LossEntry, RunDir, train_with_hook};
+use crate::train::run::{
+    LoopConfig, LossEntry, RunDir, plot_frame, step_axis_labels, train_with_hook,
+};
 use crate::train::schedule::{Batches, mix, step_rng};
 use crate::train::tensors::{self, Precision};
 
@@ -283,16 +285,7 @@ fn write_accuracy(run: &RunDir, entries: &[AccuracyEntry]) -> Result<()> {
 
 /// Accuracy curves: training batches (light) and validation (dark), 0–100 %.
 pub fn plot_accuracy(entries: &[AccuracyEntry]) -> Canvas {
-    let (left, top, pw, ph) = (60.0f32, 30.0f32, 560.0f32, 290.0f32);
-    let mut c = Canvas::new(640, 360);
-    c.rect(
-        left as usize,
-        (top + ph) as usize,
-        pw as usize,
-        1,
-        [0, 0, 0],
-    );
-    c.rect(left as usize, top as usize, 1, ph as usize, [0, 0, 0]);
+    let (mut c, [left, top, pw, ph]) = plot_frame();
     c.text(
         8,
         8,
@@ -303,20 +296,7 @@ pub fn plot_accuracy(entries: &[AccuracyEntry]) -> Canvas {
     c.text(20, top as usize, "100%", 1, [0, 0, 0]);
     c.text(36, (top + ph) as usize - 8, "0%", 1, [0, 0, 0]);
     let last = entries.last().map_or(1, |e| e.step).max(1) as f32;
-    c.text(
-        (left + pw - 40.0) as usize,
-        (top + ph + 10.0) as usize,
-        &format!("{last}"),
-        1,
-        [0, 0, 0],
-    );
-    c.text(
-        ((left + pw) / 2.0) as usize,
-        (top + ph + 22.0) as usize,
-        "STEP",
-        1,
-        [0, 0, 0],
-    );
+    step_axis_labels(&mut c, [left, top, pw, ph], last);
     let at = |step: u64, v: f64| (left + pw * step as f32 / last, top + ph * (1.0 - v as f32));
     type Series = (fn(&AccuracyEntry) -> Option<f64>, [u8; 3]);
     let series: [Series; 2] = [

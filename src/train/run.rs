@@ -209,17 +209,7 @@ impl RunDir {
 
 /// A loss curve (log scale) with its 100-step running mean.
 pub fn plot_losses(entries: &[LossEntry]) -> Canvas {
-    let (w, h) = (640usize, 360usize);
-    let mut c = Canvas::new(w, h);
-    let (left, top, pw, ph) = (60.0f32, 30.0f32, 560.0f32, 290.0f32);
-    c.rect(
-        left as usize,
-        (top + ph) as usize,
-        pw as usize,
-        1,
-        [0, 0, 0],
-    );
-    c.rect(left as usize, top as usize, 1, ph as usize, [0, 0, 0]);
+    let (mut c, [left, top, pw, ph]) = plot_frame();
     let finite: Vec<&LossEntry> = entries
         .iter()
         .filter(|e| e.loss > 0.0 && e.loss.is_finite())
@@ -271,6 +261,28 @@ pub fn plot_losses(entries: &[LossEntry]) -> Canvas {
         [0, 0, 0],
     );
     c.text(left as usize, (top + ph + 10.0) as usize, "0", 1, [0, 0, 0]);
+    step_axis_labels(&mut c, [left, top, pw, ph], last);
+    c
+}
+
+/// A 640×360 canvas with the axes of its plot area, and the area `[left, top, width, height]`.
+pub fn plot_frame() -> (Canvas, [f32; 4]) {
+    let (left, top, pw, ph) = (60.0f32, 30.0f32, 560.0f32, 290.0f32);
+    let mut c = Canvas::new(640, 360);
+    c.rect(
+        left as usize,
+        (top + ph) as usize,
+        pw as usize,
+        1,
+        [0, 0, 0],
+    );
+    c.rect(left as usize, top as usize, 1, ph as usize, [0, 0, 0]);
+    (c, [left, top, pw, ph])
+}
+
+/// The last step and "STEP" under a plot area `[left, top, width, height]`.
+pub fn step_axis_labels(c: &mut Canvas, area: [f32; 4], last: f32) {
+    let [left, top, pw, ph] = area;
     c.text(
         (left + pw - 40.0) as usize,
         (top + ph + 10.0) as usize,
@@ -285,7 +297,6 @@ pub fn plot_losses(entries: &[LossEntry]) -> Canvas {
         1,
         [0, 0, 0],
     );
-    c
 }
 
 /// Runs (or resumes) `cfg.steps` optimizer steps of `loss_of(model, step)` on `model`.
