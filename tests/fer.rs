@@ -417,3 +417,113 @@ fn a_trained_model_votes_in_the_pseudo_label_ensemble() {
     let twice = [dir.display().to_string(), dir.display().to_string()];
     assert!(Voter::load_all(&twice, &device).is_err());
 }
+
+#[test]
+fn the_cli_trains_resumes_evaluates_and_predicts() {
+    use std::process::Command;
+    let dir = tempdir("fer-cli");
+    let model = dir.join("model");
+    let synfer = env!("CARGO_BIN_EXE_synfer");
+    let train = |steps: &str| {
+        let out = Command::new(synfer)
+            .args(["fer", "train", "--data"])
+            .arg(fixture("fer/imagefolder"))
+            .arg(fixture("fer/rafdb"))
+            .args(["--split", "all", "--out"])
+            .arg(&model)
+            .args(["--arch", "resnet18", "--width", "4", "--input-size", "16"])
+            .args([
+                "--batch",
+                "4",
+                "--checkpoint-every",
+                "2",
+                "--device",
+                "cpu",
+                "--steps",
+            ])
+            .arg(steps)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    train("2");
+    let log = train("4");
+    assert!(log.contains("from 2"), "resumes from the checkpoint: {log}");
+    let text = std::fs::read_to_string(model.join("loss.jsonl")).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "one loss line per step, none repeated"
+    );
+    // Other settings into the same folder are refused.
+    let out = Command::new(synfer)
+        .args(["fer", "train", "--data"])
+        .arg(fixture("fer/imagefolder"))
+        .args(["--split", "all", "--out"])
+        .arg(&model)
+        .args(["--arch", "mini-xception", "--device", "cpu", "--steps", "4"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
+
+    let eval = dir.join("eval");
+    let out = Command::new(synfer)
+        .args(["fer", "eval", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(fixture("fer/rafdb"))
+        .args(["--split", "test", "--device", "cpu", "--out"])
+        .arg(&eval)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["metrics"]["images"], 2, "RAF-DB's two test images");
+    assert!(eval.join("confusion.png").is_file());
+
+    let img = fixture("fer/imagefolder/train/happiness/x.png");
+    let out = Command::new(synfer)
+        .args([
+            "fer",
+            "predict",
+            "--json",
+            "--assume-cropped",
+            "--device",
+            "cpu",
+            "--model",
+        ])
+        .arg(&model)
+        .arg(&img)
+        .arg(dir.join("missing.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let probs = lines[0]["probs"].as_object().unwrap();
+    let keys: Vec<&str> = probs.keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 7);
+    let total: f64 = probs.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-4);
+    let best = probs
+        .iter()
+        .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+        .unwrap()
+        .0;
+    assert_eq!(lines[0]["label"].as_str(), Some(best.as_str()));
+    assert!(lines[1]["error"].as_str().unwrap().contains("missing.png"));
+}

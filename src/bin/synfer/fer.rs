@@ -493,6 +493,29 @@ fn predict_file(
     Ok(probs.into_iter().next().map(|p| (face, p)))
 }
 
+/// One `fer predict --json` line, fields in this order.
+#[derive(serde::Serialize)]
+struct Prediction<'a> {
+    file: &'a str,
+    label: &'a str,
+    probs: OrderedProbs<'a>,
+    bbox: [f32; 4],
+}
+
+/// Class → probability, in the model's class order.
+struct OrderedProbs<'a>(&'a [&'a str], &'a [f32]);
+
+impl serde::Serialize for OrderedProbs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, p) in self.0.iter().zip(self.1) {
+            map.serialize_entry(name, p)?;
+        }
+        map.end()
+    }
+}
+
 fn predict(a: PredictArgs) -> Result<()> {
     let selected = device::select(a.device)?;
     let model = FerClassifier::load_dir(&a.model, &selected.device)?;
@@ -522,15 +545,17 @@ fn predict(a: PredictArgs) -> Result<()> {
                 ok += 1;
                 let best = synfer::fer::train::argmax(&probs);
                 if a.json {
-                    let probs: serde_json::Map<String, serde_json::Value> = names
-                        .iter()
-                        .zip(&probs)
-                        .map(|(n, p)| (n.to_string(), json!(p)))
-                        .collect();
-                    let line = json!({
-                        "file": file, "label": names[best], "probs": probs, "bbox": face.bbox,
-                    });
-                    let _ = writeln!(stdout, "{line}");
+                    let line = Prediction {
+                        file: &file,
+                        label: names[best],
+                        probs: OrderedProbs(&names, &probs),
+                        bbox: face.bbox,
+                    };
+                    let _ = writeln!(
+                        stdout,
+                        "{}",
+                        serde_json::to_string(&line).expect("serialisable")
+                    );
                 } else {
                     let [x, y, w, h] = face.bbox;
                     let _ = writeln!(
