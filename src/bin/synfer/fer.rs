@@ -44,8 +44,8 @@ pub struct TrainArgs {
     /// Split of the training sets to use where a layout has splits (`all`: every image).
     #[arg(long, default_value = "train")]
     split: String,
-    /// Validation sets (evaluated at every checkpoint); default: the `val` split of `--data`
-    /// when it has one.
+    /// Validation sets (evaluated at every checkpoint); default: the items of `--data` that are
+    /// in the `--val-split` split, when there are any.
     #[arg(long, num_args = 1..)]
     val: Vec<PathBuf>,
     /// Split of the validation sets.
@@ -314,9 +314,19 @@ fn train(a: TrainArgs) -> Result<()> {
                 .any(|i| i.split.as_deref() == Some(&a.val_split))
         });
         if has_val && split_choice(&a.split).is_some() {
+            // Only items that name the split: split-less items (used for training) must not
+            // be validated on.
+            let val_sets: Vec<Listing> = train_sets
+                .iter()
+                .map(|l| {
+                    let mut l = l.clone();
+                    l.items.retain(|i| i.split.as_deref() == Some(&a.val_split));
+                    l
+                })
+                .collect();
             Some(decode(
                 "validation",
-                &train_sets,
+                &val_sets,
                 &a.val_split,
                 side,
                 a.contempt,
