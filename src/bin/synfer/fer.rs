@@ -249,8 +249,11 @@ fn print_metrics(title: &str, m: &Metrics) {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    if a.checkpoint_every == 0 {
-        return Err(Error::request("checkpoint_every", "must be at least 1"));
+    if a.checkpoint_every == 0 || a.steps == 0 {
+        return Err(Error::request(
+            "train",
+            "--steps and --checkpoint-every must be at least 1",
+        ));
     }
     let model = FerConfig {
         arch: a.arch,
