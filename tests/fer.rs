@@ -210,6 +210,17 @@ fn malformed_datasets_name_the_file_and_line() {
     assert!(err.contains("x.png"), "{err}");
 }
 
+/// Runs `cmd` and asserts that it succeeded (its stderr in the message otherwise).
+fn succeed(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("synfer-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -425,8 +436,8 @@ fn the_cli_trains_resumes_evaluates_and_predicts() {
     let model = dir.join("model");
     let synfer = env!("CARGO_BIN_EXE_synfer");
     let train = |steps: &str| {
-        let out = Command::new(synfer)
-            .args(["fer", "train", "--data"])
+        let mut cmd = Command::new(synfer);
+        cmd.args(["fer", "train", "--data"])
             .arg(fixture("fer/imagefolder"))
             .arg(fixture("fer/rafdb"))
             .args(["--split", "all", "--out"])
@@ -441,15 +452,8 @@ fn the_cli_trains_resumes_evaluates_and_predicts() {
                 "cpu",
                 "--steps",
             ])
-            .arg(steps)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).to_string()
+            .arg(steps);
+        String::from_utf8_lossy(&succeed(&mut cmd).stderr).to_string()
     };
     train("2");
     let log = train("4");
@@ -473,20 +477,14 @@ fn the_cli_trains_resumes_evaluates_and_predicts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
 
     let eval = dir.join("eval");
-    let out = Command::new(synfer)
-        .args(["fer", "eval", "--model"])
+    let mut cmd = Command::new(synfer);
+    cmd.args(["fer", "eval", "--model"])
         .arg(&model)
         .arg("--data")
         .arg(fixture("fer/rafdb"))
         .args(["--split", "test", "--device", "cpu", "--out"])
-        .arg(&eval)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&eval);
+    succeed(&mut cmd);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval.join("eval.json")).unwrap()).unwrap();
     assert_eq!(report["metrics"]["images"], 2, "RAF-DB's two test images");
