@@ -8,6 +8,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// Image file extensions the crate decodes (lower case; the `image` crate is built with PNG
+/// and JPEG only).
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
 /// Writes `bytes` to `<path>.tmp`, then renames it over `path`: a reader (or a resumed run)
 /// sees the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -24,6 +28,15 @@ pub fn to_jsonl<T: Serialize>(items: &[T], file: &str) -> Result<String> {
         text.push('\n');
     }
     Ok(text)
+}
+
+/// Reads a JSON Lines file ([`parse_jsonl`]); a missing file is an empty list.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_jsonl(&text, &path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// Parses JSON Lines (blank lines skipped); `file` names the source in errors, with the line.

@@ -16,11 +16,12 @@ mod common;
 use burn::tensor::Device;
 use common::fixture;
 use safetensors::SafeTensors;
+use synfer::face::argmax;
 use synfer::face::mini_xception::TO_CANONICAL;
 use synfer::fer::FerClassifier;
 use synfer::fer::classes::class_names;
 use synfer::fer::dataset::{LabelledImages, square_resize};
-use synfer::fer::train::{argmax, evaluate};
+use synfer::fer::train::evaluate;
 
 const FACES: usize = 100;
 const SIDE: usize = 112;

@@ -152,7 +152,7 @@ pub struct Classification {
 impl Classification {
     /// Labels `probs` by argmax.
     pub fn new(probs: [f32; 7]) -> Self {
-        let best = (0..7).fold(0, |b, i| if probs[i] > probs[b] { i } else { b });
+        let best = super::argmax(&probs);
         Classification {
             label: CLASSES[best],
             probs,

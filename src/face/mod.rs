@@ -54,6 +54,12 @@ pub const CLASSES: [&str; 7] = [
     "surprised",
 ];
 
+/// Index of the largest value, the first on ties (how every classifier here turns
+/// probabilities into a label).
+pub fn argmax(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |b, i| if values[i] > values[b] { i } else { b })
+}
+
 /// tfjs/TensorFlow `SAME` padding along one axis: `(begin, end)` with the extra pixel (if the
 /// total is odd) at the end. For stride 2 this is asymmetric, unlike PyTorch's `k / 2`.
 pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {

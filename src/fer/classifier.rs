@@ -127,19 +127,21 @@ impl FerClassifier {
         Ok(model)
     }
 
-    /// Loads a model folder (`fer.json` + `model.safetensors`).
+    /// The `fer.json` and `model.safetensors` bytes of a model folder.
     #[cfg(not(target_family = "wasm"))]
-    pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self> {
+    pub fn read_dir(dir: &std::path::Path) -> Result<(Vec<u8>, Vec<u8>)> {
         let read = |f: &str| {
             let p = dir.join(f);
             std::fs::read(&p).map_err(|e| Error::io(&p, e))
         };
-        Self::from_bytes(
-            &dir.display().to_string(),
-            &read("fer.json")?,
-            &read("model.safetensors")?,
-            device,
-        )
+        Ok((read("fer.json")?, read("model.safetensors")?))
+    }
+
+    /// Loads a model folder (`fer.json` + `model.safetensors`).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self> {
+        let (config, weights) = Self::read_dir(dir)?;
+        Self::from_bytes(&dir.display().to_string(), &config, &weights, device)
     }
 
     fn build(config: &FerConfig, store: &TensorStore, device: &Device) -> Result<Self> {

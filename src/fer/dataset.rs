@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::classes::{AFFECTNET, FER2013, RAF_DB, canonical_index, class_names};
 use crate::error::{Error, Result};
+use crate::files::IMAGE_EXTENSIONS;
 
 /// A published dataset layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -518,8 +519,6 @@ fn list_csv(file: &Path) -> Result<Listing> {
         skipped,
     })
 }
-
-const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -22,7 +22,8 @@ use super::classifier::{FerClassifier, FerConfig};
 use super::dataset::LabelledImages;
 use super::metrics::{Confusion, Metrics};
 use crate::error::{Error, Result};
-use crate::files::{parse_jsonl, to_jsonl, write_atomic};
+use crate::face::argmax;
+use crate::files::{read_jsonl, to_jsonl, write_atomic};
 use crate::plot::Canvas;
 use crate::train::ema::Ema;
 use crate::train::params;
@@ -200,11 +201,6 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[usize], eps: f64) -> Result<(T
     Ok((loss, correct))
 }
 
-/// Index of the largest value (the first on ties).
-pub fn argmax(row: &[f32]) -> usize {
-    (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b })
-}
-
 /// Confusion matrix of `model` on `data`, over the classes `classes` (indices into
 /// `data.classes`): images of other classes are skipped, and the prediction is the most
 /// probable of `classes` (a model without one of them never predicts it).
@@ -219,10 +215,13 @@ pub fn evaluate(
     let chosen: Vec<usize> = (0..data.len())
         .filter(|&i| classes.contains(&data.labels[i]))
         .collect();
-    // Canonical index of each data class (data class names are canonical).
-    let canonical: Vec<usize> = classes
+    // The model output of each evaluated class (data class names are canonical), if it has one.
+    let outputs: Vec<Option<usize>> = classes
         .iter()
-        .map(|&c| super::classes::canonical_index(&data.classes[c]).unwrap_or(usize::MAX))
+        .map(|&c| {
+            let canonical = super::classes::canonical_index(&data.classes[c]);
+            model.canonical.iter().position(|&m| Some(m) == canonical)
+        })
         .collect();
     let k = model.num_classes();
     let mut rng = step_rng(0, 0, 0);
@@ -235,15 +234,9 @@ pub fn evaluate(
             .try_into_vec_as::<f32>()
             .map_err(|e| Error::Device(format!("reading logits back: {e:?}")))?;
         for (row, &i) in logits.chunks_exact(k).zip(chunk) {
-            let scores: Vec<f32> = canonical
+            let scores: Vec<f32> = outputs
                 .iter()
-                .map(|c| {
-                    model
-                        .canonical
-                        .iter()
-                        .position(|m| m == c)
-                        .map_or(f32::NEG_INFINITY, |j| row[j])
-                })
+                .map(|o| o.map_or(f32::NEG_INFINITY, |j| row[j]))
                 .collect();
             let truth = classes
                 .iter()
@@ -266,15 +259,6 @@ pub struct AccuracyEntry {
     pub val_accuracy: Option<f64>,
     /// Validation macro-F1.
     pub val_macro_f1: Option<f64>,
-}
-
-fn read_accuracy(run: &RunDir) -> Result<Vec<AccuracyEntry>> {
-    let path = run.root.join("accuracy.jsonl");
-    match std::fs::read_to_string(&path) {
-        Ok(t) => parse_jsonl(&t, &path.display().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io(&path, e)),
-    }
 }
 
 fn write_accuracy(run: &RunDir, entries: &[AccuracyEntry]) -> Result<()> {
@@ -362,10 +346,11 @@ pub fn train_classifier(
     let model = FerClassifier::init(&stage.model, stage.seed, device)?;
     let mut sampler = Sampler::new(train, stage)?;
     let saved = run.saved_step()?.unwrap_or(0);
-    let mut log: Vec<AccuracyEntry> = read_accuracy(run)?
-        .into_iter()
-        .filter(|e| e.step <= saved)
-        .collect();
+    let mut log: Vec<AccuracyEntry> =
+        read_jsonl::<AccuracyEntry>(&run.root.join("accuracy.jsonl"))?
+            .into_iter()
+            .filter(|e| e.step <= saved)
+            .collect();
     let tally = RefCell::new((0usize, 0usize));
     let all_classes: Vec<usize> = (0..train.classes.len()).collect();
     let evaluate_on = |values: &BTreeMap<_, _>| -> Result<Option<Metrics>> {

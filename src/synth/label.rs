@@ -14,8 +14,8 @@ use super::plan::{LabelPlan, Policy};
 use crate::au::{Expression, FINEFACE};
 use crate::error::{Error, Result};
 use crate::eval::{FACE_THRESHOLD, face_score};
-use crate::face::CLASSES;
 use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::face::{CLASSES, argmax};
 use crate::fer::FerClassifier;
 
 /// What happened to an image.
@@ -154,10 +154,6 @@ pub struct Decision {
     pub confidence: f32,
     /// Per classifier (and `ensemble`): does its prediction equal the request?
     pub agrees: BTreeMap<String, bool>,
-}
-
-fn argmax(p: &Probs) -> usize {
-    (0..7).fold(0, |b, i| if p[i] > p[b] { i } else { b })
 }
 
 /// Applies the rule to `analysis` of an image requested as `requested`.

@@ -19,7 +19,7 @@ use super::ema::Ema;
 use super::params;
 use super::tensors::{self, Precision};
 use crate::error::{Error, Result};
-use crate::files::{parse_jsonl, to_jsonl, write_atomic};
+use crate::files::{read_jsonl, to_jsonl, write_atomic};
 use crate::plot::Canvas;
 
 /// Loop settings.
@@ -174,13 +174,7 @@ impl RunDir {
 
     /// Log entries (after a resume, only those up to the checkpoint are kept).
     pub fn log_entries(&self) -> Result<Vec<LossEntry>> {
-        let path = self.root.join("loss.jsonl");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        parse_jsonl(&text, &path.display().to_string())
+        read_jsonl(&self.root.join("loss.jsonl"))
     }
 
     fn rewrite_log(&self, entries: &[LossEntry]) -> Result<()> {

@@ -556,7 +556,7 @@ fn predict(a: PredictArgs) -> Result<()> {
         match predict_file(&model, analyzer.as_ref(), path, &selected.device) {
             Ok(Some((face, probs))) => {
                 ok += 1;
-                let best = synfer::fer::train::argmax(&probs);
+                let best = synfer::face::argmax(&probs);
                 if a.json {
                     let line = Prediction {
                         file: &file,

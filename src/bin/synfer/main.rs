@@ -17,7 +17,7 @@ use serde_json::json;
 use synfer::au::{AuVector, Expression};
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
-use synfer::files::write_atomic;
+use synfer::files::{IMAGE_EXTENSIONS, write_atomic};
 use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use synfer::pipeline::adapter::{read_adapter, read_lora};
 use synfer::pipeline::latents::load_latents_file;
@@ -245,9 +245,6 @@ fn list_aus(set: &str) -> Result<()> {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(())
 }
-
-/// Image extensions walked in directories (what the crate's `image` features decode).
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Files named on the command line as given; directories walked recursively, sorted, keeping
 /// image extensions only.
@@ -480,11 +477,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
         pipeline.enable_semantic_guidance()?;
     }
     if let Some(dir) = &args.sg_model {
-        let read = |f: &str| {
-            let p = dir.join(f);
-            std::fs::read(&p).map_err(|e| Error::io(&p, e))
-        };
-        pipeline.enable_trained_guidance(&read("fer.json")?, &read("model.safetensors")?)?;
+        let (config, weights) = synfer::fer::FerClassifier::read_dir(dir)?;
+        pipeline.enable_trained_guidance(&config, &weights)?;
     }
     let load_s = start.elapsed().as_secs_f64();
     let aus = match &args.au {
