@@ -44,18 +44,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_fixtures as mf  # noqa: E402  (offline env, 1 thread, deterministic algorithms)
+from au_reference import AUAttnProcessor, AUEncoder, attn2_layers, install_au_processors  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 import peft  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
-from diffusers.models.attention_processor import Attention  # noqa: E402
 from diffusers.utils import convert_state_dict_to_diffusers  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from peft.utils import get_peft_model_state_dict  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from torch import nn  # noqa: E402
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: E402
 import transformers  # noqa: E402
 
@@ -141,73 +139,6 @@ def parse_aus(spec: str) -> torch.Tensor:
     return v
 
 
-class AUEncoder(nn.Module):
-    """x [b, n_aus] -> tokens [b, T, width]: per token concat(x if include_raw, Linear(x)[token]), zero-padded.
-
-    With T = 1 this is FineFace's `AUEncoder.forward` exactly: cat([x, au_encoder(x), zeros]).reshape(-1, 1, width).
-    """
-
-    def __init__(self, hidden: int, width: int = CROSS_DIM, num_tokens: int = 1, include_raw: bool = True, n_aus: int = N_AUS):
-        super().__init__()
-        self.au_encoder = nn.Linear(n_aus, hidden * num_tokens)
-        self.n_aus, self.hidden, self.width, self.num_tokens, self.include_raw = n_aus, hidden, width, num_tokens, include_raw
-        assert hidden + (n_aus if include_raw else 0) <= width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[0], self.num_tokens
-        parts = []
-        if self.include_raw:
-            parts.append(x[:, None, :].expand(b, t, self.n_aus))
-        parts.append(self.au_encoder(x).reshape(b, t, self.hidden))
-        used = self.hidden + (self.n_aus if self.include_raw else 0)
-        if used < self.width:
-            parts.append(torch.zeros(b, t, self.width - used, dtype=x.dtype))
-        return torch.cat(parts, dim=-1)
-
-
-class AUAttnProcessor(nn.Module):
-    """Cross-attention with a decoupled AU branch.
-
-    out = to_out( SDPA(q, k, v) + au_scale * SDPA(q, au_to_k(au), au_to_v(au)) ), per head.
-    The text path is diffusers' AttnProcessor2_0 op for op, so au_scale = 0 reproduces a plain UNet bit for bit.
-    """
-
-    def __init__(self, cross_dim: int, inner_dim: int):
-        super().__init__()
-        self.au_to_k = nn.Linear(cross_dim, inner_dim, bias=False)
-        self.au_to_v = nn.Linear(cross_dim, inner_dim, bias=False)
-
-    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 au_tokens=None, au_scale=1.0):
-        assert attention_mask is None and attn.spatial_norm is None and attn.group_norm is None
-        assert not attn.norm_cross and attn.norm_q is None and attn.norm_k is None
-        assert hidden_states.ndim == 3 and encoder_hidden_states is not None
-        b = hidden_states.shape[0]
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        inner = key.shape[-1]
-        d = inner // attn.heads
-
-        def heads(x):
-            return x.view(b, -1, attn.heads, d).transpose(1, 2)
-
-        query = heads(query)
-        out = F.scaled_dot_product_attention(query, heads(key), heads(value), attn_mask=None, dropout_p=0.0, is_causal=False)
-        if au_tokens is not None:
-            assert au_tokens.shape[0] == b, (au_tokens.shape, b)
-            au_k = heads(self.au_to_k(au_tokens))
-            au_v = heads(self.au_to_v(au_tokens))
-            au_out = F.scaled_dot_product_attention(query, au_k, au_v, attn_mask=None, dropout_p=0.0, is_causal=False)
-            out = out + au_scale * au_out
-        out = out.transpose(1, 2).reshape(b, -1, attn.heads * d).to(query.dtype)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
-
-
 class AUAttnProcessorBmm(AUAttnProcessor):
     """Independent formulation (FineFace's: head_to_batch_dim + get_attention_scores + bmm) for the self-check."""
 
@@ -222,29 +153,6 @@ class AUAttnProcessorBmm(AUAttnProcessor):
             av = attn.head_to_batch_dim(self.au_to_v(au_tokens))
             h = h + au_scale * attn.batch_to_head_dim(torch.bmm(attn.get_attention_scores(q, ak, None), av))
         return attn.to_out[1](attn.to_out[0](h))
-
-
-def attn2_layers(unet) -> dict[str, Attention]:
-    """`<path>.attn2` -> Attention, in `unet.attn_processors` order."""
-    mods = dict(unet.named_modules())
-    out = {}
-    for name in unet.attn_processors:
-        if name.endswith("attn2.processor"):
-            path = name[: -len(".processor")]
-            out[path] = mods[path]
-    return out
-
-
-def install_au_processors(unet, cls=AUAttnProcessor) -> dict[str, AUAttnProcessor]:
-    """AU processors on every attn2 (fresh, random), everything else keeps its processor."""
-    procs = dict(unet.attn_processors)
-    au = {}
-    for path, attn in attn2_layers(unet).items():
-        p = cls(attn.to_k.in_features, attn.to_k.out_features)
-        procs[f"{path}.processor"] = p
-        au[path] = p
-    unet.set_attn_processor(procs)
-    return au
 
 
 def load_au_processors(unet, sd: dict, cls=AUAttnProcessor) -> None:
@@ -331,7 +239,7 @@ def build() -> dict:
     StableDiffusionPipeline.save_lora_weights(save_directory=str(LORA_DIFFUSERS_DIR),
                                               unet_lora_layers=convert_state_dict_to_diffusers(peft_sd))
     torch.manual_seed(SEEDS["encoder"])
-    enc = AUEncoder(FINEFACE_HIDDEN)
+    enc = AUEncoder(FINEFACE_HIDDEN, CROSS_DIM)
     perturb_(list(enc.named_parameters()), SEEDS["encoder"] + 1, 0.1)
     torch_save(enc.state_dict(), FF_DIR / FF_ENCODER)  # an OrderedDict, as FineFace's train.py saves it
 

@@ -6,6 +6,8 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::catalog::AuSet;
@@ -37,6 +39,14 @@ pub struct AuAdapterConfig {
     /// Default `au_scale` of requests that do not set one.
     #[serde(default = "one_f")]
     pub default_au_scale: f64,
+    /// Calibration of requests to the training labels: for each listed unit, the label
+    /// intensity that a request of 5 (the FACS maximum) maps to; requests scale linearly,
+    /// `v ↦ v · au_range[code] / 5`, before the encoder. A model trained on estimated AUs that
+    /// rarely exceed 2 sets it (synfer-tiny: the labels' 99th percentile, `synfer data audit`),
+    /// so that expression prototypes and sliders stay in the range the AU branch was trained
+    /// on. Absent (FineFace's files): requests go to the encoder unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub au_range: Option<BTreeMap<String, f64>>,
 }
 
 fn default_set() -> String {
@@ -65,6 +75,7 @@ impl AuAdapterConfig {
             num_tokens: 1,
             cross_attention_dim: None,
             default_au_scale: 1.0,
+            au_range: None,
         }
     }
 
@@ -81,6 +92,24 @@ impl AuAdapterConfig {
         let set = self.set(file)?;
         if self.num_tokens == 0 {
             return Err(Error::config(file, "num_tokens", 0, "must be at least 1"));
+        }
+        for (code, &top) in self.au_range.iter().flatten() {
+            if set.index_of(code).is_none() {
+                return Err(Error::config(
+                    file,
+                    "au_range",
+                    format!("\"{code}\""),
+                    format!("not a unit of the {} set", set.name),
+                ));
+            }
+            if !(top > 0.0 && top <= 5.0) {
+                return Err(Error::config(
+                    file,
+                    "au_range",
+                    format!("{code} = {top}"),
+                    "must be in (0, 5]",
+                ));
+            }
         }
         if let Some(width) = self.cross_attention_dim {
             let used = self.token_payload(set);
@@ -106,6 +135,19 @@ impl AuAdapterConfig {
                 "supported: fineface, opengraphau",
             )
         })
+    }
+
+    /// A request's AU vector (FACS scale 0–5) in the scale of the training labels, by
+    /// [`AuAdapterConfig::au_range`]; unchanged when the config has none.
+    pub fn calibrate(&self, request: &AuVector) -> AuVector {
+        let mut out = request.clone();
+        for (code, &top) in self.au_range.iter().flatten() {
+            if let Some(v) = request.get(code) {
+                // In range by construction: v ≤ 5 and top ≤ 5 (validated).
+                let _ = out.set(code, v * (top / 5.0) as f32);
+            }
+        }
+        out
     }
 
     fn token_payload(&self, set: AuSet) -> usize {
@@ -201,6 +243,7 @@ mod tests {
             num_tokens: 1,
             cross_attention_dim: Some(16),
             default_au_scale: 1.0,
+            au_range: None,
         };
         cfg.validate("test").unwrap();
         let store = TensorStore::synthetic("test", 3);
@@ -244,5 +287,28 @@ mod tests {
                 .to_string()
                 .contains("hidden_dim")
         );
+    }
+
+    #[test]
+    fn au_range_maps_a_request_of_five_to_the_range() {
+        let json = br#"{"au_range": {"AU12": 2.0, "AU6": 1.5}}"#;
+        let cfg = AuAdapterConfig::from_json(json, "au_adapter/config.json").unwrap();
+        let v = AuVector::parse(FINEFACE, "AU12=5,AU6=2,AU4=3").unwrap();
+        let c = cfg.calibrate(&v);
+        // 5 · 2/5 = 2, 2 · 1.5/5 = 0.6, unlisted AU4 unchanged.
+        assert_eq!(c.get("AU12"), Some(2.0));
+        assert!((c.get("AU6").unwrap() - 0.6).abs() < 1e-6);
+        assert_eq!(c.get("AU4"), Some(3.0));
+        assert_eq!(AuAdapterConfig::fineface().calibrate(&v), v);
+        for (bad, needle) in [
+            (&br#"{"au_range": {"AU7": 2.0}}"#[..], "AU7"),
+            (&br#"{"au_range": {"AU12": 0.0}}"#[..], "AU12 = 0"),
+            (&br#"{"au_range": {"AU12": 6.0}}"#[..], "AU12 = 6"),
+        ] {
+            let err = AuAdapterConfig::from_json(bad, "au_adapter/config.json")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("au_range") && err.contains(needle), "{err}");
+        }
     }
 }

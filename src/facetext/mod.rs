@@ -13,6 +13,8 @@
 //! The output folder loads with Hugging Face `datasets` as `imagefolder`: `images/*.png` and
 //! `metadata.jsonl` (one [`Record`] per line).
 
+#[cfg(not(target_family = "wasm"))]
+pub mod audit;
 pub mod build;
 pub mod caption;
 pub mod stats;

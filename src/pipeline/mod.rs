@@ -782,7 +782,12 @@ impl Pipeline {
         if cfg {
             rows.extend(std::iter::repeat_n(&zeros, n));
         }
-        for (r, v) in reqs.iter().zip(&vectors) {
+        // The encoder sees the requests in the scale of the training labels.
+        let calibrated: Vec<AuVector> = vectors
+            .iter()
+            .map(|v| adapter.config.calibrate(v))
+            .collect();
+        for (r, v) in reqs.iter().zip(&calibrated) {
             rows.extend(std::iter::repeat_n(v, r.num_images));
         }
         let tokens = adapter.encoder.encode(&rows, &self.device);

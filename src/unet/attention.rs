@@ -10,8 +10,31 @@ use crate::error::Result;
 use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::weights::Weights;
 
+/// Largest block of attention scores computed at once, in bytes (`[b·heads, rows, keys]` f32).
+/// Queries go through the attention in row chunks under it, so SD-1.5 at 512² (4096 × 4096
+/// scores per head) never needs a buffer of gigabytes: wgpu refuses one above the adapter's
+/// `max_storage_buffer_binding_size` (128 MiB by default). Rows are independent, so chunking
+/// does not change the result; small models never chunk.
+pub const ATTENTION_SCORE_BUDGET: usize = 128 << 20;
+
 /// Scaled dot-product attention over `[b, s, h·d]` projections, split into `heads`.
 pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    multi_head_within(q, k, v, heads, ATTENTION_SCORE_BUDGET)
+}
+
+/// Query rows per chunk so that `[bh, rows, keys]` f32 scores fit in `budget` bytes (at least 1).
+pub fn query_rows(bh: usize, keys: usize, budget: usize) -> usize {
+    (budget / (4 * bh * keys).max(1)).max(1)
+}
+
+/// [`multi_head`] with an explicit score budget (bytes).
+pub fn multi_head_within(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    budget: usize,
+) -> Tensor<3> {
     let [b, sq, inner] = q.dims();
     let sk = k.dims()[1];
     let d = inner / heads;
@@ -23,9 +46,18 @@ pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Ten
         softcap: None,
         is_causal: false,
     };
-    attention(q, k, v, None, None, options)
-        .swap_dims(1, 2)
-        .reshape([b, sq, inner])
+    let rows = query_rows(b * heads, sk, budget);
+    let out = if rows >= sq {
+        attention(q, k, v, None, None, options)
+    } else {
+        let parts = q
+            .split(rows, 2)
+            .into_iter()
+            .map(|qc| attention(qc, k.clone(), v.clone(), None, None, options))
+            .collect();
+        Tensor::cat(parts, 2)
+    };
+    out.swap_dims(1, 2).reshape([b, sq, inner])
 }
 
 /// The decoupled AU cross-attention branch of a cross-attention layer (FineFace / IP-Adapter
@@ -305,5 +337,41 @@ impl Transformer2DModel {
             Projection::Linear(lin) => to_map(lin.forward(tokens)),
         };
         out + residual
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    fn close(a: Tensor<3>, b: Tensor<3>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn query_chunks_match_the_textbook_formula() {
+        let device = Device::flex();
+        let (b, sq, sk, heads, d) = (2, 37, 11, 4, 8);
+        let q = Tensor::<3>::random([b, sq, heads * d], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<3>::random([b, sk, heads * d], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<3>::random([b, sk, heads * d], Distribution::Normal(0.0, 1.0), &device);
+        // softmax(q kᵀ / √d) v per head, from matmuls.
+        let split = |x: Tensor<3>, s: usize| x.reshape([b, s, heads, d]).swap_dims(1, 2);
+        let scores =
+            split(q.clone(), sq).matmul(split(k.clone(), sk).swap_dims(2, 3)) / (d as f64).sqrt();
+        let reference = softmax(scores, 3)
+            .matmul(split(v.clone(), sk))
+            .swap_dims(1, 2)
+            .reshape([b, sq, heads * d]);
+        // 5 query rows per chunk: 37 rows → 8 chunks, the last of 2.
+        let budget = 4 * b * heads * sk * 5;
+        assert_eq!(query_rows(b * heads, sk, budget), 5);
+        let chunked = multi_head_within(q.clone(), k.clone(), v.clone(), heads, budget);
+        let whole = multi_head_within(q, k, v, heads, usize::MAX);
+        assert!(close(chunked.clone(), reference) < 1e-5);
+        assert!(close(chunked, whole) < 1e-6);
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::FaceAnalyzer;
+use synfer::facetext::audit::{audit, table};
 use synfer::facetext::build::{BuildConfig, build};
+use synfer::facetext::read_metadata;
 use synfer::facetext::stats;
 use synfer::{Error, Result};
 
@@ -14,6 +16,26 @@ pub enum DataCommand {
     /// Build a labelled face dataset (imagefolder: images/*.png + metadata.jsonl, plus
     /// stats.json and stats.png). Resumable: run the same command again after a kill.
     Build(BuildArgs),
+    /// Measure a dataset the way `synfer eval` measures a model (the data ceiling): per class,
+    /// mini-Xception agreement with the label and BlazeFace face rate; AU percentiles. Writes
+    /// audit.json.
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Dataset folder (metadata.jsonl + images/).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the JSON report (default: DATA/audit.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Audit every k-th record only (1: all).
+    #[arg(long, default_value_t = 1)]
+    every: usize,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
 }
 
 #[derive(clap::Args)]
@@ -50,7 +72,36 @@ pub struct BuildArgs {
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Build(args) => build_cmd(args),
+        DataCommand::Audit(args) => audit_cmd(args),
     }
+}
+
+fn audit_cmd(args: AuditArgs) -> Result<()> {
+    if args.every == 0 {
+        return Err(Error::request("every", "must be at least 1"));
+    }
+    let selected = device::select(args.device)?;
+    let analyzer = FaceAnalyzer::embedded(&selected.device)?;
+    let records: Vec<_> = read_metadata(&args.data)?
+        .into_iter()
+        .step_by(args.every)
+        .collect();
+    let bar = ProgressBar::new(records.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} images [{bar:30}] eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = audit(&analyzer, &args.data, &records, |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let out = args.out.unwrap_or_else(|| args.data.join("audit.json"));
+    let text = serde_json::to_string_pretty(&report).map_err(|e| Error::json("audit.json", e))?;
+    std::fs::write(&out, text).map_err(|e| Error::io(&out, e))?;
+    print!("{}", table(&report));
+    eprintln!("wrote {}", out.display());
+    Ok(())
 }
 
 fn build_cmd(args: BuildArgs) -> Result<()> {

@@ -1,0 +1,220 @@
+//! The data ceiling: how a dataset scores on the metrics `synfer eval` applies to a model.
+//!
+//! A model cannot show an expression more clearly than its training images do, so before
+//! training we measure the images themselves the way [`crate::eval`] measures generated ones:
+//! per labelled class, the share that mini-Xception (FER B, the independent judge, which never
+//! labels or selects data) puts in the same class, and the share in which BlazeFace finds a face
+//! ([`crate::eval::face_score`] ≥ [`crate::eval::FACE_THRESHOLD`]). It also reports the
+//! percentiles of every AU label, from which a model's `au_range` (the data intensity that a
+//! request of 5 maps to) is taken.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+use crate::au::FINEFACE;
+use crate::error::{Error, Result};
+use crate::eval::{FACE_THRESHOLD, face_score};
+use crate::face::CLASSES;
+use crate::face::analyzer::{FaceAnalyzer, RgbView};
+
+/// The audit of one class (records whose label is that class).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClassAudit {
+    /// Images audited.
+    pub images: usize,
+    /// Share that mini-Xception puts in this class.
+    pub judge_agreement: f64,
+    /// Share with a face by BlazeFace.
+    pub face_rate: f64,
+    /// mini-Xception's labels of these images.
+    pub judged: BTreeMap<String, usize>,
+}
+
+/// Percentiles of one AU's labels over all audited records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuPercentiles {
+    /// Median.
+    pub p50: f32,
+    /// 90th percentile.
+    pub p90: f32,
+    /// 95th percentile.
+    pub p95: f32,
+    /// 99th percentile.
+    pub p99: f32,
+    /// Largest label.
+    pub max: f32,
+}
+
+/// The whole audit (`audit.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Audit {
+    /// Records audited.
+    pub images: usize,
+    /// Mean over the classes present of [`ClassAudit::judge_agreement`] (as `synfer eval`'s
+    /// mean agreement).
+    pub mean_agreement: f64,
+    /// Share of all images with a face.
+    pub face_rate: f64,
+    /// Per class (canonical names).
+    pub classes: BTreeMap<String, ClassAudit>,
+    /// Per FineFace AU.
+    pub aus: BTreeMap<String, AuPercentiles>,
+}
+
+/// Audits `records` of the dataset folder `dir` (images read from `dir/file_name`);
+/// `progress(done, total)` after each image.
+pub fn audit(
+    analyzer: &FaceAnalyzer,
+    dir: &Path,
+    records: &[Record],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Audit> {
+    let mut classes: BTreeMap<String, (usize, usize, usize, BTreeMap<String, usize>)> =
+        BTreeMap::new();
+    let mut faces_total = 0usize;
+    for (i, r) in records.iter().enumerate() {
+        let path = dir.join(&r.file_name);
+        let img = image::open(&path)
+            .map_err(|e| Error::request("data", format!("{}: {e}", path.display())))?
+            .to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if w != h {
+            return Err(Error::request(
+                "data",
+                format!("{}: {w}×{h} is not a square face crop", path.display()),
+            ));
+        }
+        let rgb = img.into_raw();
+        let face = face_score(analyzer, w, &rgb)? >= FACE_THRESHOLD;
+        let verdict = analyzer
+            .analyze_cropped(RgbView::new(w, h, &rgb)?)?
+            .expression
+            .mini_xception
+            .label;
+        let entry = classes.entry(r.expression.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(verdict == r.expression);
+        entry.2 += usize::from(face);
+        *entry.3.entry(verdict.to_string()).or_default() += 1;
+        faces_total += usize::from(face);
+        progress(i + 1, records.len());
+    }
+    let classes: BTreeMap<String, ClassAudit> = classes
+        .into_iter()
+        .map(|(name, (n, hits, faces, judged))| {
+            let audit = ClassAudit {
+                images: n,
+                judge_agreement: hits as f64 / n as f64,
+                face_rate: faces as f64 / n as f64,
+                judged,
+            };
+            (name, audit)
+        })
+        .collect();
+    let mean_agreement = if classes.is_empty() {
+        0.0
+    } else {
+        classes.values().map(|c| c.judge_agreement).sum::<f64>() / classes.len() as f64
+    };
+    Ok(Audit {
+        images: records.len(),
+        mean_agreement,
+        face_rate: faces_total as f64 / records.len().max(1) as f64,
+        classes,
+        aus: au_percentiles(records),
+    })
+}
+
+/// Percentiles of each FineFace AU over `records` (nearest rank; zeros for no records).
+pub fn au_percentiles(records: &[Record]) -> BTreeMap<String, AuPercentiles> {
+    FINEFACE
+        .codes
+        .iter()
+        .map(|code| {
+            let mut v: Vec<f32> = records
+                .iter()
+                .map(|r| r.aus.get(*code).copied().unwrap_or(0.0))
+                .collect();
+            v.sort_by(f32::total_cmp);
+            let at = |q: f64| -> f32 {
+                if v.is_empty() {
+                    return 0.0;
+                }
+                let rank = (q * v.len() as f64).ceil() as usize;
+                v[rank.clamp(1, v.len()) - 1]
+            };
+            let p = AuPercentiles {
+                p50: at(0.50),
+                p90: at(0.90),
+                p95: at(0.95),
+                p99: at(0.99),
+                max: v.last().copied().unwrap_or(0.0),
+            };
+            (code.to_string(), p)
+        })
+        .collect()
+}
+
+/// A one-line-per-class table for the terminal.
+pub fn table(a: &Audit) -> String {
+    let mut out = format!(
+        "{:<10} {:>7} {:>9} {:>7}  mini-Xception labels\n",
+        "class", "images", "agreement", "faces"
+    );
+    for c in CLASSES {
+        let Some(x) = a.classes.get(c) else { continue };
+        let judged = x
+            .judged
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "{c:<10} {:>7} {:>8.1}% {:>6.1}%  {judged}\n",
+            x.images,
+            100.0 * x.judge_agreement,
+            100.0 * x.face_rate
+        ));
+    }
+    out.push_str(&format!(
+        "{:<10} {:>7} {:>8.1}% {:>6.1}%\n",
+        "mean",
+        a.images,
+        100.0 * a.mean_agreement,
+        100.0 * a.face_rate
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(aus: &[(&str, f32)]) -> Record {
+        Record {
+            file_name: String::new(),
+            caption: String::new(),
+            aus: aus.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            expression: "neutral".into(),
+            probs: BTreeMap::new(),
+            source: String::new(),
+            provenance: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        // AU12 = 1, 2, …, 100: nearest-rank p50 = 50, p90 = 90, p99 = 99, max = 100.
+        let records: Vec<Record> = (1..=100).map(|k| record(&[("AU12", k as f32)])).collect();
+        let p = &au_percentiles(&records)["AU12"];
+        assert_eq!(
+            (p.p50, p.p90, p.p95, p.p99, p.max),
+            (50.0, 90.0, 95.0, 99.0, 100.0)
+        );
+        // Missing units count as 0.
+        assert_eq!(au_percentiles(&records)["AU1"].max, 0.0);
+    }
+}
