@@ -8,7 +8,7 @@
 //! far from every point: `D(x) = Σ wᵢ dᵢ / (Σ wᵢ + w₀)`, `wᵢ = exp(−|x − qᵢ|² / 2σ²)`, evaluated
 //! at the *moved* points `qᵢ = pᵢ + dᵢ` so that output pixel `x` samples the source at
 //! `x − D(x)`. When the jaw drops, the opening between the inner lip contours is painted as a
-//! dark mouth cavity (a stretched lip is not an open mouth).
+//! dark mouth cavity with the upper teeth showing (a stretched lip is not an open mouth).
 
 use crate::face::align::{eye_distance, mesh_eye_centres};
 use crate::face::analyzer::RgbView;
@@ -284,7 +284,15 @@ pub fn warp(image: RgbView, p: &Landmarks, program: &WarpProgram) -> (Vec<u8>, L
     (out, q)
 }
 
-/// Fills the polygon between the inner lip contours with a dark, vertically shaded cavity.
+/// Share of the opening's height (from the upper lip) that the upper teeth fill.
+const TEETH_DEPTH: f32 = 0.35;
+/// Share of the opening's half-width (from the centre) where teeth show.
+const TEETH_WIDTH: f32 = 0.75;
+/// Colour of the teeth (sRGB) in full light; `paint_mouth` dims it to the light around the mouth.
+const TOOTH: [f32; 3] = [222.0, 214.0, 198.0];
+
+/// Fills the polygon between the inner lip contours with a dark, vertically shaded cavity,
+/// with the upper teeth as an off-white band under the upper lip.
 fn paint_mouth(out: &mut [u8], w: usize, h: usize, q: &Landmarks) {
     let poly: Vec<[f32; 2]> = UPPER_LIP_INNER
         .iter()
@@ -299,6 +307,20 @@ fn paint_mouth(out: &mut [u8], w: usize, h: usize, q: &Landmarks) {
         y1 = y1.max(p[1]);
     }
     let span = (y1 - y0).max(1.0);
+    // Teeth take the scene's light: their brightness follows the skin around the mouth.
+    let mut lum = (0.0f32, 0.0f32);
+    for y in (y0 - span).max(0.0) as usize..(y1 + span).min(h as f32) as usize {
+        for x in x0.max(0.0) as usize..x1.min(w as f32) as usize {
+            if !inside(&poly, x as f32 + 0.5, y as f32 + 0.5) {
+                let o = (y * w + x) * 3;
+                lum.0 += 0.299 * f32::from(out[o])
+                    + 0.587 * f32::from(out[o + 1])
+                    + 0.114 * f32::from(out[o + 2]);
+                lum.1 += 1.0;
+            }
+        }
+    }
+    let light = (1.5 * lum.0 / lum.1.max(1.0) / TOOTH[1]).clamp(0.35, 1.0);
     // 4×4 supersampled coverage gives soft edges; the cavity darkens the warped pixels
     // (keeping their texture) towards a red-brown, darkest in the middle.
     for y in (y0.floor().max(0.0) as usize)..(y1.ceil().min(h as f32) as usize) {
@@ -317,9 +339,24 @@ fn paint_mouth(out: &mut [u8], w: usize, h: usize, q: &Landmarks) {
                 continue;
             }
             let t = ((y as f32 + 0.5 - y0) / span).clamp(0.0, 1.0);
+            // 0 at the mouth's centre line, 1 at the corners.
+            let across = ((x as f32 + 0.5 - (x0 + x1) / 2.0) / ((x1 - x0) / 2.0).max(1.0)).abs();
+            let o = (y * w + x) * 3;
+            // The teeth's lower edge curves up towards the corners (an arch, not a bar).
+            let edge = TEETH_DEPTH * (1.0 - (across / TEETH_WIDTH).powi(2)).max(0.0).sqrt();
+            if t < edge {
+                // Upper teeth under the upper lip, darker towards the corners and the gap.
+                let shade = light * (1.0 - 0.45 * across) * (1.0 - 0.3 * t / edge);
+                let blend = 0.8 * cover;
+                for k in 0..3 {
+                    let v = f32::from(out[o + k]);
+                    let tooth = TOOTH[k] * shade;
+                    out[o + k] = (v + (tooth - v) * blend).round().clamp(0.0, 255.0) as u8;
+                }
+                continue;
+            }
             let depth = 0.55 + 0.3 * (std::f32::consts::PI * t).sin();
             let tint = [60.0f32, 22.0, 24.0];
-            let o = (y * w + x) * 3;
             for k in 0..3 {
                 let v = f32::from(out[o + k]);
                 let dark = v * (1.0 - depth) * 0.5 + tint[k] * depth;

@@ -10,7 +10,8 @@ Usage (from the repository root, same venv as tools/make_fixtures.py):
    mismatched key.
 2. Attaches `au_adapter/` with this project's reference AU processor and AU encoder
    (tools/make_au_fixtures.py) and runs StableDiffusionPipeline's loop step by step with the
-   AU tokens ([zero AUs, requested AUs] for the two guidance halves), from fixed latents.
+   AU tokens ([zero AUs, requested AUs] for the two guidance halves; requests scaled by the
+   adapter's `au_range` as synfer does), from fixed latents.
 3. Runs `synfer generate` on the same folder, prompt, AUs and latents (`--latents x.npy`) and
    compares the two images: exits non-zero when any pixel differs by more than --tolerance
    (8-bit levels).
@@ -71,7 +72,11 @@ def main() -> None:
 
     side = pipe.unet.config.sample_size
     latents = torch.randn((1, pipe.unet.config.in_channels, side, side), generator=torch.Generator().manual_seed(1))
-    run = {"prompt": args.prompt, "negative_prompt": "", "aus": args.aus,
+    # au_range (synfer's calibration of FACS requests to the training labels): v -> v * range / 5.
+    au_range = cfg.get("au_range") or {}
+    model_aus = ",".join(f"{c}={float(v) * au_range.get(c, 5.0) / 5.0}"
+                         for c, v in (part.split("=") for part in args.aus.split(",")))
+    run = {"prompt": args.prompt, "negative_prompt": "", "aus": model_aus,
            "num_inference_steps": args.steps, "guidance_scale": args.guidance}
     with torch.no_grad():
         image = au.run_loop(pipe, enc, run, latents, cfg.get("default_au_scale", 1.0), capture=False)[0]
