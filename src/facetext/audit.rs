@@ -48,6 +48,19 @@ pub struct AuPercentiles {
     pub max: f32,
 }
 
+/// One audited image (a line of `audit.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditItem {
+    /// Image path relative to the dataset folder.
+    pub file_name: String,
+    /// The dataset's label.
+    pub label: String,
+    /// mini-Xception's label.
+    pub judge: String,
+    /// [`face_score`] of the image.
+    pub face_score: f32,
+}
+
 /// The whole audit (`audit.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Audit {
@@ -62,6 +75,9 @@ pub struct Audit {
     pub classes: BTreeMap<String, ClassAudit>,
     /// Per FineFace AU.
     pub aus: BTreeMap<String, AuPercentiles>,
+    /// Every image (written to `audit.jsonl`, not to `audit.json`).
+    #[serde(skip)]
+    pub items: Vec<AuditItem>,
 }
 
 /// Audits `records` of the dataset folder `dir` (images read from `dir/file_name`);
@@ -75,6 +91,7 @@ pub fn audit(
     let mut classes: BTreeMap<String, (usize, usize, usize, BTreeMap<String, usize>)> =
         BTreeMap::new();
     let mut faces_total = 0usize;
+    let mut items = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let path = dir.join(&r.file_name);
         let img = image::open(&path)
@@ -88,7 +105,8 @@ pub fn audit(
             ));
         }
         let rgb = img.into_raw();
-        let face = face_score(analyzer, w, &rgb)? >= FACE_THRESHOLD;
+        let score = face_score(analyzer, w, &rgb)?;
+        let face = score >= FACE_THRESHOLD;
         let verdict = analyzer
             .analyze_cropped(RgbView::new(w, h, &rgb)?)?
             .expression
@@ -100,6 +118,12 @@ pub fn audit(
         entry.2 += usize::from(face);
         *entry.3.entry(verdict.to_string()).or_default() += 1;
         faces_total += usize::from(face);
+        items.push(AuditItem {
+            file_name: r.file_name.clone(),
+            label: r.expression.clone(),
+            judge: verdict.to_string(),
+            face_score: score,
+        });
         progress(i + 1, records.len());
     }
     let classes: BTreeMap<String, ClassAudit> = classes
@@ -125,6 +149,7 @@ pub fn audit(
         face_rate: faces_total as f64 / records.len().max(1) as f64,
         classes,
         aus: au_percentiles(records),
+        items,
     })
 }
 

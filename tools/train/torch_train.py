@@ -8,6 +8,7 @@ also usable on a CPU. Same model, recipe and output as `synfer train diffusion`:
 * ε-prediction on the model's scaled-linear 1000-step schedule, Min-SNR-γ weighting (γ = 5),
   caption dropout (→ the ids of "") and AU dropout (→ zeros) at 10 % each, horizontal flips,
   class-balanced sampling (p(class) ∝ count^0.5 by default: rare expressions are seen more),
+  optionally only images whose label the labeller (face-api) gave with high confidence,
   AdamW (β 0.9/0.999, wd 0.01, clip 1.0), linear warm-up then cosine decay, EMA of all weights
   with diffusers' warm-up (decay = min(0.999, (1 + k) / (10 + k)));
 * batches, timesteps, noise and dropout are a function of (seed, step) only, so a resumed run
@@ -18,7 +19,7 @@ Three steps:
   pack    DATA MODEL OUT.npz   VAE latents of every image (MODEL's VAE, scaled by its
                                scaling_factor; encoder mean quantised to uint8 per channel plus the
                                posterior σ per image and channel), caption ids (MODEL's
-                               tokenizer), AU labels. A few MB: it travels to a device.
+                               tokenizer), AU labels, the labeller's confidence. A few MB: it travels to a device.
   train   --pack P --init MODEL --run RUN [--minutes M | --steps N] ...
                                resumes RUN/checkpoint.pt when present.
   export  --run RUN --base MODEL --out DIR [--au-range AUDIT.json]
@@ -90,9 +91,10 @@ def pack(args) -> None:
     empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="np").input_ids[0]
     aus = np.array([[r["aus"].get(c, 0.0) for c in FINEFACE_AUS] for r in records], np.float16)
     labels = np.array([CLASSES.index(r["expression"]) for r in records], np.uint8)
+    conf = np.array([r["probs"][r["expression"]] for r in records], np.float16)
     np.savez_compressed(args.out, latents=q.numpy(), lo=lo.numpy(), scale=scale.numpy(),
                         std=std.numpy().astype(np.float16), ids=ids.astype(np.int32), empty_ids=empty.astype(np.int32),
-                        aus=aus, labels=labels, scaling_factor=np.float32(sf))
+                        aus=aus, labels=labels, conf=conf, scaling_factor=np.float32(sf))
     print(f"{args.out}: {n} images, latents {tuple(mean.shape[1:])} (uint8, max quantisation error "
           f"{float(err):.4f}, latent σ {float(mean.std()):.3f}, posterior σ mean {float(std.mean()):.4f}), "
           f"{os.path.getsize(args.out) / 1e6:.1f} MB")
@@ -202,9 +204,13 @@ def train(args) -> None:
     aus_all = torch.from_numpy(pk["aus"].astype(np.float32)).to(dev)
     n = lat_q.shape[0]
     # Class-balanced sampling: p(class) ∝ count^power (1: as in the data, 0: uniform).
+    # Images whose label the labeller gave with less than --min-confidence are never drawn.
     labels = torch.from_numpy(pk["labels"].astype(np.int64)).to(dev)
-    counts = torch.bincount(labels, minlength=len(CLASSES)).float()
-    sample_w = counts[labels] ** (args.class_power - 1.0)
+    keep = torch.from_numpy(pk["conf"].astype(np.float32)).to(dev) >= args.min_confidence
+    counts = torch.bincount(labels[keep], minlength=len(CLASSES)).float().clamp(min=1)
+    sample_w = counts[labels] ** (args.class_power - 1.0) * keep
+    print("images per class drawn from: " + ", ".join(f"{c} {int(k)}" for c, k in
+          zip(CLASSES, torch.bincount(labels[keep], minlength=len(CLASSES)))))
     acp = scaled_linear_alphas_cumprod(init).to(dev)
 
     model = Model(init, args.fresh, args.seed).to(dev)
@@ -361,6 +367,8 @@ def main() -> None:
     p.add_argument("--au-dropout", type=float, default=0.1)
     p.add_argument("--class-power", type=float, default=0.5,
                    help="sample classes ∝ count^power (1: as in the data, 0: uniform)")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="train only on images whose label has at least this labeller probability")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")

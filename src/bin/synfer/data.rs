@@ -9,6 +9,7 @@ use synfer::facetext::audit::{audit, table};
 use synfer::facetext::build::{BuildConfig, build};
 use synfer::facetext::read_metadata;
 use synfer::facetext::stats;
+use synfer::files::{to_jsonl, write_atomic};
 use synfer::{Error, Result};
 
 #[derive(clap::Subcommand)]
@@ -27,7 +28,8 @@ pub struct AuditArgs {
     /// Dataset folder (metadata.jsonl + images/).
     #[arg(long)]
     data: PathBuf,
-    /// Where to write the JSON report (default: DATA/audit.json).
+    /// Where to write the JSON report (default: DATA/audit.json); the per-image verdicts go
+    /// beside it (audit.jsonl).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Audit every k-th record only (1: all).
@@ -99,6 +101,8 @@ fn audit_cmd(args: AuditArgs) -> Result<()> {
     let out = args.out.unwrap_or_else(|| args.data.join("audit.json"));
     let text = serde_json::to_string_pretty(&report).map_err(|e| Error::json("audit.json", e))?;
     std::fs::write(&out, text).map_err(|e| Error::io(&out, e))?;
+    let items = out.with_extension("jsonl");
+    write_atomic(&items, to_jsonl(&report.items, "audit.jsonl")?.as_bytes())?;
     print!("{}", table(&report));
     eprintln!("wrote {}", out.display());
     Ok(())
