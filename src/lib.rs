@@ -15,6 +15,8 @@
 
 pub mod au;
 #[cfg(not(target_family = "wasm"))]
+pub mod bench;
+#[cfg(not(target_family = "wasm"))]
 pub mod default_model;
 pub mod device;
 pub mod error;

@@ -15,10 +15,14 @@ use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline};
 use synfer::weights::TensorStore;
 
 fn with_adapter() -> Pipeline {
+    with_adapter_config(AuAdapterConfig::fineface())
+}
+
+fn with_adapter_config(base: AuAdapterConfig) -> Pipeline {
     // A randomly initialised FineFace-layout adapter (hidden 4: 12 raw + 4 = 16 = cross dim).
     let config = AuAdapterConfig {
         hidden_dim: 4,
-        ..AuAdapterConfig::fineface()
+        ..base
     };
     let options = LoadOptions {
         loras: Vec::new(),
@@ -63,6 +67,34 @@ fn expression_prototype_then_explicit_units() {
     assert_eq!(got, want);
     // Raw AUs lead the token (FineFace layout).
     assert_eq!(&got[16..28], expected.values());
+}
+
+#[test]
+fn au_range_scales_requests_before_the_encoder() {
+    // Labels that reach 2.0 on AU12 and 1.5 on AU6: a request of 5 means 2.0, of 3 means 0.9.
+    let range: BTreeMap<String, f64> = [("AU12".to_string(), 2.0), ("AU6".to_string(), 1.5)].into();
+    let p = with_adapter_config(AuAdapterConfig {
+        au_range: Some(range),
+        ..AuAdapterConfig::fineface()
+    });
+    let req = GenerateRequest {
+        expression: Some(Expression::Happy), // AU6=3, AU12=4
+        aus: aus(&[("AU12", 5.0), ("AU26", 2.0)]),
+        ..GenerateRequest::new("a photo of a man")
+    };
+    let (v, ctx) = p.au_conditioning(&req, 1, true).unwrap();
+    // The request keeps the FACS scale (it is what the sidecar records)...
+    assert_eq!(
+        v.unwrap(),
+        AuVector::parse(FINEFACE, "AU6=3,AU12=5,AU26=2").unwrap()
+    );
+    // ...and the encoder sees 3 · 1.5/5 = 0.9, 5 · 2/5 = 2, AU26 (no range) unchanged.
+    let model = AuVector::parse(FINEFACE, "AU6=0.9,AU12=2,AU26=2").unwrap();
+    let (_, got) = host(ctx.unwrap().tokens);
+    let raw = &got[16..28];
+    for (g, w) in raw.iter().zip(model.values()) {
+        assert!((g - w).abs() < 1e-6, "{raw:?} vs {:?}", model.values());
+    }
 }
 
 #[test]

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""CPU fp32 reference timing of an SD-1.5-shaped UNet2DConditionModel (random weights).
+"""Reference timing of an SD-1.5-shaped UNet2DConditionModel (random weights) in diffusers.
 
-    .venv/bin/python tools/bench_unet.py [THREADS] [K]
+    .venv/bin/python tools/bench_unet.py [THREADS] [K] [--device cpu|cuda] [--dtype fp32|fp16]
+                                         [--size 256] [--batch 1]
 
-THREADS: torch.set_num_threads (default: all cores), K: timed forwards after 1 warm-up (default 5).
-Batch 2 (i.e. one CFG step), latent 4x32x32 (256x256 image), 77x768 text context.
-Prints one JSON line: {"mean_s", "min_s", "threads", "torch", ...}.
+THREADS: torch.set_num_threads (default: all cores), K: timed forwards after 1 warm-up
+(default 5). One forward = one denoising step with classifier-free guidance: UNet batch
+2 × --batch, latent 4 × size/8 × size/8, 77 × 768 text context. On CUDA, TF32 is off (fp32 means
+fp32) and each timing is bracketed by synchronisations. Prints one JSON line:
+{"mean_s", "min_s", "threads", "torch", "device", "dtype", "batch", "latent_hw", ...}.
+Used by `cargo bench --bench unet` and `synfer bench`.
 """
 
+import argparse
 import json
 import os
-import sys
 import time
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -20,9 +24,19 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 
 
 def main() -> None:
-    threads = int(sys.argv[1]) if len(sys.argv) > 1 else (os.cpu_count() or 1)
-    k = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    torch.set_num_threads(threads)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("threads", nargs="?", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("k", nargs="?", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    ap.add_argument("--size", type=int, default=256, help="image side (latent side = size / 8)")
+    ap.add_argument("--batch", type=int, default=1, help="images per step (the UNet sees twice as many)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    dev = torch.device(args.device)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=64,
@@ -35,28 +49,39 @@ def main() -> None:
         attention_head_dim=8,
         cross_attention_dim=768,
         norm_num_groups=32,
-    ).eval()
+    ).eval().to(dev, dtype)
+    side = args.size // 8
+    n = 2 * args.batch
     g = torch.Generator().manual_seed(1)
-    sample = torch.randn(2, 4, 32, 32, generator=g)
-    context = torch.randn(2, 77, 768, generator=g)
-    t = torch.tensor([999, 999])
+    sample = torch.randn(n, 4, side, side, generator=g).to(dev, dtype)
+    context = torch.randn(n, 77, 768, generator=g).to(dev, dtype)
+    t = torch.full((n,), 999, device=dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     times = []
     with torch.inference_mode():
         unet(sample, t, encoder_hidden_states=context)  # warm-up
-        for _ in range(k):
+        sync()
+        for _ in range(args.k):
             t0 = time.perf_counter()
             unet(sample, t, encoder_hidden_states=context)
+            sync()
             times.append(time.perf_counter() - t0)
     print(
         json.dumps(
             {
                 "mean_s": sum(times) / len(times),
                 "min_s": min(times),
-                "threads": threads,
+                "threads": args.threads,
                 "torch": torch.__version__,
-                "k": k,
-                "batch": 2,
-                "latent_hw": [32, 32],
+                "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+                "dtype": args.dtype,
+                "k": args.k,
+                "batch": n,
+                "latent_hw": [side, side],
                 "params": sum(p.numel() for p in unet.parameters()),
             }
         )

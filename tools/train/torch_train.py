@@ -16,7 +16,8 @@ also usable on a CPU. Same model, recipe and output as `synfer train diffusion`:
 
 Three steps:
 
-  pack    DATA MODEL OUT.npz   VAE latents of every image (MODEL's VAE, scaled by its
+  pack    --data DATA... --model MODEL --out OUT.npz
+                               VAE latents of every image (MODEL's VAE, scaled by its
                                scaling_factor; encoder mean quantised to uint8 per channel plus the
                                posterior σ per image and channel), caption ids (MODEL's
                                tokenizer), AU labels, the labeller's confidence. A few MB: it travels to a device.
@@ -63,8 +64,14 @@ def pack(args) -> None:
     from PIL import Image
     from transformers import CLIPTokenizer
 
-    data, model = Path(args.data), Path(args.model)
-    records = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    model = Path(args.model)
+    records = []
+    for d in args.data:
+        for line in (Path(d) / "metadata.jsonl").read_text().splitlines():
+            r = json.loads(line) if line.strip() else None
+            if r and r["probs"][r["expression"]] >= args.min_confidence:
+                r["path"] = Path(d) / r["file_name"]
+                records.append(r)
     vae = AutoencoderKL.from_pretrained(model / "vae", torch_dtype=torch.float32).eval()
     sf = float(vae.config.scaling_factor)
     tok = CLIPTokenizer.from_pretrained(model / "tokenizer")
@@ -72,7 +79,7 @@ def pack(args) -> None:
     means, stds = [], []
     with torch.no_grad():
         for i in range(0, n, 256):
-            imgs = [np.asarray(Image.open(data / r["file_name"]).convert("RGB"), np.float32) for r in records[i:i + 256]]
+            imgs = [np.asarray(Image.open(r["path"]).convert("RGB"), np.float32) for r in records[i:i + 256]]
             x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2) / 127.5 - 1.0
             dist = vae.encode(x).latent_dist
             means.append(dist.mean * sf)
@@ -346,9 +353,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(required=True)
     p = sub.add_parser("pack")
-    p.add_argument("data")
-    p.add_argument("model")
-    p.add_argument("out")
+    p.add_argument("--data", action="append", required=True, help="`synfer data build` folder (repeatable)")
+    p.add_argument("--model", required=True, help="model folder whose VAE and tokenizer to use")
+    p.add_argument("--out", required=True)
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="leave out images whose label the labeller gave with less than this probability")
     p.set_defaults(func=pack)
     p = sub.add_parser("train")
     p.add_argument("--pack", required=True)

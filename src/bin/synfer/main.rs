@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod bench;
 mod data;
 mod eval;
 mod fer;
@@ -66,6 +67,8 @@ enum Command {
     /// Expression classifiers: train on synthetic and real sets, evaluate, predict.
     #[command(subcommand)]
     Fer(fer::FerCommand),
+    /// Speed: SD-1.5-shaped UNet steps on a device against diffusers (same shapes, same run).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -191,6 +194,7 @@ fn main() -> ExitCode {
         Command::Aus { set } => list_aus(&set),
         Command::Analyze(args) => analyze(&args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Bench(args) => bench::run(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Eval(args) => eval::run(*args),
         Command::Synth(args) => synth::run_cli(*args),
