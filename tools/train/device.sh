@@ -15,7 +15,9 @@
 #
 # The device call (the device tool's `run`, carry [".devtrain"], timeout_s 600):
 #
-#   bash tools/train/device.sh run [MINUTES]       # default 7.5 min of training
+#   bash tools/train/device.sh run [MINUTES] [BATCH]   # default 7.5 min, batch 1024
+#
+# (A dry run here: PATH=$PWD/.venv/bin:$PATH OUT=/tmp/out bash tools/train/device.sh run 0.2 8)
 #
 # It continues the committed models/synfer-tiny (its EMA weights are the resumable state) with
 # tools/train/torch_train.py and writes the trained components to $OUT/model/ (6 files) plus
@@ -47,11 +49,12 @@ wheels)
   ;;
 run)
   minutes=${2:-7.5}
+  batch=${3:-1024}
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devtrain/whl/*.whl
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
   python3 tools/train/torch_train.py train --pack "$PACK" --init models/synfer-tiny --run /tmp/run \
-    --minutes "$minutes" --batch 1024 --lr 4e-4 --min-lr 4e-5 --bf16 --min-confidence 0.6 \
+    --minutes "$minutes" --batch "$batch" --lr 4e-4 --min-lr 4e-5 --bf16 --min-confidence 0.6 \
     --log-every 100 --checkpoint-minutes 3 2>&1 | tee "$OUT/train.log"
   python3 tools/train/torch_train.py export --run /tmp/run --base models/synfer-tiny --out /tmp/export \
     --components-only
@@ -67,7 +70,7 @@ install)
   echo "installed; now: synfer eval --out models/synfer-tiny/eval, and rebuild"
   ;;
 *)
-  sed -n 2,29p "$0"
+  sed -n 2,31p "$0"
   exit 2
   ;;
 esac
