@@ -4,10 +4,10 @@
 //! split into `num_tokens` tokens. FineFace: 12 AUs, hidden 64, raw AUs included, one token.
 //! SynFER's variant: 41 binary AUs, `include_raw = false`, `hidden = cross_attention_dim`.
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
 
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::AuSet;
@@ -93,6 +93,17 @@ impl AuAdapterConfig {
         if self.num_tokens == 0 {
             return Err(Error::config(file, "num_tokens", 0, "must be at least 1"));
         }
+        if self.au_range.is_some() && set.binary {
+            return Err(Error::config(
+                file,
+                "au_range",
+                "a map",
+                format!(
+                    "the {} set is binary: there is no intensity to calibrate",
+                    set.name
+                ),
+            ));
+        }
         for (code, &top) in self.au_range.iter().flatten() {
             if set.index_of(code).is_none() {
                 return Err(Error::config(
@@ -102,12 +113,12 @@ impl AuAdapterConfig {
                     format!("not a unit of the {} set", set.name),
                 ));
             }
-            if !(top > 0.0 && top <= 5.0) {
+            if !(top > 0.0 && top <= f64::from(set.max)) {
                 return Err(Error::config(
                     file,
                     "au_range",
                     format!("{code} = {top}"),
-                    "must be in (0, 5]",
+                    format!("must be in (0, {}]", set.max),
                 ));
             }
         }
@@ -143,7 +154,7 @@ impl AuAdapterConfig {
         let mut out = request.clone();
         for (code, &top) in self.au_range.iter().flatten() {
             if let Some(v) = request.get(code) {
-                // In range by construction: v ≤ 5 and top ≤ 5 (validated).
+                // In range by construction: v ≤ max and top ≤ max (validated, intensity sets).
                 let _ = out.set(code, v * (top / 5.0) as f32);
             }
         }
@@ -304,6 +315,10 @@ mod tests {
             (&br#"{"au_range": {"AU7": 2.0}}"#[..], "AU7"),
             (&br#"{"au_range": {"AU12": 0.0}}"#[..], "AU12 = 0"),
             (&br#"{"au_range": {"AU12": 6.0}}"#[..], "AU12 = 6"),
+            (
+                &br#"{"au_set": "opengraphau", "hidden_dim": 16, "include_raw": false, "au_range": {"AU12": 1.0}}"#[..],
+                "binary",
+            ),
         ] {
             let err = AuAdapterConfig::from_json(bad, "au_adapter/config.json")
                 .unwrap_err()
