@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::au::{Expression, FINEFACE};
 use crate::error::{Error, Result};
 use crate::face::CLASSES;
-use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
 use crate::facetext::label;
 use crate::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use crate::pipeline::{GenerateRequest, Pipeline};
@@ -169,6 +169,14 @@ pub fn face_score(analyzer: &FaceAnalyzer, side: usize, rgb: &[u8]) -> Result<f3
         .fold(0.0, f32::max))
 }
 
+/// How `synfer eval` sees one aligned `side`² crop: its [`face_score`] and the full analysis,
+/// whose mini-Xception label is the judge's verdict (also used by `synfer data audit`).
+pub fn judge(analyzer: &FaceAnalyzer, side: usize, rgb: &[u8]) -> Result<(f32, FaceReport)> {
+    let score = face_score(analyzer, side, rgb)?;
+    let report = analyzer.analyze_cropped(RgbView::new(side, side, rgb)?)?;
+    Ok((score, report))
+}
+
 /// Spearman's rank correlation (average ranks for ties); `None` when either side is constant
 /// or the lengths differ or are below 2.
 pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
@@ -306,8 +314,8 @@ pub fn evaluate(
             CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
         let mut faces = 0;
         for rgb in rgbs {
-            faces += usize::from(face_score(analyzer, side, &rgb)? >= FACE_THRESHOLD);
-            let report = analyzer.analyze_cropped(RgbView::new(side, side, &rgb)?)?;
+            let (score, report) = judge(analyzer, side, &rgb)?;
+            faces += usize::from(score >= FACE_THRESHOLD);
             let verdict = report.expression.mini_xception.label.to_string();
             unguided_labels.entry(e.name()).or_default().push([
                 report.expression.face_api.label.to_string(),

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::Record;
 use crate::au::FINEFACE;
 use crate::error::{Error, Result};
-use crate::eval::{FACE_THRESHOLD, face_score};
+use crate::eval::{FACE_THRESHOLD, judge};
 use crate::face::CLASSES;
-use crate::face::analyzer::{FaceAnalyzer, RgbView};
+use crate::face::analyzer::FaceAnalyzer;
 
 /// The audit of one class (records whose label is that class).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct AuditItem {
     pub label: String,
     /// mini-Xception's label.
     pub judge: String,
-    /// [`face_score`] of the image.
+    /// [`crate::eval::face_score`] of the image.
     pub face_score: f32,
 }
 
@@ -105,13 +105,9 @@ pub fn audit(
             ));
         }
         let rgb = img.into_raw();
-        let score = face_score(analyzer, w, &rgb)?;
+        let (score, report) = judge(analyzer, w, &rgb)?;
         let face = score >= FACE_THRESHOLD;
-        let verdict = analyzer
-            .analyze_cropped(RgbView::new(w, h, &rgb)?)?
-            .expression
-            .mini_xception
-            .label;
+        let verdict = report.expression.mini_xception.label;
         let entry = classes.entry(r.expression.clone()).or_default();
         entry.0 += 1;
         entry.1 += usize::from(verdict == r.expression);
