@@ -3,7 +3,9 @@
 //! `auto` takes a real GPU adapter (discrete, integrated or virtual) through wgpu when one
 //! exists, and otherwise burn's flex CPU backend — never a software rasteriser (lavapipe,
 //! llvmpipe, SwiftShader), which is 30–80× slower than flex. `gpu` takes whatever wgpu adapter
-//! exists, software ones included (useful for tests), and says so.
+//! exists, software ones included (useful for tests), and says so. `cuda` takes burn's CUDA
+//! runtime (builds with the `cuda` feature). [`Precision::F16`] makes a GPU compute in half
+//! precision: weights and activations in f16, as diffusers' `torch_dtype=torch.float16`.
 
 use burn::tensor::Device;
 
@@ -20,6 +22,20 @@ pub enum DeviceChoice {
     Cpu,
     /// Any wgpu adapter (hardware first, software rasteriser as a last resort).
     Gpu,
+    /// An NVIDIA GPU through burn's CUDA runtime (a build with the `cuda` feature).
+    Cuda,
+}
+
+/// Floating-point precision of the computation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "native", derive(clap::ValueEnum))]
+pub enum Precision {
+    /// 32-bit floats everywhere (every device).
+    #[default]
+    F32,
+    /// 16-bit floats on a GPU that supports them (tensor cores on NVIDIA).
+    F16,
 }
 
 /// A device plus a description for logs and sidecars.
@@ -29,59 +45,189 @@ pub struct SelectedDevice {
     pub device: Device,
     /// E.g. `flex (CPU)` or `wgpu: NVIDIA H100 (DiscreteGpu, Vulkan)`.
     pub description: String,
+    /// The largest buffer the device allocates, in bytes, where the adapter states one (wgpu).
+    pub max_buffer: Option<u64>,
 }
 
+/// A wgpu adapter found by [`hardware_adapter`]: its kind for burn, a name and its buffer limit.
 #[cfg(not(target_family = "wasm"))]
-fn hardware_adapter() -> Option<(burn::tensor::DeviceKind, String)> {
+type Adapter = (Option<burn::tensor::DeviceKind>, String, Option<u64>);
+
+#[cfg(not(target_family = "wasm"))]
+fn wgpu_adapters() -> Vec<(burn::tensor::wgpu::wgpu::AdapterInfo, u64)> {
     use burn::tensor::wgpu::wgpu;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+        .iter()
+        .map(|a| {
+            let l = a.limits();
+            let limit = l.max_buffer_size.min(l.max_storage_buffer_binding_size);
+            (a.get_info(), limit)
+        })
+        .collect()
+}
+
+/// The first hardware adapter (discrete, integrated, virtual), or with `software` the first
+/// adapter of any type.
+#[cfg(not(target_family = "wasm"))]
+fn hardware_adapter(software: bool) -> Option<Adapter> {
+    use burn::tensor::wgpu::wgpu;
     let rank = |t: wgpu::DeviceType| match t {
         wgpu::DeviceType::DiscreteGpu => Some(0),
         wgpu::DeviceType::IntegratedGpu => Some(1),
         wgpu::DeviceType::VirtualGpu => Some(2),
         _ => None,
     };
-    let mut found: Vec<(usize, wgpu::AdapterInfo)> = adapters
-        .iter()
-        .map(|a| a.get_info())
-        .filter_map(|info| rank(info.device_type).map(|r| (r, info)))
+    let adapters = wgpu_adapters();
+    if software {
+        let (_, limit) = adapters.first()?;
+        return Some((
+            None,
+            "software rasteriser (no hardware GPU found)".into(),
+            Some(*limit),
+        ));
+    }
+    let mut found: Vec<(usize, wgpu::AdapterInfo, u64)> = adapters
+        .into_iter()
+        .filter_map(|(info, limit)| rank(info.device_type).map(|r| (r, info, limit)))
         .collect();
-    found.sort_by_key(|(r, _)| *r);
-    let (_, info) = found.into_iter().next()?;
+    found.sort_by_key(|(r, _, _)| *r);
+    let (_, info, limit) = found.into_iter().next()?;
     let kind = match info.device_type {
         wgpu::DeviceType::DiscreteGpu => burn::tensor::DeviceKind::DiscreteGpu(0),
         wgpu::DeviceType::IntegratedGpu => burn::tensor::DeviceKind::IntegratedGpu(0),
         _ => burn::tensor::DeviceKind::VirtualGpu(0),
     };
     Some((
-        kind,
+        Some(kind),
         format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
+        Some(limit),
     ))
 }
 
-/// Picks a device for `choice` (native).
+/// Picks a device for `choice` (native), computing in f32.
 #[cfg(not(target_family = "wasm"))]
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
-    let flex = || SelectedDevice {
-        device: Device::flex(),
-        description: "flex (CPU)".into(),
-    };
-    match choice {
-        DeviceChoice::Cpu => Ok(flex()),
-        DeviceChoice::Auto => match hardware_adapter() {
-            Some((kind, name)) => init_wgpu(Some(kind), name),
-            None => Ok(flex()),
-        },
-        DeviceChoice::Gpu => match hardware_adapter() {
-            Some((kind, name)) => init_wgpu(Some(kind), name),
-            None => init_wgpu(None, "software rasteriser (no hardware GPU found)".into()),
-        },
+    select_with(choice, Precision::F32)
+}
+
+/// Picks a device for `choice` and sets its float precision before any tensor touches it.
+/// F16 is refused on the CPU backend (flex computes in f32) and on adapters without f16.
+#[cfg(not(target_family = "wasm"))]
+pub fn select_with(choice: DeviceChoice, precision: Precision) -> Result<SelectedDevice> {
+    let mut selected = select_f32(choice)?;
+    if precision == Precision::F16 {
+        if selected.description.starts_with("flex") {
+            return Err(Error::Device(format!(
+                "f16 compute is for GPUs; {} computes in f32 (drop --precision f16 or pick \
+                 --device gpu/cuda)",
+                selected.description
+            )));
+        }
+        set_f16(&mut selected)?;
     }
+    Ok(selected)
 }
 
 #[cfg(not(target_family = "wasm"))]
-fn init_wgpu(kind: Option<burn::tensor::DeviceKind>, name: String) -> Result<SelectedDevice> {
+fn set_f16(selected: &mut SelectedDevice) -> Result<()> {
+    use burn::tensor::FloatDType;
+    if !selected.device.supports_dtype(FloatDType::F16) {
+        return Err(Error::Device(format!(
+            "{} has no f16 arithmetic; use --precision f32",
+            selected.description
+        )));
+    }
+    selected
+        .device
+        .configure(FloatDType::F16)
+        .map_err(|e| Error::Device(format!("setting f16 on {}: {e:?}", selected.description)))?;
+    selected.description.push_str(", f16");
+    Ok(())
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn select_f32(choice: DeviceChoice) -> Result<SelectedDevice> {
+    let flex = || SelectedDevice {
+        device: Device::flex(),
+        description: "flex (CPU)".into(),
+        max_buffer: None,
+    };
+    match choice {
+        DeviceChoice::Cpu => Ok(flex()),
+        DeviceChoice::Auto => match hardware_adapter(false) {
+            Some(adapter) => init_wgpu(adapter),
+            None => Ok(flex()),
+        },
+        DeviceChoice::Gpu => match hardware_adapter(false).or_else(|| hardware_adapter(true)) {
+            Some(adapter) => init_wgpu(adapter),
+            // Nothing on Vulkan/Metal/DX12: let wgpu pick (its GL fallback).
+            None => init_wgpu((
+                None,
+                "default adapter (no Vulkan/Metal/DX12 found)".into(),
+                None,
+            )),
+        },
+        DeviceChoice::Cuda => init_cuda(),
+    }
+}
+
+/// burn's CUDA runtime on GPU 0, checked with one small computation: the runtime loads the
+/// driver (`libcuda`) and NVRTC when first used and panics without them, which becomes an error.
+#[cfg(all(feature = "cuda", not(target_family = "wasm")))]
+fn init_cuda() -> Result<SelectedDevice> {
+    use burn::tensor::Tensor;
+    let probe = || {
+        let device = Device::cuda(0);
+        let sum = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
+        (device, sum)
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(probe);
+    std::panic::set_hook(hook);
+    match result {
+        Ok((device, sum)) if sum == 4.0 => {
+            let name = device
+                .identity()
+                .map(|i| i.name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "GPU 0".into());
+            Ok(SelectedDevice {
+                device,
+                description: format!("cuda: {name}"),
+                max_buffer: None,
+            })
+        }
+        Ok((_, sum)) => Err(Error::Device(format!(
+            "CUDA runtime answered 1+1+1+1 = {sum}: broken driver?"
+        ))),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(Error::Device(format!(
+                "CUDA is not usable here ({}); it needs an NVIDIA driver (libcuda) and NVRTC \
+                 (libnvrtc, from the CUDA toolkit) on the library path, else use --device gpu",
+                why.lines().next().unwrap_or("").trim()
+            )))
+        }
+    }
+}
+
+#[cfg(all(not(feature = "cuda"), not(target_family = "wasm")))]
+fn init_cuda() -> Result<SelectedDevice> {
+    Err(Error::Device(
+        "this synfer was built without CUDA: rebuild with `cargo build --release --features \
+         cuda` (no CUDA toolkit needed to build), or use --device gpu (wgpu: Vulkan/Metal/DX12)"
+            .into(),
+    ))
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn init_wgpu((kind, name, limit): Adapter) -> Result<SelectedDevice> {
     let mut options = Device::wgpu_options();
     if let Some(kind) = kind {
         options = options.device_kind(kind);
@@ -96,6 +242,7 @@ fn init_wgpu(kind: Option<burn::tensor::DeviceKind>, name: String) -> Result<Sel
     Ok(SelectedDevice {
         device,
         description: format!("wgpu: {adapter} [{name}]"),
+        max_buffer: limit,
     })
 }
 
@@ -106,6 +253,7 @@ pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
         return Ok(SelectedDevice {
             device: Device::flex(),
             description: "flex (CPU, wasm)".into(),
+            max_buffer: None,
         });
     }
     let device = Device::wgpu_options()
@@ -120,5 +268,6 @@ pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
     Ok(SelectedDevice {
         device,
         description: format!("webgpu: {name}"),
+        max_buffer: None,
     })
 }

@@ -5,9 +5,9 @@
 //! [`Module`], so they train under autodiff like any burn module.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
 use burn::tensor::module::{conv2d, layer_norm, linear};
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::error::Result;
 use crate::weights::Weights;
@@ -165,15 +165,19 @@ impl GroupNorm {
         })
     }
 
-    /// Normalises `[n, c, h, w]`.
+    /// Normalises `[n, c, h, w]`. The statistics are computed in f32 whatever the compute
+    /// precision (as PyTorch's half-precision kernels accumulate in float).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, wd] = x.dims();
-        let grouped = x.reshape([n, self.groups, (c / self.groups) * h * wd]);
+        let dtype = x.dtype();
+        let grouped = x
+            .cast(FloatDType::F32)
+            .reshape([n, self.groups, (c / self.groups) * h * wd]);
         let mean = grouped.clone().mean_dim(2);
         let centered = grouped - mean;
         let var = centered.clone().square().mean_dim(2);
         let normed = centered / (var + self.eps).sqrt();
-        let normed = normed.reshape([n, c, h, wd]);
+        let normed = normed.reshape([n, c, h, wd]).cast(dtype);
         normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
     }
 }
@@ -199,9 +203,15 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises the last dimension.
+    /// Normalises the last dimension (statistics in f32, as [`GroupNorm::forward`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+        let dtype = x.dtype();
+        if dtype == DType::F32 {
+            return layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps);
+        }
+        let weight = self.weight.val().cast(FloatDType::F32);
+        let bias = self.bias.val().cast(FloatDType::F32);
+        layer_norm(x.cast(FloatDType::F32), weight, Some(bias), self.eps).cast(dtype)
     }
 }
 

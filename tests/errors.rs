@@ -229,3 +229,47 @@ fn bad_requests_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn unavailable_devices_and_precisions_are_errors() {
+    use synfer::device::{DeviceChoice, Precision, select, select_with};
+    let cuda = select(DeviceChoice::Cuda).map(|d| d.description);
+    if cfg!(feature = "cuda") {
+        // A CUDA build works where the driver is, and says what is missing elsewhere.
+        if let Err(e) = cuda {
+            assert!(e.to_string().contains("libcuda"), "{e}");
+        }
+    } else {
+        // A build without the `cuda` feature says how to get one.
+        let msg = cuda.unwrap_err().to_string();
+        assert!(msg.contains("--features cuda"), "{msg}");
+    }
+    let err = select_with(DeviceChoice::Cpu, Precision::F16).unwrap_err();
+    assert!(matches!(err, Error::Device(_)), "{err:?}");
+    assert!(err.to_string().contains("f16 compute is for GPUs"), "{err}");
+}
+
+#[test]
+fn a_generation_larger_than_the_buffer_limit_is_refused_before_it_starts() {
+    let src = folder();
+    let mut p = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    // sd1-tiny at 64×64, 2 images with guidance: its largest buffer is far above 1 KiB.
+    p.buffer_limit = Some(1024);
+    let req = synfer::pipeline::GenerateRequest {
+        prompt: "a face".into(),
+        steps: 1,
+        num_images: 2,
+        width: Some(64),
+        height: Some(64),
+        ..Default::default()
+    };
+    let err = pollster::block_on(p.generate(&req, None, |_| {})).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Device(_)), "{err:?}");
+    assert!(
+        msg.contains("MiB buffer for 2 images at 64×64") && msg.contains("per buffer"),
+        "{msg}"
+    );
+    p.buffer_limit = Some(u64::MAX);
+    assert!(pollster::block_on(p.generate(&req, None, |_| {})).is_ok());
+}

@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod latents;
+pub mod memory;
 pub mod model;
 pub mod request;
 pub mod source;
@@ -38,6 +39,8 @@ pub struct ModelInfo {
     pub default_size: usize,
     /// The scheduler class configured in the folder.
     pub scheduler_class: String,
+    /// What sets the largest buffers of a generation.
+    pub buffers: memory::BufferProfile,
 }
 
 /// What happened at one denoising step.
@@ -100,6 +103,9 @@ pub struct Pipeline {
     pub info: ModelInfo,
     /// Device the weights live on.
     pub device: Device,
+    /// The device's largest buffer in bytes, when known (wgpu adapters): generations that
+    /// would need a larger one are refused before they start (see [`memory`]).
+    pub buffer_limit: Option<u64>,
 }
 
 /// Loads a tokenizer from the `tokenizer/` folder of `src`.
@@ -251,9 +257,22 @@ impl Pipeline {
                 vae_scale_factor,
                 default_size: sample_size * vae_scale_factor,
                 scheduler_class: scheduler.class_name.clone(),
+                buffers: memory::BufferProfile {
+                    unet_levels: unet_cfg
+                        .block_out_channels
+                        .iter()
+                        .zip(unet_cfg.down_plans(unet_file)?)
+                        .map(|(&c, plan)| (c, if plan.cross_attn { plan.heads } else { 0 }))
+                        .collect(),
+                    ff_factor: 8,
+                    vae_channels: vae_cfg.block_out_channels.clone(),
+                    vae_factor: vae_scale_factor,
+                    decode_budget: memory::DECODE_BUDGET,
+                },
             },
             scheduler,
             device: device.clone(),
+            buffer_limit: None,
         })
     }
 
@@ -390,6 +409,13 @@ impl Pipeline {
         let n: usize = reqs.iter().map(|r| r.num_images).sum();
         let f = self.info.vae_scale_factor;
         let shape = [n, self.info.latent_channels, height / f, width / f];
+        if let Some(limit) = self.buffer_limit {
+            let float_bytes = burn::tensor::DType::from(self.device.settings().float_dtype).size();
+            let cfg = req.uses_cfg();
+            self.info
+                .buffers
+                .check(n, cfg, height, width, float_bytes, limit)?;
+        }
 
         // 1. Scheduler.
         let sched_cfg = match req.scheduler {
@@ -713,8 +739,25 @@ impl Pipeline {
     }
 
     /// Latents `[n, c, h, w]` decoded to `[0, 1]` and read back, `n × height × width × 3`.
+    /// Decodes in slices of [`memory::BufferProfile::images_per_decode`] images, so that the
+    /// VAE's full-resolution activations stay bounded whatever the batch.
     async fn decode_f32(&self, latents: Tensor<4>) -> Result<Vec<f32>> {
-        let image = self.vae.decode(latents / self.vae.scaling_factor);
+        let [n, _, h, w] = latents.dims();
+        let f = self.info.vae_scale_factor;
+        let per = self.info.buffers.images_per_decode(h * f, w * f);
+        let latents = latents / self.vae.scaling_factor;
+        let image = if per >= n {
+            self.vae.decode(latents)
+        } else {
+            let slices = (0..n)
+                .step_by(per)
+                .map(|s| {
+                    self.vae
+                        .decode(latents.clone().narrow(0, s, per.min(n - s)))
+                })
+                .collect();
+            Tensor::cat(slices, 0)
+        };
         let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
         let data = image
             .permute([0, 2, 3, 1])

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use synfer::bench::{Reference, sd15_unet, time_step};
-use synfer::device::{self, DeviceChoice};
+use synfer::device::{self, DeviceChoice, Precision};
 use synfer::{Error, Result};
 
 #[derive(clap::Args)]
@@ -12,6 +12,9 @@ pub struct BenchArgs {
     /// Device of synfer's side.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
+    /// Float precision: f16 halves memory and uses tensor cores on GPUs (not on the CPU).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
     /// Image side in pixels (SD 1.5: 512; a 2-core CPU wants 256).
     #[arg(long, default_value_t = 512)]
     size: usize,
@@ -36,7 +39,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let selected = device::select(args.device)?;
+    let selected = device::select_with(args.device, args.precision)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
         "SD-1.5-shaped UNet (random weights), {}², one CFG step per timing, on {}",

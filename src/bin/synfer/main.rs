@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use synfer::au::{AuVector, Expression};
-use synfer::device::{self, DeviceChoice};
+use synfer::device::{self, DeviceChoice, Precision};
 use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
 use synfer::files::{IMAGE_EXTENSIONS, write_atomic};
 use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
@@ -165,6 +165,9 @@ struct GenerateArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
+    /// Float precision: f16 halves memory and uses tensor cores on GPUs (not on the CPU).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
     /// Output PNG (a JSON sidecar is written next to it).
     #[arg(long)]
     out: PathBuf,
@@ -465,7 +468,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         ));
     }
     let start = Instant::now();
-    let selected = device::select(args.device)?;
+    let selected = device::select_with(args.device, args.precision)?;
     let mut options = LoadOptions::default();
     for spec in &args.lora {
         options.loras.push(read_lora(spec)?);
@@ -477,6 +480,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         options.loras.extend(loras);
     }
     let mut pipeline = load_pipeline(args.model.as_deref(), &selected.device, options)?;
+    pipeline.buffer_limit = selected.max_buffer;
     if args.semantic_guidance.is_some() {
         pipeline.enable_semantic_guidance()?;
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use synfer::device::{self, DeviceChoice};
+use synfer::device::{self, DeviceChoice, Precision};
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::synth::output::report;
 use synfer::synth::{Plan, Shard, merge, run};
@@ -30,6 +30,9 @@ pub struct SynthArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
+    /// Float precision: f16 halves memory and uses tensor cores on GPUs (not on the CPU).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(clap::Subcommand)]
@@ -60,9 +63,10 @@ pub fn run_cli(args: SynthArgs) -> Result<()> {
     let text = std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
     let plan = Plan::from_toml(&text, &plan_path.display().to_string())?;
     let shard = Shard::parse(&args.shard)?;
-    let selected = device::select(args.device)?;
+    let selected = device::select_with(args.device, args.precision)?;
     let model = model_dir(&plan, &plan_path);
-    let pipe = crate::load_pipeline(model.as_deref(), &selected.device, Default::default())?;
+    let mut pipe = crate::load_pipeline(model.as_deref(), &selected.device, Default::default())?;
+    pipe.buffer_limit = selected.max_buffer;
     let analyzer = FaceAnalyzer::embedded(&selected.device)?;
     eprintln!(
         "synth: {} items in the plan, shard {}/{}, {} on {}",
