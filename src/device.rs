@@ -221,7 +221,8 @@ fn init_cuda() -> Result<SelectedDevice> {
 fn init_cuda() -> Result<SelectedDevice> {
     Err(Error::Device(
         "this synfer was built without CUDA: rebuild with `cargo build --release --features \
-         cuda` (no CUDA toolkit needed to build), or use --device gpu (wgpu: Vulkan/Metal/DX12)"
+         cuda` (no CUDA toolkit needed, but the build downloads LLVM from GitHub), or use \
+         --device gpu (wgpu: Vulkan/Metal/DX12, NVIDIA GPUs included)"
             .into(),
     ))
 }

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Issue 17's GPU check in one device call: synfer (CUDA f32 and f16, wgpu/Vulkan) against
-# diffusers (fp32, fp16) on the same GPU, SD-1.5-shaped UNet at 512², batch 1 and 8; parity of
-# a 10-step 512² generation with diffusers; batch 8 end to end.
+# Issue 17's GPU check in one device call: synfer on wgpu/Vulkan (f32 and f16; CUDA too when
+# the binary has it) against diffusers (fp32, fp16) on the same GPU, SD-1.5-shaped UNet at 512²,
+# batch 1 and 8; parity of a 10-step 512² generation with diffusers; batch 8 end to end.
 #
-# Here, before the lease (a release build with CUDA, ~25 min cold, then seconds):
+# Here, before the lease (a release build, then about a minute):
 #
-#   bash tools/bench/device.sh prepare   # → .devbench/: synfer.xz, diffusers.tar.xz,
-#                                        #   tokenizer.tar.xz, Vulkan loader debs (git-ignored)
+#   bash tools/bench/device.sh prepare   # → .devbench/: synfer.xz (stripped), diffusers.tar.xz,
+#                                        #   tokenizer.tar.xz, Vulkan loader debs (git-ignored);
+#                                        #   SYNFER_BENCH_FEATURES=cuda adds burn's CUDA runtime
+#                                        #   (its build downloads LLVM: needs internet)
 #   bash tools/bench/device.sh slim      # the bench needs none of models/, tests/, assets/
 #                                        # (the binary embeds what it uses): they leave git's
 #                                        # index (files stay on disk) so tree + carry < 64 MiB
 #
 # The device call (the device tool's `run`, carry [".devbench"], timeout_s 600):
 #
-#   bash tools/bench/device.sh run       # results → $OUT (bench-*.json, parity.json, log.txt)
+#   bash tools/bench/device.sh run       # results → $OUT (bench-*.json, parity.jsonl, log.txt,
+#                                        #   summary.txt)
 #
 # Right after it, here:
 #
@@ -33,7 +36,7 @@ prepare)
   mkdir -p $D
   grep -qx "/$D/" $EXCLUDE 2>/dev/null || echo "/$D/" >>$EXCLUDE
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/synfer/target}
-  cargo build --release --features cuda --bin synfer
+  cargo build --release --bin synfer ${SYNFER_BENCH_FEATURES:+--features $SYNFER_BENCH_FEATURES}
   strip -o /tmp/synfer-bench "$CARGO_TARGET_DIR/release/synfer"
   xz -T2 -9 -c /tmp/synfer-bench >$D/synfer.xz
   site=$(.venv/bin/python -c 'import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))')
@@ -72,8 +75,8 @@ run)
   W=/tmp/synfer-bench-work
   mkdir -p $W "$OUT"
   if [ "${SYNFER_BENCH_DRY:-0}" = 1 ]; then
-    B=${SYNFER_BIN:-$HOME/.cache/synfer/target/release/synfer}
-    PY=.venv/bin/python DEV=cpu SIZE=64 BATCHES=1,2 ITERS=1 REF=cpu
+    B=${SYNFER_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/synfer/target}/release/synfer}
+    PY=.venv/bin/python GPU=cpu SIZE=64 ITERS=1 REF=cpu
   else
     B=$W/synfer
     xz -T0 -dc $D/synfer.xz >$B && chmod +x $B
@@ -85,54 +88,61 @@ run)
       [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
       export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     fi
-    # burn's CUDA runtime loads NVRTC at run time: the toolkit's, else PyTorch's wheel's.
+    # burn's CUDA runtime (if built in) loads NVRTC at run time: the toolkit's or PyTorch's.
     for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
       $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, "cuda_nvrtc/lib") for p in nvidia.__path__))' 2>/dev/null); do
       ls "$d"/libnvrtc.so* >/dev/null 2>&1 && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     done
     export XDG_RUNTIME_DIR=/tmp/xdg && mkdir -p -m 700 $XDG_RUNTIME_DIR
-    PY=python3 DEV=cuda SIZE=512 BATCHES=1,8 ITERS=3 REF=cuda
+    PY=python3 GPU=gpu SIZE=512 ITERS=3 REF=cuda
   fi
   export PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/log.txt"
-  bench() { # NAME ARGS...: one `synfer bench`, its JSON and its output kept
+  bench() { # NAME SECONDS ARGS...: one `synfer bench`, its JSON and its output kept
     local name=$1 secs=$2
     shift 2
     log "bench $name: $*"
     timeout "$(tl "$secs")" $B bench --size $SIZE --iters $ITERS --python $PY --out "$OUT/bench-$name.json" "$@" 2>&1 |
       tee -a "$OUT/log.txt"
   }
-  # 1. CUDA f32 vs diffusers fp32 and fp16 (same GPU, same run), batch 1 and 8.
-  bench cuda-f32 200 --device $DEV --batch $BATCHES --reference $REF --reference-dtype fp32,fp16
-  # 2. CUDA f16 (the ratios against step 1's diffusers timings are printed at the end).
-  if [ $DEV = cpu ]; then log "(dry run: no f16 on the CPU)"; else
-    bench cuda-f16 120 --device cuda --precision f16 --batch $BATCHES --reference none
-  fi
-  # 3. wgpu/Vulkan f32 and f16, batch 1 (the path of the web page and of non-NVIDIA GPUs).
-  [ $DEV = cpu ] || bench vulkan-f32 60 --device gpu --batch 1 --reference none
-  [ $DEV = cpu ] || bench vulkan-f16 60 --device gpu --precision f16 --batch 1 --reference none
-  # 4. Parity: a 10-step 512² generation of a random SD-1.5 pipeline vs diffusers.
-  if [ $DEV != cpu ]; then
+  # 1. wgpu/Vulkan f32 against diffusers fp32 and fp16 (same GPU, same run); batch 1, then 8.
+  bench gpu-f32-b1 150 --device $GPU --batch 1 --reference $REF --reference-dtype fp32,fp16
+  bench gpu-f32-b8 150 --device $GPU --batch 8 --reference $REF --reference-dtype fp32,fp16
+  if [ $GPU = cpu ]; then
+    log "(dry run: f16, CUDA, parity and batch 8 end to end need a GPU)"
+  else
+    # 2. f16 on the same path (ratios against step 1's diffusers timings in summary.txt).
+    bench gpu-f16-b1 60 --device gpu --precision f16 --batch 1 --reference none
+    bench gpu-f16-b8 60 --device gpu --precision f16 --batch 8 --reference none
+    # 3. burn's CUDA runtime, when this binary has it.
+    devices=gpu
+    if timeout 60 $B bench --device cuda --size 64 --batch 1 --iters 1 --reference none >/dev/null 2>&1; then
+      devices="gpu cuda"
+      bench cuda-f32-b1 60 --device cuda --batch 1 --reference none
+      bench cuda-f16-b1 60 --device cuda --precision f16 --batch 1 --reference none
+    else
+      log "no CUDA runtime in this binary (or no driver): $($B bench --device cuda --size 64 --batch 1 --iters 1 --reference none 2>&1 | tail -1)"
+    fi
+    # 4. Parity: a 10-step 512² generation of a random SD-1.5 pipeline vs diffusers.
     log "parity: make the random SD-1.5 folder, diffusers references"
     mkdir -p $W/tok && tar -C $W/tok -xJf $D/tokenizer.tar.xz
     timeout "$(tl 90)" $PY tools/bench/sd15_parity.py make $W/sd15 $W/tok/tokenizer 2>&1 | tail -1 | tee -a "$OUT/log.txt"
     timeout "$(tl 120)" $PY tools/bench/sd15_parity.py reference $W/sd15 $W/ref --device cuda 2>&1 | tail -1 | tee -a "$OUT/log.txt"
     cp $W/ref/reference.json "$OUT/" 2>/dev/null
-    for p in f32 f16; do
-      log "parity $p"
-      timeout "$(tl 90)" $B generate --device cuda --precision $p --model $W/sd15 --prompt "a portrait photo" \
-        --steps 10 --guidance 7.5 --width 512 --height 512 --latents $W/ref/lat.npy --out $W/parity-$p.png 2>&1 |
-        tail -2 | tee -a "$OUT/log.txt"
-      $PY tools/bench/sd15_parity.py compare $W/parity-$p.png $W/ref/ref_fp${p#f}.npy 2>&1 | tee -a "$OUT/parity.jsonl"
+    for dev in $devices; do
+      for p in f32 f16; do
+        log "parity $dev $p"
+        timeout "$(tl 90)" $B generate --device $dev --precision $p --model $W/sd15 --prompt "a portrait photo" \
+          --steps 10 --guidance 7.5 --width 512 --height 512 --latents $W/ref/lat.npy --out $W/parity-$dev-$p.png 2>&1 |
+          tail -2 | tee -a "$OUT/log.txt"
+        $PY tools/bench/sd15_parity.py compare $W/parity-$dev-$p.png $W/ref/ref_fp${p#f}.npy 2>&1 | tee -a "$OUT/parity.jsonl"
+      done
     done
-    # 5. Batch 8 at 512 end to end (memory-efficient attention, sliced VAE decode).
-    log "batch 8 at 512, 2 steps, cuda f32 and wgpu"
-    timeout "$(tl 90)" $B generate --device cuda --model $W/sd15 --prompt "a portrait photo" --steps 2 \
-      --num-images 8 --width 512 --height 512 --out $W/b8.png 2>&1 | tail -2 | tee -a "$OUT/log.txt"
-    cp $W/b8.json "$OUT/batch8-cuda.json" 2>/dev/null
+    # 5. Batch 8 at 512 end to end (chunked attention, sliced VAE decode).
+    log "batch 8 at 512, 2 steps"
     timeout "$(tl 120)" $B generate --device gpu --model $W/sd15 --prompt "a portrait photo" --steps 2 \
-      --num-images 8 --width 512 --height 512 --out $W/b8v.png 2>&1 | tail -2 | tee -a "$OUT/log.txt"
-    cp $W/b8v.json "$OUT/batch8-vulkan.json" 2>/dev/null
+      --num-images 8 --width 512 --height 512 --out $W/b8.png 2>&1 | tail -2 | tee -a "$OUT/log.txt"
+    cp $W/b8.json "$OUT/batch8.json" 2>/dev/null
   fi
   # Ratios: every synfer timing against diffusers' of step 1, same batch.
   $PY - "$OUT" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
