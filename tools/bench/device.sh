@@ -97,7 +97,9 @@ run)
     PY=python3 GPU=gpu SIZE=512 ITERS=3 REF=cuda
   fi
   export PYTHONUNBUFFERED=1
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/log.txt"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$OUT/log.txt"
+  fi
   bench() { # NAME SECONDS ARGS...: one `synfer bench`, its JSON and its output kept
     local name=$1 secs=$2
     shift 2

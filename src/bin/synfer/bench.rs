@@ -39,6 +39,16 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(bad) = args
+        .reference_dtype
+        .iter()
+        .find(|d| !matches!(d.as_str(), "fp32" | "fp16"))
+    {
+        return Err(Error::request(
+            "reference_dtype",
+            format!("{bad:?}: use fp32 or fp16"),
+        ));
+    }
     let selected = device::select_with(args.device, args.precision)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
@@ -46,22 +56,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.size, selected.description
     );
     let unet = sd15_unet(&selected.device)?;
-    let mut rows = Vec::new();
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    // Written after every measurement, so a run stopped by a time limit keeps the rest.
+    let save = |rows: &[serde_json::Value]| -> Result<()> {
+        let Some(path) = &args.out else {
+            return Ok(());
+        };
+        let doc = json!({
+            "device": selected.description,
+            "size": args.size,
+            "threads": threads,
+            "results": rows,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::json("bench", e))?;
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    };
     for &batch in &args.batch {
         let ours = time_step(&unet, &selected.device, batch, args.size, args.iters)?;
         println!(
             "synfer   batch {batch}: {:.4} s/step (min {:.4})",
             ours.mean_s, ours.min_s
         );
+        rows.push(json!({"synfer": ours, "diffusers": []}));
+        save(&rows)?;
         let mut refs = Vec::new();
         if args.reference != "none" {
             for dtype in &args.reference_dtype {
-                if !matches!(dtype.as_str(), "fp32" | "fp16") {
-                    return Err(Error::request(
-                        "reference_dtype",
-                        format!("{dtype:?}: use fp32 or fp16"),
-                    ));
-                }
                 let reference = Reference {
                     python: args
                         .python
@@ -88,19 +108,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         refs.push(json!({"dtype": dtype, "error": e.to_string()}));
                     }
                 }
+                if let Some(row) = rows.last_mut() {
+                    row["diffusers"] = json!(refs);
+                }
+                save(&rows)?;
             }
         }
-        rows.push(json!({"synfer": ours, "diffusers": refs}));
-    }
-    if let Some(path) = args.out {
-        let doc = json!({
-            "device": selected.description,
-            "size": args.size,
-            "threads": threads,
-            "results": rows,
-        });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::json("bench", e))?;
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
 }
