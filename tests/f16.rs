@@ -6,9 +6,9 @@ mod common;
 
 use burn::tensor::wgpu::WgpuBackend;
 use burn::tensor::{DType, Device, FloatDType};
-use common::{fixture, host, load_refs, max_abs, rel_l2};
+use common::{e2e_request, fixture, host, load_refs, max_abs, rel_l2};
+use synfer::pipeline::Pipeline;
 use synfer::pipeline::source::DirSource;
-use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
 
 fn pipeline(device: &Device) -> Pipeline {
     Pipeline::from_source(&DirSource::new(fixture("sd1-tiny")).unwrap(), device).unwrap()
@@ -38,20 +38,7 @@ fn run(device: &Device, name: &str) -> (f64, f64) {
 
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("reference/sd1.json")).unwrap()).unwrap();
-    let e = &meta["e2e"];
-    let req = GenerateRequest {
-        prompt: e["prompt"].as_str().unwrap().into(),
-        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
-        guidance_scale: e["guidance_scale"].as_f64().unwrap(),
-        width: Some(e["width"].as_u64().unwrap() as usize),
-        height: Some(e["height"].as_u64().unwrap() as usize),
-        ..Default::default()
-    };
-    let lat = &r["e2e.latents"];
-    let latents = HostTensor {
-        shape: lat.shape.clone(),
-        data: lat.data.clone(),
-    };
+    let (req, latents) = e2e_request(&meta, &r);
     let out = pollster::block_on(p.generate(&req, Some(&latents), |_| {})).unwrap();
     let image = &out.images_f32[0];
     assert!(

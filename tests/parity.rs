@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{assert_close, fixture, load_refs, max_abs};
+use common::{assert_close, e2e_request, fixture, load_refs, max_abs};
 use synfer::pipeline::source::{DirSource, MemorySource};
 use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
 use synfer::scheduler::SchedulerKind;
@@ -73,24 +73,10 @@ fn end_to_end(name: &str, refs: &str, image_key: &str, guidance_key: Option<&str
     )
     .unwrap();
     let e = &meta["e2e"];
-    let guidance = match guidance_key {
-        Some(k) => e[k]["guidance_scale"].as_f64().unwrap(),
-        None => e["guidance_scale"].as_f64().unwrap(),
-    };
-    let req = GenerateRequest {
-        prompt: e["prompt"].as_str().unwrap().into(),
-        negative_prompt: e["negative_prompt"].as_str().map(String::from),
-        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
-        guidance_scale: guidance,
-        width: Some(e["width"].as_u64().unwrap() as usize),
-        height: Some(e["height"].as_u64().unwrap() as usize),
-        ..Default::default()
-    };
-    let lat = &r["e2e.latents"];
-    let latents = HostTensor {
-        shape: lat.shape.clone(),
-        data: lat.data.clone(),
-    };
+    let (mut req, latents) = e2e_request(&meta, &r);
+    if let Some(k) = guidance_key {
+        req.guidance_scale = e[k]["guidance_scale"].as_f64().unwrap();
+    }
     let out = pollster::block_on(p.generate(&req, Some(&latents), |_| {})).unwrap();
     let reference = &r[image_key];
     let err = max_abs(&out.images_f32[0], &reference.data);

@@ -9,9 +9,9 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
-use common::{fixture, host, load_refs, max_abs, rel_l2};
+use common::{e2e_request, fixture, host, load_refs, max_abs, rel_l2};
+use synfer::pipeline::Pipeline;
 use synfer::pipeline::source::MemorySource;
-use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
 
 const TOL: f64 = 1e-4;
 const E2E_TOL: f64 = 2.0 / 255.0;
@@ -96,21 +96,7 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
         TOL,
     );
 
-    let e = &meta["e2e"];
-    let req = GenerateRequest {
-        prompt: e["prompt"].as_str().unwrap().into(),
-        negative_prompt: e["negative_prompt"].as_str().map(String::from),
-        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
-        guidance_scale: e["guidance_scale"].as_f64().unwrap(),
-        width: Some(e["width"].as_u64().unwrap() as usize),
-        height: Some(e["height"].as_u64().unwrap() as usize),
-        ..Default::default()
-    };
-    let lat = &r["e2e.latents"];
-    let latents = HostTensor {
-        shape: lat.shape.clone(),
-        data: lat.data.clone(),
-    };
+    let (req, latents) = e2e_request(meta, &r);
     match pollster::block_on(p.generate(&req, Some(&latents), |_| {})) {
         Ok(out) => {
             let reference = &r["e2e.image"];

@@ -244,3 +244,30 @@ pub fn assert_strict_loading(
         other => panic!("{file} extra {extra}: {other:?}"),
     }
 }
+
+/// The end-to-end request recorded in a reference JSON's `e2e` block (prompt, negative prompt,
+/// steps, guidance, size) and the reference's `e2e.latents`.
+pub fn e2e_request(
+    meta: &serde_json::Value,
+    refs: &HashMap<String, Ref>,
+) -> (
+    synfer::pipeline::GenerateRequest,
+    synfer::pipeline::HostTensor,
+) {
+    let e = &meta["e2e"];
+    let req = synfer::pipeline::GenerateRequest {
+        prompt: e["prompt"].as_str().unwrap().into(),
+        negative_prompt: e["negative_prompt"].as_str().map(String::from),
+        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
+        guidance_scale: e["guidance_scale"].as_f64().unwrap(),
+        width: Some(e["width"].as_u64().unwrap() as usize),
+        height: Some(e["height"].as_u64().unwrap() as usize),
+        ..Default::default()
+    };
+    let lat = &refs["e2e.latents"];
+    let latents = synfer::pipeline::HostTensor {
+        shape: lat.shape.clone(),
+        data: lat.data.clone(),
+    };
+    (req, latents)
+}
