@@ -40,7 +40,9 @@ prepare)
   strip -o /tmp/synfer-bench "$CARGO_TARGET_DIR/release/synfer"
   xz -T2 -9 -c /tmp/synfer-bench >$D/synfer.xz
   site=$(.venv/bin/python -c 'import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))')
-  tar -C "$site" -cf - --exclude=__pycache__ diffusers | xz -T2 -9 >$D/diffusers.tar.xz
+  # With their dist-info, so that importlib.metadata finds their versions from PYTHONPATH.
+  (cd "$site" && tar -cf - --exclude=__pycache__ diffusers diffusers-*.dist-info \
+    importlib_metadata importlib_metadata-*.dist-info) | xz -T2 -9 >$D/diffusers.tar.xz
   tar -C tests/fixtures/sd1-tiny -cf - tokenizer | xz -9 >$D/tokenizer.tar.xz
   mkdir -p $D/gl /tmp/amd64/partial
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
