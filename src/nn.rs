@@ -7,7 +7,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::module::{conv2d, layer_norm, linear};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::error::Result;
 use crate::weights::Weights;
@@ -205,13 +205,11 @@ impl LayerNorm {
 
     /// Normalises the last dimension (statistics in f32, as [`GroupNorm::forward`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dtype = x.dtype();
-        if dtype == DType::F32 {
-            return layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps);
-        }
-        let weight = self.weight.val().cast(FloatDType::F32);
-        let bias = self.bias.val().cast(FloatDType::F32);
-        layer_norm(x.cast(FloatDType::F32), weight, Some(bias), self.eps).cast(dtype)
+        // Casts to the current dtype are no-ops: in f32 this is the plain layer norm.
+        let (dtype, f32) = (x.dtype(), FloatDType::F32);
+        let weight = self.weight.val().cast(f32);
+        let bias = self.bias.val().cast(f32);
+        layer_norm(x.cast(f32), weight, Some(bias), self.eps).cast(dtype)
     }
 }
 

@@ -16,7 +16,7 @@ use synfer::Error;
 use synfer::au::{AuVector, FINEFACE};
 use synfer::pipeline::adapter::{AdapterWeights, LoadOptions, LoraWeights, read_adapter};
 use synfer::pipeline::source::MemorySource;
-use synfer::pipeline::{GenerateOutput, GenerateRequest, HostTensor, Pipeline};
+use synfer::pipeline::{GenerateOutput, GenerateRequest, Pipeline};
 use synfer::unet::attention::AuContext;
 
 const TOL: f64 = 1e-4;
@@ -223,25 +223,14 @@ fn e2e_request(au_scale: Option<f64>) -> GenerateRequest {
             .collect::<BTreeMap<_, _>>()
     });
     GenerateRequest {
-        prompt: e["prompt"].as_str().unwrap().into(),
-        negative_prompt: e["negative_prompt"].as_str().map(String::from),
-        steps: e["num_inference_steps"].as_u64().unwrap() as usize,
-        guidance_scale: e["guidance_scale"].as_f64().unwrap(),
-        width: Some(e["width"].as_u64().unwrap() as usize),
-        height: Some(e["height"].as_u64().unwrap() as usize),
         aus,
         au_scale,
-        ..Default::default()
+        ..common::e2e_request(&meta)
     }
 }
 
 fn generate(p: &Pipeline, req: &GenerateRequest) -> GenerateOutput {
-    let r = load_refs(REFS);
-    let lat = &r["e2e.latents"];
-    let latents = HostTensor {
-        shape: lat.shape.clone(),
-        data: lat.data.clone(),
-    };
+    let latents = load_refs(REFS)["e2e.latents"].host_tensor();
     pollster::block_on(p.generate(req, Some(&latents), |_| {})).unwrap()
 }
 

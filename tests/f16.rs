@@ -38,7 +38,8 @@ fn run(device: &Device, name: &str) -> (f64, f64) {
 
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("reference/sd1.json")).unwrap()).unwrap();
-    let (req, latents) = e2e_request(&meta, &r);
+    let req = e2e_request(&meta);
+    let latents = r["e2e.latents"].host_tensor();
     let out = pollster::block_on(p.generate(&req, Some(&latents), |_| {})).unwrap();
     let image = &out.images_f32[0];
     assert!(

@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{assert_close, e2e_request, fixture, load_refs, max_abs};
 use synfer::pipeline::source::{DirSource, MemorySource};
-use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
+use synfer::pipeline::{GenerateRequest, Pipeline};
 use synfer::scheduler::SchedulerKind;
 
 const TOL: f64 = 1e-4;
@@ -73,7 +73,8 @@ fn end_to_end(name: &str, refs: &str, image_key: &str, guidance_key: Option<&str
     )
     .unwrap();
     let e = &meta["e2e"];
-    let (mut req, latents) = e2e_request(&meta, &r);
+    let mut req = e2e_request(&meta);
+    let latents = r["e2e.latents"].host_tensor();
     if let Some(k) = guidance_key {
         req.guidance_scale = e[k]["guidance_scale"].as_f64().unwrap();
     }
@@ -220,11 +221,7 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
         scheduler: None,
         ..Default::default()
     };
-    let lat = &r["e2e.latents"];
-    let latents = HostTensor {
-        shape: lat.shape.clone(),
-        data: lat.data.clone(),
-    };
+    let latents = r["e2e.latents"].host_tensor();
     let mut seen = Vec::new();
     let out = pollster::block_on(p.generate(&req, Some(&latents), |ev| {
         assert_eq!(ev.total, want_t.len());

@@ -8,7 +8,10 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::unet::attention::ATTENTION_SCORE_BUDGET;
+use crate::unet::attention::{ATTENTION_SCORE_BUDGET, query_rows};
+
+/// Transformer feed-forward width as a multiple of the channels (GEGLU, SD 1.x/2.x: 2 × 4).
+const FF_FACTOR: usize = 8;
 
 /// Bytes the VAE decoder's largest activation may take per decoded slice of images (f32).
 pub const DECODE_BUDGET: usize = 512 << 20;
@@ -18,8 +21,6 @@ pub const DECODE_BUDGET: usize = 512 << 20;
 pub struct BufferProfile {
     /// Channels of each UNet resolution level and its attention heads (0: no transformer).
     pub unet_levels: Vec<(usize, usize)>,
-    /// Transformer feed-forward width as a multiple of the channels (GEGLU: 2 × 4).
-    pub ff_factor: usize,
     /// The VAE's `block_out_channels` (encoder order: full resolution first).
     pub vae_channels: Vec<usize>,
     /// Pixels per latent cell.
@@ -73,27 +74,23 @@ impl BufferProfile {
                 n * cat * h * w * fb,
             );
             if heads > 0 {
-                let (tokens, ff) = (h * w, (self.ff_factor * c) as u64);
+                let (tokens, ff) = (h * w, (FF_FACTOR * c) as u64);
                 consider(
                     format!("UNet feed-forward [{n}, {tokens}, {ff}]"),
                     n * tokens * ff * fb,
                 );
-                // Chunked by query rows to the budget (counted in f32 elements).
-                let scores = (n * heads as u64 * tokens * tokens * 4)
-                    .min(ATTENTION_SCORE_BUDGET as u64)
-                    * fb
-                    / 4;
+                // Query rows are chunked as `multi_head` chunks them (budget in f32 elements).
+                let bh = n as usize * heads;
+                let rows = query_rows(bh, tokens as usize, ATTENTION_SCORE_BUDGET) as u64;
+                let scores = bh as u64 * rows.min(tokens) * tokens * fb;
                 consider(
-                    format!(
-                        "attention scores [{}, ≤{tokens}, {tokens}]",
-                        n * heads as u64
-                    ),
+                    format!("attention scores [{bh}, ≤{tokens}, {tokens}]"),
                     scores,
                 );
             }
         }
         let (per_image, c, fh, fw) = self.vae_widest_activation(height, width);
-        let slice = (self.images_per_decode(height, width) as u64)
+        let slice = (self.images_per_slice(per_image) as u64)
             .min(images as u64)
             .max(1);
         consider(
@@ -125,8 +122,12 @@ impl BufferProfile {
     /// Images the VAE decodes together: their largest activation stays within
     /// `decode_budget` bytes (at least one image).
     pub fn images_per_decode(&self, height: usize, width: usize) -> usize {
-        let per_image = self.vae_widest_activation(height, width).0 * 4;
-        (self.decode_budget as u64 / per_image.max(1)).max(1) as usize
+        self.images_per_slice(self.vae_widest_activation(height, width).0)
+    }
+
+    /// Images per slice when one image's largest activation has `per_image` f32 elements.
+    fn images_per_slice(&self, per_image: u64) -> usize {
+        (self.decode_budget as u64 / (per_image * 4).max(1)).max(1) as usize
     }
 
     /// Refuses a generation whose largest buffer exceeds `limit` bytes.
@@ -161,7 +162,6 @@ mod tests {
     fn sd15() -> BufferProfile {
         BufferProfile {
             unet_levels: vec![(320, 8), (640, 8), (1280, 8), (1280, 0)],
-            ff_factor: 8,
             vae_channels: vec![128, 256, 512, 512],
             vae_factor: 8,
             decode_budget: DECODE_BUDGET,

@@ -264,7 +264,6 @@ impl Pipeline {
                         .zip(unet_cfg.down_plans(unet_file)?)
                         .map(|(&c, plan)| (c, if plan.cross_attn { plan.heads } else { 0 }))
                         .collect(),
-                    ff_factor: 8,
                     vae_channels: vae_cfg.block_out_channels.clone(),
                     vae_factor: vae_scale_factor,
                     decode_budget: memory::DECODE_BUDGET,

@@ -28,6 +28,14 @@ impl Ref {
         Tensor::from_data(TensorData::new(self.data.clone(), shape), device)
     }
 
+    /// As latents for [`synfer::pipeline::Pipeline::generate`].
+    pub fn host_tensor(&self) -> synfer::pipeline::HostTensor {
+        synfer::pipeline::HostTensor {
+            shape: self.shape.clone(),
+            data: self.data.clone(),
+        }
+    }
+
     /// Slice `i` along the first axis.
     pub fn index(&self, i: usize) -> Ref {
         let per: usize = self.shape[1..].iter().product();
@@ -245,17 +253,11 @@ pub fn assert_strict_loading(
     }
 }
 
-/// The end-to-end request recorded in a reference JSON's `e2e` block (prompt, negative prompt,
-/// steps, guidance, size) and the reference's `e2e.latents`.
-pub fn e2e_request(
-    meta: &serde_json::Value,
-    refs: &HashMap<String, Ref>,
-) -> (
-    synfer::pipeline::GenerateRequest,
-    synfer::pipeline::HostTensor,
-) {
+/// The end-to-end request recorded in a reference JSON's `e2e` block: prompt, negative prompt,
+/// steps, guidance and size.
+pub fn e2e_request(meta: &serde_json::Value) -> synfer::pipeline::GenerateRequest {
     let e = &meta["e2e"];
-    let req = synfer::pipeline::GenerateRequest {
+    synfer::pipeline::GenerateRequest {
         prompt: e["prompt"].as_str().unwrap().into(),
         negative_prompt: e["negative_prompt"].as_str().map(String::from),
         steps: e["num_inference_steps"].as_u64().unwrap() as usize,
@@ -263,11 +265,5 @@ pub fn e2e_request(
         width: Some(e["width"].as_u64().unwrap() as usize),
         height: Some(e["height"].as_u64().unwrap() as usize),
         ..Default::default()
-    };
-    let lat = &refs["e2e.latents"];
-    let latents = synfer::pipeline::HostTensor {
-        shape: lat.shape.clone(),
-        data: lat.data.clone(),
-    };
-    (req, latents)
+    }
 }

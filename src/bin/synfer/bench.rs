@@ -55,6 +55,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "SD-1.5-shaped UNet (random weights), {}², one CFG step per timing, on {}",
         args.size, selected.description
     );
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(Reference::default_python);
     let unet = sd15_unet(&selected.device)?;
     let mut rows: Vec<serde_json::Value> = Vec::new();
     // Written after every measurement, so a run stopped by a time limit keeps the rest.
@@ -83,10 +87,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if args.reference != "none" {
             for dtype in &args.reference_dtype {
                 let reference = Reference {
-                    python: args
-                        .python
-                        .clone()
-                        .unwrap_or_else(Reference::default_python),
+                    python: python.clone(),
                     device: args.reference.clone(),
                     dtype: dtype.clone(),
                     threads,
