@@ -560,9 +560,17 @@ def verify() -> None:
     ref = load_file(str(OUT / "reference.safetensors"))
     T, _ = compute_references()
     assert set(T) == set(ref), set(T) ^ set(ref)
+    # Not bit-exact: another torch build or thread count sums the GEMMs in another order.
+    worst = 0.0
     for k, v in T.items():
-        assert torch.equal(v, ref[k]), k
-    print(f"verify: {len(T)} reference tensors reproduced bit-exactly from the files on disk")
+        assert v.shape == ref[k].shape and v.dtype == ref[k].dtype, (k, v.shape, ref[k].shape)
+        if v.is_floating_point():
+            err = float((v.double() - ref[k].double()).norm() / ref[k].double().norm().clamp(min=1e-30))
+            assert err <= 1e-5, (k, err)
+            worst = max(worst, err)
+        else:
+            assert torch.equal(v, ref[k]), k
+    print(f"verify: {len(T)} reference tensors reproduced from the files on disk (worst relative L2 {worst:.1e})")
 
 
 def dir_size(p: Path) -> int:

@@ -10,8 +10,8 @@
 #                                        #   SYNFER_BENCH_FEATURES=cuda adds burn's CUDA runtime
 #                                        #   (its build downloads LLVM: needs internet)
 #   bash tools/bench/device.sh slim      # the bench needs none of models/, tests/, assets/
-#                                        # (the binary embeds what it uses): they leave git's
-#                                        # index (files stay on disk) so tree + carry < 64 MiB
+#                                        # (the binary embeds what it uses): tools/slim.sh takes
+#                                        # them out of git's index so tree + carry < 64 MiB
 #
 # The device call (the device tool's `run`, carry [".devbench"], timeout_s 600):
 #
@@ -28,7 +28,6 @@ cd "$(dirname "$0")/../.."
 SLIM=(models tests assets)
 D=.devbench
 EXCLUDE=.git/info/exclude
-MARK="# synfer bench slim"
 
 case "${1:-}" in
 prepare)
@@ -50,23 +49,10 @@ prepare)
   du -sh $D/*
   ;;
 slim)
-  set -e
-  git diff --quiet && git diff --cached --quiet || { echo "commit first: slim edits the index" >&2; exit 2; }
-  echo "$MARK" >>$EXCLUDE
-  for p in "${SLIM[@]}"; do
-    [ -e "$p" ] || continue
-    git rm -r -q --cached "$p"
-    echo "/$p/" >>$EXCLUDE
-  done
-  git ls-files -z | xargs -0 du -cb | tail -1 | awk '{printf "tracked tree now: %.1f MiB\n", $1/1048576}'
-  du -sb $D | awk '{printf "%s: %.1f MiB (tree + carry must stay under 64 MiB)\n", "'$D'", $1/1048576}'
+  bash tools/slim.sh slim $D "${SLIM[@]}"
   ;;
 unslim)
-  set -e
-  git reset -q -- "${SLIM[@]}" 2>/dev/null || git reset -q
-  sed -i "/^$MARK\$/,\$d" $EXCLUDE
-  git status --short | head
-  echo "index restored"
+  bash tools/slim.sh unslim
   ;;
 run)
   T0=$(date +%s)

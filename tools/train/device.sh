@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device lease = one training run of the default model on a GPU (CUDA, PyTorch), sized to
-# the device tool's limits: ≤ 64 MiB up (the tracked tree, ~48 MiB, + .devtrain/), ≤ 8 files of
-# ≤ 16 MiB back, one command of ≤ 10 min.
+# the device tool's limits: ≤ 64 MiB up (the tracked tree without tests/ and assets/, ~48 MiB,
+# + .devtrain/), ≤ 8 files of ≤ 16 MiB back, one command of ≤ 10 min.
 #
 # The training data travels inside the tree: models/synfer-tiny/training/pack.npz (VAE latents,
 # caption ids, AUs and label confidences of the dataset; see tools/train/torch_train.py pack).
@@ -12,6 +12,7 @@
 # Before the lease, here (seconds): the diffusers wheel, which the device image lacks:
 #
 #   bash tools/train/device.sh wheels              # → .devtrain/whl (git-ignored)
+#   bash tools/train/device.sh slim                # tests/, assets/ leave git's index (tools/slim.sh)
 #
 # The device call (the device tool's `run`, carry [".devtrain"], timeout_s 600):
 #
@@ -19,11 +20,13 @@
 #
 # (A dry run here: PATH=$PWD/.venv/bin:$PATH OUT=/tmp/out bash tools/train/device.sh run 0.2 8)
 #
-# It continues the committed models/synfer-tiny (its EMA weights are the resumable state) with
-# tools/train/torch_train.py and writes the trained components to $OUT/model/ (6 files) plus
+# It continues the committed models/synfer-tiny from its training state (raw weights in
+# training/state/, EMA = the folder's weights; see tools/train/torch_train.py) and returns the
+# trained components and the new state as one tar in 15 MiB parts ($OUT/model.tar.part-*), plus
 # train.log and loss.jsonl. Back here:
 #
-#   bash tools/train/device.sh install FILES_AT    # copy them over models/synfer-tiny
+#   bash tools/train/device.sh unslim              # the index as before (nothing to commit)
+#   bash tools/train/device.sh install FILES_AT    # unpack them over models/synfer-tiny
 #
 # then `synfer eval --out models/synfer-tiny/eval`, rebuild (the CLI embeds the folder), update
 # the model card and commit. Settings: batch 1024, lr 4e-4 (warm-up 300 steps, cosine to 4e-5
@@ -44,8 +47,13 @@ wheels)
   mkdir -p .devtrain/whl
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp -d .devtrain/whl diffusers==0.42.1 importlib_metadata zipp
-  git ls-files -z | xargs -0 du -cb | tail -1 | awk '{printf "tracked tree: %.1f MiB\n", $1/1048576}'
-  du -sb .devtrain | awk '{printf ".devtrain: %.1f MiB (tree + carry must stay under 64 MiB)\n", $1/1048576}'
+  du -sh .devtrain
+  ;;
+slim)
+  bash tools/slim.sh slim .devtrain tests assets
+  ;;
+unslim)
+  bash tools/slim.sh unslim
   ;;
 run)
   minutes=${2:-7.5}
@@ -58,19 +66,18 @@ run)
     --log-every 100 --checkpoint-minutes 3 2>&1 | tee "$OUT/train.log"
   python3 tools/train/torch_train.py export --run /tmp/run --base models/synfer-tiny --out /tmp/export \
     --components-only
-  mkdir -p "$OUT/model"
-  cp -r /tmp/export/text_encoder /tmp/export/unet /tmp/export/au_adapter "$OUT/model/"
+  tar -C /tmp/export -cf - text_encoder unet au_adapter training | split -b 15M - "$OUT/model.tar.part-"
   cp /tmp/run/loss.jsonl "$OUT/"
   ls -lR "$OUT"
   ;;
 install)
   from=${2:?usage: device.sh install FILES_AT}
-  for c in text_encoder unet au_adapter; do cp "$from/model/$c/"* "models/synfer-tiny/$c/"; done
+  cat "$from"/model.tar.part-* | tar -xv -C models/synfer-tiny
   cp "$from/loss.jsonl" models/synfer-tiny/training/device-loss.jsonl
   echo "installed; now: synfer eval --out models/synfer-tiny/eval, and rebuild"
   ;;
 *)
-  sed -n 2,31p "$0"
+  sed -n 2,35p "$0"
   exit 2
   ;;
 esac

@@ -26,11 +26,17 @@ Three steps:
   export  --run RUN --base MODEL --out DIR [--au-range AUDIT.json]
                                EMA weights as a synfer/diffusers folder (fp16): text_encoder/,
                                unet/, au_adapter/ (+ au_range from `synfer data audit`), the rest
-                               (vae, tokenizer, scheduler) copied from MODEL.
+                               (vae, tokenizer, scheduler) copied from MODEL; and the training
+                               state, DIR/training/state/ (below).
 
-`--init MODEL` starts from a folder's weights (e.g. the committed models/synfer-tiny, whose EMA
-weights are the state a later session resumes from); `--fresh` keeps MODEL's configs and
-initialises new weights.
+The training state travels with the model, so a later session (or a device lease) continues the
+committed model where the last run stopped: `training/state/weights.safetensors` holds the raw
+(non-EMA) weights of every trained parameter (fp16, 17 MB), the folder's own weights are the EMA,
+and `training/state/state.json` counts the optimizer steps and samples so far and lists every run
+that made them. `train --init MODEL` resumes it: raw weights from the state, EMA from the folder,
+EMA warm-up continued from the committed step count. AdamW's moments are not kept (34 MB more);
+a resumed run re-estimates them during its learning-rate warm-up. Without a state the folder's
+weights start both; `--fresh` keeps MODEL's configs and initialises new weights.
 """
 
 from __future__ import annotations
@@ -162,6 +168,17 @@ class Model(torch.nn.Module):
                          cross_attention_kwargs={"au_tokens": tokens, "au_scale": 1.0}).sample
 
 
+STATE = Path("training/state")
+
+
+def load_state(folder: Path) -> dict:
+    """`training/state/state.json` of a model folder (zero counters and no runs when absent)."""
+    path = folder / STATE / "state.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"optimizer_steps": 0, "samples": 0, "runs": []}
+
+
 def scaled_linear_alphas_cumprod(folder: Path) -> torch.Tensor:
     cfg = json.loads((folder / "scheduler/scheduler_config.json").read_text())
     assert cfg.get("beta_schedule", "scaled_linear") == "scaled_linear", cfg
@@ -220,13 +237,22 @@ def train(args) -> None:
           zip(CLASSES, torch.bincount(labels[keep], minlength=len(CLASSES)))))
     acp = scaled_linear_alphas_cumprod(init).to(dev)
 
-    model = Model(init, args.fresh, args.seed).to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last: +18 % samples/s on 2 CPU cores (oneDNN), and the layout CUDA's convs prefer.
+    model = Model(init, args.fresh, args.seed).to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
                             fused=dev.type == "cuda")
     ema = [p.detach().clone().float() for p in params]
+    # The committed state: raw weights from training/state/, the EMA from the folder's weights.
+    prior = {"optimizer_steps": 0, "samples": 0, "runs": []} if args.fresh else load_state(init)
+    raw = init / STATE / "weights.safetensors"
+    if not args.fresh and raw.exists():
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(raw).items()}, strict=True)
+        print(f"resuming the committed state of {init}: raw weights from {raw}, EMA from the folder, "
+              f"{prior['optimizer_steps']} optimizer steps / {prior['samples']} samples so far")
+    ema_offset = prior["optimizer_steps"]
     step, total, elapsed = 0, args.steps, 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
@@ -237,6 +263,7 @@ def train(args) -> None:
         for e, v in zip(ema, ck["ema"]):
             e.copy_(v)
         step, total, elapsed = ck["step"], ck["total"], ck["elapsed"]
+        ema_offset = ck.get("ema_offset", 0)
         print(f"resumed {run} at step {step}/{total or '?'}")
     log = open(run / "loss.jsonl", "a")
     (run / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
@@ -247,7 +274,8 @@ def train(args) -> None:
 
     def checkpoint():
         save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema, "step": step, "total": total,
-                     "elapsed": time.perf_counter() - t_start, "settings": settings}, ckpt_path)
+                     "elapsed": time.perf_counter() - t_start, "settings": settings, "ema_offset": ema_offset,
+                     "device": dev.type}, ckpt_path)
 
     while True:
         now = time.perf_counter()
@@ -279,8 +307,7 @@ def train(args) -> None:
         lr = lr_at(step, total or max(args.warmup + 1, step + 1), args)
         for grp in opt.param_groups:
             grp["lr"] = lr
-        if dev.type == "cuda":
-            xt = xt.contiguous(memory_format=torch.channels_last)
+        xt = xt.contiguous(memory_format=torch.channels_last)
         with autocast:
             pred = model(xt, t, ids, aus)
         loss = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
@@ -289,7 +316,8 @@ def train(args) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(args.ema_decay, (1 + step) / (10 + step))
+        k = ema_offset + step
+        decay = min(args.ema_decay, (1 + k) / (10 + k))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - decay)
         step += 1
@@ -322,6 +350,7 @@ def export(args) -> None:
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     model = Model(base, fresh=True, seed=0)
     model.load_state_dict(ck["model"])
+    raw = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     with torch.no_grad():
         for p, e in zip(model.parameters(), ck["ema"]):
             p.copy_(e)
@@ -346,7 +375,21 @@ def export(args) -> None:
         audit = json.loads(Path(args.au_range).read_text())
         cfg["au_range"] = {c: round(max(float(audit["aus"][c]["p99"]), 0.5), 2) for c in FINEFACE_AUS}
     (out / "au_adapter/config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    print(f"exported EMA weights of {run} at step {ck['step']} to {out}")
+    # The resumable state: raw weights, counters, and the history of runs (base's, then this one).
+    state = load_state(base)
+    settings = ck["settings"]
+    state["runs"].append({
+        "tool": "tools/train/torch_train.py", "device": ck.get("device", "unknown"),
+        "steps": ck["step"], "batch": settings["batch"], "samples": ck["step"] * settings["batch"],
+        "minutes": round(ck["elapsed"] / 60, 1), "settings": settings,
+    })
+    state["optimizer_steps"] += ck["step"]
+    state["samples"] += ck["step"] * settings["batch"]
+    (out / STATE).mkdir(parents=True, exist_ok=True)
+    save_file(raw, out / STATE / "weights.safetensors", metadata={"format": "pt"})
+    (out / STATE / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    print(f"exported EMA weights of {run} at step {ck['step']} to {out} (+ the raw weights in {out / STATE}; "
+          f"{state['optimizer_steps']} optimizer steps, {state['samples']} samples in all)")
 
 
 def main() -> None:
