@@ -66,7 +66,7 @@ fn main() {
         time_ms(|| linear(tokens.clone(), lw.clone(), None)),
     );
 
-    let python = std::env::var("SYNFER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = synfer::bench::Reference::default_python();
     let theirs: BTreeMap<String, f64> = Command::new(&python)
         .arg("tools/bench_ops.py")
         .output()

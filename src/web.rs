@@ -198,7 +198,7 @@ impl WebPipeline {
     /// Loads a diffusers-layout model from `files` (`Map` of relative path → `Uint8Array`),
     /// on WebGPU when `webgpu` is true, else on flex. `max_binding` is the adapter's
     /// `maxStorageBufferBindingSize` (bytes): a model with a larger weight tensor is refused
-    /// with a message naming the limit.
+    /// with a message naming the limit, and so is a generation whose largest buffer exceeds it.
     pub async fn load(
         files: js_sys::Map,
         webgpu: bool,
@@ -242,7 +242,9 @@ impl WebPipeline {
             ))));
         }
         let device = select_web(webgpu).await.map_err(js_error)?;
-        let pipeline = Pipeline::from_source(&src, &device.device).map_err(js_error)?;
+        let mut pipeline = Pipeline::from_source(&src, &device.device).map_err(js_error)?;
+        // Generations whose largest buffer would pass the page's limit are refused up front.
+        pipeline.buffer_limit = max_binding.filter(|_| webgpu).map(|limit| limit as u64);
         Ok(WebPipeline {
             pipeline,
             device,

@@ -25,13 +25,12 @@ extern "C" {
 
 macro_rules! model_files {
     ($($rel:literal),* $(,)?) => {
-        [$(($rel, &include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd1-tiny/", $rel))[..])),*]
+        [$(($rel, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd1-tiny/", $rel)) as &[u8])),*]
     };
 }
 
-fn sd1_tiny() -> MemorySource {
-    let mut src = MemorySource::new("sd1-tiny (embedded in the test)");
-    for (rel, bytes) in model_files![
+/// The sd1-tiny folder's files.
+const SD1_TINY: [(&str, &[u8]); 12] = model_files![
         "model_index.json",
         "scheduler/scheduler_config.json",
         "text_encoder/config.json",
@@ -44,7 +43,11 @@ fn sd1_tiny() -> MemorySource {
         "unet/diffusion_pytorch_model.safetensors",
         "vae/config.json",
         "vae/diffusion_pytorch_model.safetensors",
-    ] {
+];
+
+fn sd1_tiny() -> MemorySource {
+    let mut src = MemorySource::new("sd1-tiny (embedded in the test)");
+    for (rel, bytes) in SD1_TINY {
         src.insert(rel, bytes.to_vec());
     }
     src
@@ -129,4 +132,38 @@ fn au_catalogue_reaches_js() {
     let fineface = js_sys::Reflect::get(&happy, &"fineface".into()).unwrap();
     let au12 = js_sys::Reflect::get(&fineface, &"AU12".into()).unwrap();
     assert!(au12.as_f64().unwrap() > 0.0);
+}
+
+/// The page passes the adapter's `maxStorageBufferBindingSize` to `WebPipeline::load`: with a
+/// limit just above the largest weight the model loads, and a generation whose largest buffer
+/// would pass it (16 images at 512×512: the VAE decode alone needs far more) is refused before
+/// any work, naming the limit.
+#[wasm_bindgen_test]
+async fn webgpu_generation_over_the_binding_limit_is_refused() {
+    let files = js_sys::Map::new();
+    let mut largest = 0usize;
+    for (rel, bytes) in SD1_TINY {
+        if rel.ends_with(".safetensors") {
+            let st = SafeTensors::deserialize(bytes).unwrap();
+            for (_, t) in st.tensors() {
+                largest = largest.max(t.shape().iter().product::<usize>() * 4);
+            }
+        }
+        files.set(&rel.into(), &js_sys::Uint8Array::from(bytes).into());
+    }
+    let limit = largest as f64 + 1.0;
+    let pipeline = synfer::web::WebPipeline::load(files, true, Some(limit))
+        .await
+        .unwrap_or_else(|_| panic!("the model loads under a {limit}-byte limit"));
+    let request = js_sys::JSON::parse(
+        r#"{"prompt": "a face", "num_images": 16, "width": 512, "height": 512, "steps": 1}"#,
+    )
+    .unwrap();
+    let Err(err) = pipeline.generate(request, None, None, None).await else {
+        panic!("a generation over the limit ran");
+    };
+    let message: String = js_sys::Error::from(wasm_bindgen::JsValue::from(err))
+        .message()
+        .into();
+    assert!(message.contains("per buffer"), "{message}");
 }
