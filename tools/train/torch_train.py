@@ -171,10 +171,11 @@ class Model(torch.nn.Module):
 STATE = Path("training/state")
 
 
-def load_state(folder: Path) -> dict:
-    """`training/state/state.json` of a model folder (zero counters and no runs when absent)."""
+def load_state(folder: Path, fresh: bool = False) -> dict:
+    """`training/state/state.json` of a model folder (zero counters and no runs when absent or
+    for a `--fresh` run, which inherits only the folder's configs)."""
     path = folder / STATE / "state.json"
-    if path.exists():
+    if path.exists() and not fresh:
         return json.loads(path.read_text())
     return {"optimizer_steps": 0, "samples": 0, "runs": []}
 
@@ -244,7 +245,7 @@ def train(args) -> None:
                             fused=dev.type == "cuda")
     ema = [p.detach().clone().float() for p in params]
     # The committed state: raw weights from training/state/, the EMA from the folder's weights.
-    prior = {"optimizer_steps": 0, "samples": 0, "runs": []} if args.fresh else load_state(init)
+    prior = load_state(init, args.fresh)
     raw = init / STATE / "weights.safetensors"
     if not args.fresh and raw.exists():
         from safetensors.torch import load_file
@@ -376,8 +377,8 @@ def export(args) -> None:
         cfg["au_range"] = {c: round(max(float(audit["aus"][c]["p99"]), 0.5), 2) for c in FINEFACE_AUS}
     (out / "au_adapter/config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     # The resumable state: raw weights, counters, and the history of runs (base's, then this one).
-    state = load_state(base)
     settings = ck["settings"]
+    state = load_state(base, settings["fresh"])
     state["runs"].append({
         "tool": "tools/train/torch_train.py", "device": ck.get("device", "unknown"),
         "steps": ck["step"], "batch": settings["batch"], "samples": ck["step"] * settings["batch"],
