@@ -31,18 +31,18 @@ macro_rules! model_files {
 
 /// The sd1-tiny folder's files.
 const SD1_TINY: [(&str, &[u8]); 12] = model_files![
-        "model_index.json",
-        "scheduler/scheduler_config.json",
-        "text_encoder/config.json",
-        "text_encoder/model.safetensors",
-        "tokenizer/merges.txt",
-        "tokenizer/special_tokens_map.json",
-        "tokenizer/tokenizer_config.json",
-        "tokenizer/vocab.json",
-        "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors",
-        "vae/config.json",
-        "vae/diffusion_pytorch_model.safetensors",
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/merges.txt",
+    "tokenizer/special_tokens_map.json",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/vocab.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
 ];
 
 fn sd1_tiny() -> MemorySource {
