@@ -247,7 +247,15 @@ fn init_wgpu((kind, name, limit): Adapter) -> Result<SelectedDevice> {
     })
 }
 
-/// Initialises WebGPU in the browser (must precede any tensor creation there).
+#[cfg(target_family = "wasm")]
+thread_local! {
+    /// WebGPU once initialised in this worker: burn registers one server per device, so a
+    /// second initialisation fails; later calls share the first.
+    static WEBGPU: std::cell::RefCell<Option<SelectedDevice>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Initialises WebGPU in the browser (must precede any tensor creation there); once per
+/// worker, later calls return the same device.
 #[cfg(target_family = "wasm")]
 pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
     if !webgpu {
@@ -256,6 +264,9 @@ pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
             description: "flex (CPU, wasm)".into(),
             max_buffer: None,
         });
+    }
+    if let Some(selected) = WEBGPU.with(|cell| cell.borrow().clone()) {
+        return Ok(selected);
     }
     let device = Device::wgpu_options()
         .init_async()
@@ -266,9 +277,11 @@ pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
         .map(|i| i.name)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "browser adapter".into());
-    Ok(SelectedDevice {
+    let selected = SelectedDevice {
         device,
         description: format!("webgpu: {name}"),
         max_buffer: None,
-    })
+    };
+    WEBGPU.with(|cell| *cell.borrow_mut() = Some(selected.clone()));
+    Ok(selected)
 }
