@@ -15,7 +15,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use synfer::face::analyzer::{FaceAnalyzer, RgbView};
+use synfer::face::analyzer::FaceAnalyzer;
+use synfer::image::RgbView;
 
 fn main() {
     let iters: usize = std::env::var("SYNFER_BENCH_ITERS")

@@ -62,8 +62,8 @@ pub fn time_step(
         ));
     }
     let (n, side) = (2 * batch, size / 8);
-    let noise = crate::pipeline::seeded_noise(1, &[n, 4, side, side]).data;
-    let ctx = crate::pipeline::seeded_noise(2, &[n, 77, 768]).data;
+    let noise = crate::rng::seeded_noise(1, &[n, 4, side, side]).data;
+    let ctx = crate::rng::seeded_noise(2, &[n, 77, 768]).data;
     let run = || -> Result<f64> {
         let x = Tensor::<4>::from_data(TensorData::new(noise.clone(), [n, 4, side, side]), device);
         let c = Tensor::<3>::from_data(TensorData::new(ctx.clone(), [n, 77, 768]), device);
@@ -140,5 +140,107 @@ impl Reference {
         let line = text.lines().last().unwrap_or_default();
         serde_json::from_str(line)
             .map_err(|e| Error::Device(format!("{what} printed no JSON ({e}): {text}")))
+    }
+}
+
+/// A `synfer bench` run: synfer's step on one device against diffusers in each precision.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// Image side in pixels.
+    pub size: usize,
+    /// Images per step, one configuration each.
+    pub batches: Vec<usize>,
+    /// Timed steps per configuration (after one warm-up).
+    pub iters: usize,
+    /// torch device of the reference (`none`: synfer only).
+    pub reference: String,
+    /// Reference precisions (`fp32`, `fp16`).
+    pub dtypes: Vec<String>,
+    /// Python with torch and diffusers.
+    pub python: String,
+    /// Where the results go as JSON, rewritten after every measurement (a run stopped by a
+    /// time limit keeps the rest).
+    pub out: Option<std::path::PathBuf>,
+}
+
+impl Comparison {
+    /// Runs it on `device` (named `device_name` in the results); `report` gets a line per
+    /// measurement. Returns the JSON rows.
+    pub fn run(
+        &self,
+        device: &Device,
+        device_name: &str,
+        mut report: impl FnMut(&str),
+    ) -> Result<Vec<serde_json::Value>> {
+        use serde_json::json;
+        if let Some(bad) = self
+            .dtypes
+            .iter()
+            .find(|d| !matches!(d.as_str(), "fp32" | "fp16"))
+        {
+            return Err(Error::request(
+                "reference_dtype",
+                format!("{bad:?}: use fp32 or fp16"),
+            ));
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let unet = sd15_unet(device)?;
+        let mut rows: Vec<serde_json::Value> = Vec::new();
+        let save = |rows: &[serde_json::Value]| -> Result<()> {
+            let Some(path) = &self.out else {
+                return Ok(());
+            };
+            let doc = json!({
+                "device": device_name, "size": self.size, "threads": threads, "results": rows,
+            });
+            let text = serde_json::to_vec_pretty(&doc).map_err(|e| Error::json("bench", e))?;
+            crate::files::write_atomic(path, &text)
+        };
+        for &batch in &self.batches {
+            let ours = time_step(&unet, device, batch, self.size, self.iters)?;
+            report(&format!(
+                "synfer   batch {batch}: {:.4} s/step (min {:.4})",
+                ours.mean_s, ours.min_s
+            ));
+            rows.push(json!({"synfer": ours, "diffusers": []}));
+            save(&rows)?;
+            let dtypes = if self.reference == "none" {
+                &[][..]
+            } else {
+                &self.dtypes[..]
+            };
+            let mut refs = Vec::new();
+            for dtype in dtypes {
+                let reference = Reference {
+                    python: self.python.clone(),
+                    device: self.reference.clone(),
+                    dtype: dtype.clone(),
+                    threads,
+                };
+                match reference.time_step(batch, self.size, self.iters) {
+                    Ok(v) => {
+                        let theirs = v.get("mean_s").and_then(|m| m.as_f64()).unwrap_or(f64::NAN);
+                        report(&format!(
+                            "diffusers batch {batch} {dtype} on {}: {theirs:.4} s/step → \
+                             synfer/diffusers {:.2}×",
+                            v.get("device").and_then(|d| d.as_str()).unwrap_or("?"),
+                            ours.mean_s / theirs
+                        ));
+                        refs.push(
+                            json!({"dtype": dtype, "result": v, "ratio": ours.mean_s / theirs}),
+                        );
+                    }
+                    Err(e) => {
+                        report(&format!("diffusers batch {batch} {dtype}: {e}"));
+                        refs.push(json!({"dtype": dtype, "error": e.to_string()}));
+                    }
+                }
+                if let Some(row) = rows.last_mut() {
+                    row["diffusers"] = json!(refs);
+                }
+                save(&rows)?;
+            }
+        }
+        Ok(rows)
     }
 }

@@ -1,9 +1,8 @@
 //! synfer-tiny, the model trained for this crate (`models/synfer-tiny`, model card in its
 //! README), compiled into native builds: `synfer generate`, `eval` and `synth` use it when no
 //! `--model` is given, so the CLI works offline with nothing to download. The web page fetches
-//! the same folder next to the page instead.
-
-use crate::pipeline::source::MemorySource;
+//! the same folder next to the page instead. Load it with
+//! [`Pipeline::default_model`](crate::Pipeline::default_model).
 
 /// How the built-in model names itself in outputs and sidecars.
 pub const NAME: &str = "synfer-tiny (built in)";
@@ -41,12 +40,3 @@ pub const FILES: [(&str, &[u8]); 14] = [
     model_file!("au_adapter/config.json"),
     model_file!("au_adapter/diffusion_pytorch_model.safetensors"),
 ];
-
-/// The built-in model as a file source for [`Pipeline::from_source`](crate::Pipeline::from_source).
-pub fn source() -> MemorySource {
-    let mut src = MemorySource::new(NAME);
-    for (rel, bytes) in FILES {
-        src.insert(rel, bytes.to_vec());
-    }
-    src
-}

@@ -106,6 +106,20 @@ fn hardware_adapter(software: bool) -> Option<Adapter> {
 }
 
 /// Picks a device for `choice` (native), computing in f32.
+/// Gives Mesa's Vulkan loader (lavapipe, and real drivers) a private runtime folder when
+/// `XDG_RUNTIME_DIR` is unset, so that it does not complain on stderr. Call first thing in a
+/// program, before any other thread exists.
+#[cfg(not(target_family = "wasm"))]
+pub fn quiet_vulkan_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join(format!("synfer-xdg-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: documented as called before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 #[cfg(not(target_family = "wasm"))]
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
     select_with(choice, Precision::F32)

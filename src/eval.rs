@@ -17,43 +17,68 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::au::{Expression, FINEFACE};
+use crate::au::FINEFACE;
 use crate::error::{Error, Result};
-use crate::face::CLASSES;
-use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
-use crate::facetext::label;
+use crate::expression::CLASSES;
+use crate::expression::Expression;
+use crate::face::analyzer::FaceAnalyzer;
 use crate::guidance::semantic::{GuideClassifier, SemanticGuidance};
+use crate::image::RgbView;
+use crate::label::{FACE_THRESHOLD, judge, mirror_vote};
 use crate::pipeline::{GenerateRequest, Pipeline};
 use crate::plot::Canvas;
 
 /// The seven classes both judges know, in [`CLASSES`] order.
 pub const EXPRESSIONS: [Expression; 7] = Expression::SEVEN;
 
-/// What to measure.
+/// What to measure (also the flags of `synfer eval`).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
 pub struct EvalConfig {
     /// Images per expression.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 32))]
     pub per_expression: usize,
-    /// Seeds per AU level.
+    /// Seeds per requested AU level.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 4))]
     pub per_level: usize,
-    /// AUs probed with single-AU requests (FineFace codes).
+    /// AUs probed with single-AU requests, FineFace codes, comma-separated ('' skips the
+    /// probe).
+    #[cfg_attr(
+        feature = "native",
+        arg(
+            long,
+            value_delimiter = ',',
+            default_value = "AU1,AU2,AU4,AU5,AU6,AU9,AU12,AU15,AU17,AU20,AU25,AU26"
+        )
+    )]
     pub aus: Vec<String>,
     /// Requested intensities.
+    #[cfg_attr(feature = "native", arg(skip = vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]))]
     pub levels: Vec<f32>,
-    /// Prompt of the single-AU requests (and base prompt of the expression requests).
+    /// Prompt of the single-AU requests and base prompt of the expression requests.
+    #[cfg_attr(feature = "native", arg(long, default_value = "a photo of a face"))]
     pub prompt: String,
     /// First seed.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0))]
     pub seed: u64,
     /// Denoising steps.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 25))]
     pub steps: usize,
     /// Guidance scale.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 7.5))]
     pub guidance: f64,
     /// Images per pipeline call.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 8))]
     pub batch: usize,
     /// Also measure semantic guidance: every expression again with these settings, judged by
     /// the classifier that did not guide.
+    #[cfg_attr(feature = "native", arg(skip))]
     pub semantic: Option<SemanticGuidance>,
-    /// Images per expression in the guided pass (the first seeds of the unguided set).
+    /// Images per expression in the guided pass (the first seeds of the unguided ones).
+    #[cfg_attr(
+        feature = "native",
+        arg(long = "sg-per-expression", default_value_t = 16)
+    )]
     pub semantic_per_expression: usize,
 }
 
@@ -146,35 +171,72 @@ pub struct EvalImages {
     pub side: usize,
 }
 
-/// [`face_score`] above which an image counts as showing a face. On 64×64 crops the
-/// dataset builder aligned (real and GAN faces) BlazeFace scores 0.50–0.94 (median 0.86, 20
-/// images); on untrained-model noise 0.20–0.47.
-pub const FACE_THRESHOLD: f32 = 0.5;
-
-/// How face-like an aligned `side`² crop is: BlazeFace's best detection score with the crop
-/// centred on a mid-grey canvas twice its size (the detector expects context around a face),
-/// 0 when nothing is detected.
-pub fn face_score(analyzer: &FaceAnalyzer, side: usize, rgb: &[u8]) -> Result<f32> {
-    let big = 2 * side;
-    let mut canvas = vec![128u8; big * big * 3];
-    let off = side / 2;
-    for y in 0..side {
-        let dst = ((y + off) * big + off) * 3;
-        canvas[dst..dst + side * 3].copy_from_slice(&rgb[y * side * 3..(y + 1) * side * 3]);
+impl EvalReport {
+    /// Writes `eval.json` and the grid of `images` (`grid.png`, 8 columns) into `out`.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn write(&self, images: &EvalImages, out: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::json("eval.json", e))?;
+        crate::files::write_atomic(&out.join("eval.json"), &json)?;
+        grid(self, images, 8).save(&out.join("grid.png"))
     }
-    let faces = analyzer.analyze(RgbView::new(big, big, &canvas)?)?;
-    Ok(faces
-        .iter()
-        .filter_map(|f| f.detector_score)
-        .fold(0.0, f32::max))
-}
 
-/// How `synfer eval` sees one aligned `side`² crop: its [`face_score`] and the full analysis,
-/// whose mini-Xception label is the judge's verdict (also used by `synfer data audit`).
-pub fn judge(analyzer: &FaceAnalyzer, side: usize, rgb: &[u8]) -> Result<(f32, FaceReport)> {
-    let score = face_score(analyzer, side, rgb)?;
-    let report = analyzer.analyze_cropped(RgbView::new(side, side, rgb)?)?;
-    Ok((score, report))
+    /// The report `synfer eval` prints: agreement and face rate per expression, Spearman's ρ
+    /// and measured means per AU, semantic guidance with and without.
+    pub fn summary(&self, device: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} on {device}: FER B agreement {:.1} % (average over 7 expressions)",
+            self.model,
+            self.average_agreement * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "  faces found (BlazeFace score ≥ {FACE_THRESHOLD}): {:.1} %",
+            self.face_rate * 100.0
+        );
+        for (name, r) in &self.expressions {
+            let _ = writeln!(
+                out,
+                "  {name:<10} {:5.1} %  (faces {:5.1} %)",
+                r.agreement * 100.0,
+                r.face_rate * 100.0
+            );
+        }
+        for (code, r) in &self.aus {
+            let rho = r.spearman.map_or("undefined".into(), |s| format!("{s:.3}"));
+            let means: Vec<String> = r.measured_mean.iter().map(|m| format!("{m:.2}")).collect();
+            let _ = writeln!(
+                out,
+                "  {code:<5} Spearman {rho:>9}  measured by level: {}",
+                means.join(" ")
+            );
+        }
+        if let Some(s) = &self.semantic {
+            let _ = writeln!(
+                out,
+                "  semantic guidance λ = {} ({} guides, {} judges): {:.1} % → {:.1} %; a guided \
+                 step costs {:.2}× an unguided one",
+                s.settings.scale,
+                s.settings.classifier.name(),
+                s.judge,
+                s.average[0] * 100.0,
+                s.average[1] * 100.0,
+                s.step_cost_ratio
+            );
+            for (name, [a, b]) in &s.agreement {
+                let _ = writeln!(
+                    out,
+                    "    {name:<10} {:5.1} % → {:5.1} %",
+                    a * 100.0,
+                    b * 100.0
+                );
+            }
+        }
+        out
+    }
 }
 
 /// Spearman's rank correlation (average ranks for ties); `None` when either side is constant
@@ -263,7 +325,7 @@ fn generate_all(
             num_images: n,
             ..base.clone()
         };
-        let res = pollster::block_on(pipe.generate(&req, None, |_| {}))?;
+        let res = pipe.generate(&req)?;
         side = res.width;
         out.extend(res.images);
     }
@@ -369,7 +431,10 @@ pub fn evaluate(
             let (rgbs, side) = generate_all(pipe, &req, cfg.per_level, cfg.batch)?;
             let mut sum = 0.0;
             for (i, rgb) in rgbs.into_iter().enumerate() {
-                let value = label(analyzer, side, &rgb)?.aus.get(code).unwrap_or(0.0);
+                let value = mirror_vote(analyzer, side, &rgb)?
+                    .aus
+                    .get(code)
+                    .unwrap_or(0.0);
                 requested.push(f64::from(level));
                 measured.push(f64::from(value));
                 sum += f64::from(value);

@@ -1,5 +1,5 @@
-//! File helpers shared by the CLI, the dataset builder and training: crash-safe writes and
-//! JSON Lines.
+//! File helpers shared by the CLI, the dataset builder and training: crash-safe writes, JSON
+//! Lines, and the image files of the paths a user names.
 
 use std::path::Path;
 
@@ -18,6 +18,42 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The image files named by `paths`: files as given, folders walked recursively (sorted),
+/// keeping [`IMAGE_EXTENSIONS`] only. An unreadable folder is
+/// listed itself, so that reading it reports the error.
+pub fn image_files(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let mut entries: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => {
+                out.push(dir.to_path_buf());
+                return;
+            }
+        };
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut out);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    out
 }
 
 /// One JSON object per line, each followed by a newline.

@@ -6,34 +6,49 @@
 //!
 //! ```no_run
 //! # fn main() -> synfer::Result<()> {
-//! use synfer::pipeline::{GenerateRequest, Pipeline};
+//! use synfer::{Expression, GenerateRequest, Pipeline};
 //! let device = synfer::device::select(synfer::device::DeviceChoice::Auto)?;
-//! let pipe = Pipeline::load("path/to/stable-diffusion-v1-5", &device.device)?;
-//! let out = pollster::block_on(pipe.generate(&GenerateRequest::new("a smiling woman"), None, |_| {}))?;
+//! let pipe = Pipeline::builder("path/to/stable-diffusion-v1-5")
+//!     .device(&device.device)
+//!     .buffer_limit(device.max_buffer)
+//!     .build()?;
+//! let request = GenerateRequest {
+//!     expression: Some(Expression::Happy),
+//!     ..GenerateRequest::new("a photo of a woman")
+//! };
+//! let out = pipe.generate(&request)?;
 //! # Ok(()) }
 //! ```
 
 pub mod au;
 #[cfg(not(target_family = "wasm"))]
 pub mod bench;
+pub mod dataset;
 #[cfg(not(target_family = "wasm"))]
 pub mod default_model;
 pub mod device;
 pub mod error;
 #[cfg(not(target_family = "wasm"))]
 pub mod eval;
+pub mod expression;
 pub mod face;
 pub mod facetext;
 pub mod fer;
 pub mod files;
 pub mod gan;
 pub mod guidance;
+pub mod image;
+pub mod label;
 pub mod nn;
 pub mod pipeline;
 pub mod plot;
+#[cfg(feature = "native")]
+pub mod progress;
+pub mod rng;
 pub mod scheduler;
 #[cfg(not(target_family = "wasm"))]
 pub mod synth;
+pub mod tensor;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod train;
@@ -43,5 +58,7 @@ pub mod vae;
 pub mod web;
 pub mod weights;
 
+pub use au::AuVector;
 pub use error::{Error, Result};
-pub use pipeline::{GenerateRequest, Pipeline};
+pub use expression::Expression;
+pub use pipeline::{GenerateOptions, GenerateOutput, GenerateRequest, Pipeline};

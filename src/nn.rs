@@ -76,19 +76,25 @@ impl Linear {
     }
 }
 
-/// 2-D convolution with PyTorch's `[out, in, kh, kw]` weight.
+/// 2-D convolution with PyTorch's `[out, in / groups, kh, kw]` weight: PyTorch padding (fixed,
+/// possibly asymmetric) or TensorFlow's (`SAME` from the input size at run time, `VALID`), and
+/// groups (`groups == channels`: depthwise).
 #[derive(Module, Debug)]
 pub struct Conv2d {
-    /// `[out, in, kh, kw]`.
+    /// `[out, in / groups, kh, kw]`.
     pub weight: Param<Tensor<4>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
     /// Stride (both axes).
     pub stride: usize,
-    /// Padding before (top, left).
+    /// Padding before (top, left), when not `same`.
     pub pad_begin: usize,
-    /// Padding after (bottom, right).
+    /// Padding after (bottom, right), when not `same`.
     pub pad_end: usize,
+    /// TensorFlow `SAME` padding, computed from the input size ([`same_padding`]).
+    pub same: bool,
+    /// Groups (1: regular convolution).
+    pub groups: usize,
 }
 
 impl Conv2d {
@@ -120,17 +126,65 @@ impl Conv2d {
             stride,
             pad_begin,
             pad_end,
+            same: false,
+            groups: 1,
+        })
+    }
+
+    /// Loads a convolution with a bias and TensorFlow padding: `SAME` when `same`, else
+    /// `VALID` (none).
+    pub fn load_tf(
+        w: &Weights,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        same: bool,
+    ) -> Result<Self> {
+        Ok(Conv2d {
+            same,
+            ..Self::load_padded(w, c_in, c_out, kernel, stride, 0, 0)?
+        })
+    }
+
+    /// Loads a depthwise convolution (multiplier 1, no bias) over `channels` channels with
+    /// TensorFlow padding.
+    pub fn load_depthwise(
+        w: &Weights,
+        channels: usize,
+        kernel: usize,
+        stride: usize,
+        same: bool,
+    ) -> Result<Self> {
+        Ok(Conv2d {
+            weight: Param::from_tensor(w.tensor("weight", [channels, 1, kernel, kernel])?),
+            bias: None,
+            stride,
+            pad_begin: 0,
+            pad_end: 0,
+            same,
+            groups: channels,
         })
     }
 
     /// `[n, c_in, h, w]` → `[n, c_out, h', w']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let pad = (self.pad_begin, self.pad_end);
+        let padding = if self.same {
+            let [_, _, h, w] = x.dims();
+            let [_, _, kh, kw] = self.weight.dims();
+            [
+                same_padding(h, kh, self.stride),
+                same_padding(w, kw, self.stride),
+            ]
+        } else {
+            let pad = (self.pad_begin, self.pad_end);
+            [pad, pad]
+        };
         let options = ConvOptions {
             stride: [self.stride, self.stride],
-            padding: [pad, pad],
+            padding,
             dilation: [1, 1],
-            groups: 1,
+            groups: self.groups,
         };
         conv2d(
             x,
@@ -139,6 +193,56 @@ impl Conv2d {
             options,
         )
     }
+}
+
+/// tfjs' `separableConv2d(x, depthwise, pointwise, stride, 'same')` followed by a bias: a
+/// depthwise 3×3 convolution (`SAME`, carrying the stride) then a 1×1 convolution with bias.
+/// Keys: `depthwise.weight`, `pointwise.weight`, `pointwise.bias`.
+#[derive(Module, Debug)]
+pub struct SeparableConv2d {
+    /// Depthwise 3×3, no bias.
+    pub depthwise: Conv2d,
+    /// Pointwise 1×1 with bias.
+    pub pointwise: Conv2d,
+}
+
+impl SeparableConv2d {
+    /// Loads a `c_in → c_out` separable convolution with a 3×3 depthwise kernel.
+    pub fn load(w: &Weights, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
+        Ok(SeparableConv2d {
+            depthwise: Conv2d::load_depthwise(&w.pp("depthwise"), c_in, 3, stride, true)?,
+            pointwise: Conv2d::load_tf(&w.pp("pointwise"), c_in, c_out, 1, 1, false)?,
+        })
+    }
+
+    /// `[n, c_in, h, w]` → `[n, c_out, h', w']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pointwise.forward(self.depthwise.forward(x))
+    }
+}
+
+/// tfjs/TensorFlow `SAME` padding along one axis: `(begin, end)` with the extra pixel (if the
+/// total is odd) at the end. For stride 2 this is asymmetric, unlike PyTorch's `k / 2`.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = input.div_ceil(stride);
+    let total = ((out.saturating_sub(1)) * stride + kernel).saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+/// 3×3 stride-2 max pooling with TensorFlow `SAME` padding (mini-Xception's down-sampling).
+pub fn max_pool_3x3_same(x: Tensor<4>) -> Tensor<4> {
+    use burn::tensor::{module::max_pool2d, ops::MaxPoolOptions};
+    let [_, _, h, w] = x.dims();
+    max_pool2d(
+        x,
+        MaxPoolOptions {
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [same_padding(h, 3, 2), same_padding(w, 3, 2)],
+            dilation: [1, 1],
+            ceil_mode: false,
+        },
+    )
 }
 
 /// Group normalisation over `[n, c, ...]` with per-channel affine parameters.
@@ -231,4 +335,20 @@ pub fn upsample_nearest(x: Tensor<4>, out_h: usize, out_w: usize) -> Tensor<4> {
         Tensor::from_data(burn::tensor::TensorData::new(idx, [out]), &device)
     };
     x.select(2, index(out_h, h)).select(3, index(out_w, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_padding;
+
+    #[test]
+    fn tf_same_padding() {
+        // 112 → 56 with a 3×3 stride-2 kernel: one pixel, at the end (PyTorch would pad 1/1).
+        assert_eq!(same_padding(112, 3, 2), (0, 1));
+        assert_eq!(same_padding(29, 3, 2), (1, 1));
+        assert_eq!(same_padding(15, 3, 2), (1, 1));
+        assert_eq!(same_padding(29, 1, 2), (0, 0));
+        assert_eq!(same_padding(56, 3, 1), (1, 1));
+        assert_eq!(same_padding(8, 3, 1), (1, 1));
+    }
 }

@@ -14,12 +14,15 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::au::catalog::{ACTION_UNITS, AuSet, FINEFACE, OPENGRAPHAU};
-use crate::au::expression::Expression;
 use crate::device::{SelectedDevice, select_web};
 use crate::error::Error;
-use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use crate::expression::Expression;
+use crate::face::analyzer::{FaceAnalyzer, FaceReport};
+use crate::guidance::semantic::SemanticGuider;
+use crate::image::RgbView;
 use crate::pipeline::source::MemorySource;
-use crate::pipeline::{GenerateRequest, HostTensor, ModelInfo, Pipeline};
+use crate::pipeline::{GenerateOptions, GenerateRequest, ModelInfo, Pipeline, Timings};
+use crate::tensor::HostTensor;
 use burn::tensor::Device;
 
 #[wasm_bindgen(start)]
@@ -137,34 +140,12 @@ struct WebModelInfo<'a> {
     largest_tensor_bytes: u64,
 }
 
-/// The labels and request of one generated image (one line of `metadata.jsonl`).
-#[derive(Serialize)]
-struct ImageRecord<'a> {
-    synfer_version: &'static str,
-    request: &'a GenerateRequest,
-    prompt_used: &'a str,
-    expression: Option<&'static str>,
-    aus: Option<BTreeMap<&'static str, f32>>,
-    au_scale: Option<f64>,
-    seed: Option<u64>,
-    width: usize,
-    height: usize,
-    model: &'a str,
-    device: &'a str,
-    timings: Timings,
-    warnings: &'a [String],
-}
-
-#[derive(Serialize, Clone, Copy)]
-struct Timings {
-    generate_s: f64,
-    per_step_s: f64,
-}
-
 /// A model loaded in the browser, on WebGPU or on flex (CPU).
 #[wasm_bindgen]
 pub struct WebPipeline {
     pipeline: Pipeline,
+    /// The semantic-guidance classifiers, once `enableSemanticGuidance` loaded them.
+    guider: Option<SemanticGuider>,
     device: SelectedDevice,
     largest_tensor_bytes: u64,
 }
@@ -242,11 +223,15 @@ impl WebPipeline {
             ))));
         }
         let device = select_web(webgpu).await.map_err(js_error)?;
-        let mut pipeline = Pipeline::from_source(&src, &device.device).map_err(js_error)?;
         // Generations whose largest buffer would pass the page's limit are refused up front.
-        pipeline.buffer_limit = max_binding.filter(|_| webgpu).map(|limit| limit as u64);
+        let pipeline = Pipeline::builder(src)
+            .device(&device.device)
+            .buffer_limit(max_binding.filter(|_| webgpu).map(|limit| limit as u64))
+            .build()
+            .map_err(js_error)?;
         Ok(WebPipeline {
             pipeline,
+            guider: None,
             device,
             largest_tensor_bytes: largest,
         })
@@ -256,13 +241,9 @@ impl WebPipeline {
     /// `assets/face/`), so that requests may carry `semantic_guidance`.
     #[wasm_bindgen(js_name = enableSemanticGuidance)]
     pub fn enable_semantic_guidance(&mut self, fer_a: &[u8], fer_b: &[u8]) -> Result<(), JsError> {
-        let guide = crate::guidance::semantic::SemanticGuide::from_bytes(
-            fer_a,
-            fer_b,
-            &self.pipeline.device,
-        )
-        .map_err(js_error)?;
-        self.pipeline.semantic = Some(guide);
+        let guider =
+            SemanticGuider::from_bytes(fer_a, fer_b, self.pipeline.device()).map_err(js_error)?;
+        self.guider = Some(guider);
         Ok(())
     }
 
@@ -275,12 +256,12 @@ impl WebPipeline {
         config: &[u8],
         weights: &[u8],
     ) -> Result<(), JsError> {
-        let guide = self.pipeline.semantic.take().ok_or_else(|| {
+        let guider = self.guider.take().ok_or_else(|| {
             JsError::new("call enableSemanticGuidance before enableTrainedGuidance")
         })?;
-        match guide.with_trained(config, weights, &self.pipeline.device) {
+        match guider.with_trained(config, weights, self.pipeline.device()) {
             Ok(g) => {
-                self.pipeline.semantic = Some(g);
+                self.guider = Some(g);
                 Ok(())
             }
             Err(e) => Err(js_error(e)),
@@ -290,9 +271,9 @@ impl WebPipeline {
     /// Model facts: sizes, scheduler, device, AU set (`null` without an adapter).
     pub fn info(&self) -> Result<JsValue, JsError> {
         to_js(&WebModelInfo {
-            info: &self.pipeline.info,
+            info: self.pipeline.info(),
             device: &self.device.description,
-            au_set: self.pipeline.au_adapter.as_ref().map(|a| a.set.name),
+            au_set: self.pipeline.au_adapter().map(|a| a.set.name),
             size_multiple: self.pipeline.size_multiple(),
             largest_tensor_bytes: self.largest_tensor_bytes,
         })
@@ -316,10 +297,10 @@ impl WebPipeline {
         let latents = match latents {
             Some(data) => {
                 let (w, h) = self.pipeline.output_size(&req);
-                let f = self.pipeline.info.vae_scale_factor;
+                let f = self.pipeline.info().vae_scale_factor;
                 let shape = vec![
                     req.num_images,
-                    self.pipeline.info.latent_channels,
+                    self.pipeline.info().latent_channels,
                     h / f,
                     w / f,
                 ];
@@ -334,63 +315,41 @@ impl WebPipeline {
             None => None,
         };
         let start = performance_now();
+        let options = GenerateOptions {
+            guider: self.guider.as_ref(),
+            latents: latents.as_ref(),
+            preview_every: preview_every.unwrap_or(0) as usize,
+        };
         let out = self
             .pipeline
-            .generate_with_preview(
-                &req,
-                latents.as_ref(),
-                preview_every.unwrap_or(0) as usize,
-                |e| {
-                    if let Some(f) = &on_step {
-                        let mut fields = vec![
-                            ("step", JsValue::from(e.step as f64)),
-                            ("total", JsValue::from(e.total as f64)),
-                            ("timestep", JsValue::from(e.timestep)),
-                        ];
-                        if let Some(rgb) = &e.preview {
-                            fields
-                                .push(("preview", js_sys::Uint8Array::from(rgb.as_slice()).into()));
-                        }
-                        let _ = f.call1(&JsValue::NULL, &object(&fields));
+            .generate_async(&req, &options, |e| {
+                if let Some(f) = &on_step {
+                    let mut fields = vec![
+                        ("step", JsValue::from(e.step as f64)),
+                        ("total", JsValue::from(e.total as f64)),
+                        ("timestep", JsValue::from(e.timestep)),
+                    ];
+                    if let Some(rgb) = &e.preview {
+                        fields.push(("preview", js_sys::Uint8Array::from(rgb.as_slice()).into()));
                     }
-                },
-            )
+                    let _ = f.call1(&JsValue::NULL, &object(&fields));
+                }
+            })
             .await
             .map_err(js_error)?;
         let generate_s = (performance_now() - start) / 1000.0;
-        let timings = Timings {
-            generate_s,
-            per_step_s: generate_s / req.steps.max(1) as f64,
-        };
         let images = js_sys::Array::new();
         for image in &out.images {
             images.push(&js_sys::Uint8Array::from(image.as_slice()));
         }
-        let aus = out.aus.as_ref().map(|v| {
-            v.au_set()
-                .codes
-                .iter()
-                .copied()
-                .zip(v.values().iter().copied())
-                .collect::<BTreeMap<_, _>>()
-        });
         let records = js_sys::Array::new();
-        for seed in &out.seeds {
-            records.push(&to_js(&ImageRecord {
-                synfer_version: env!("CARGO_PKG_VERSION"),
-                request: &req,
-                prompt_used: &out.prompt,
-                expression: req.expression.map(|e| e.name()),
-                aus: aus.clone(),
-                au_scale: out.au_scale,
-                seed: *seed,
-                width: out.width,
-                height: out.height,
-                model: &self.pipeline.info.source,
-                device: &self.device.description,
-                timings,
-                warnings: &out.warnings,
-            })?);
+        for record in out.records(
+            &req,
+            &self.pipeline.info().source,
+            &self.device.description,
+            Timings::of(generate_s, req.steps),
+        ) {
+            records.push(&to_js(&record)?);
         }
         Ok(object(&[
             ("width", JsValue::from(out.width as f64)),
@@ -454,17 +413,5 @@ impl WebAnalyzer {
 /// PNG bytes of an RGB image (`width · height · 3` bytes).
 #[wasm_bindgen(js_name = encodePng)]
 pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, JsError> {
-    let img = image::RgbImage::from_raw(width, height, rgb.to_vec()).ok_or_else(|| {
-        js_error(Error::request(
-            "image",
-            format!(
-                "{} bytes do not hold a {width}×{height} RGB image",
-                rgb.len()
-            ),
-        ))
-    })?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| JsError::new(&format!("encoding PNG: {e}")))?;
-    Ok(png)
+    crate::image::encode_png(rgb, width as usize, height as usize, "image").map_err(js_error)
 }

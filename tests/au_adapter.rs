@@ -3,21 +3,23 @@
 //!
 //! The model is assembled in memory: `sd1-tiny`'s tokenizer, text encoder, VAE and scheduler +
 //! the AU fixture's SD-2.x-shaped UNet. Adapters and LoRAs go through
-//! [`read_adapter`] and [`Pipeline::from_source_with`], the paths the CLI uses.
+//! [`read_adapter`] and [`Pipeline::builder`], the paths the CLI uses.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
 use common::{Ref, assert_close, fixture, load_refs, max_abs, rel_l2};
 use synfer::Error;
+use synfer::GenerateOptions;
+use synfer::au::AdapterWeights;
+use synfer::au::adapter::read_adapter;
 use synfer::au::{AuVector, FINEFACE};
-use synfer::pipeline::adapter::{AdapterWeights, LoadOptions, LoraWeights, read_adapter};
 use synfer::pipeline::source::MemorySource;
 use synfer::pipeline::{GenerateOutput, GenerateRequest, Pipeline};
 use synfer::unet::attention::AuContext;
+use synfer::weights::lora::LoraWeights;
 
 const TOL: f64 = 1e-4;
 const E2E_TOL: f64 = 2.0 / 255.0;
@@ -71,7 +73,12 @@ fn load(
     adapter: Option<AdapterWeights>,
     loras: Vec<LoraWeights>,
 ) -> Result<Pipeline, Error> {
-    Pipeline::from_source_with(src, &Device::flex(), LoadOptions { loras, adapter })
+    let builder = Pipeline::builder(src).loras(loras);
+    match adapter {
+        Some(a) => builder.adapter(a),
+        None => builder,
+    }
+    .build()
 }
 
 /// The pipeline with FineFace's three files (adapter + LoRA at `lora_scale`).
@@ -100,10 +107,10 @@ fn check_au_rows(r: &std::collections::HashMap<String, Ref>) {
 fn check_unet(p: &Pipeline, prefix: &str, tokens_key: &str) {
     let r = load_refs(REFS);
     check_au_rows(&r);
-    assert!(p.unet.has_au_adapter(), "{prefix}: no AU branch attached");
-    let adapter = p.au_adapter.as_ref().expect("AU adapter");
+    assert!(p.unet().has_au_adapter(), "{prefix}: no AU branch attached");
+    let adapter = p.au_adapter().expect("AU adapter");
     let [v1, v2] = au_rows();
-    let tokens = adapter.encoder.encode(&[&v1, &v2], &p.device);
+    let tokens = adapter.encoder.encode(&[&v1, &v2], &p.device());
     assert_close(
         &format!("{prefix} AU tokens"),
         tokens.clone(),
@@ -111,10 +118,10 @@ fn check_unet(p: &Pipeline, prefix: &str, tokens_key: &str) {
         1e-6,
     );
     for (scale, tag) in AU_SCALES {
-        let out = p.unet.forward_au(
-            r["unet.sample"].tensor(&p.device),
+        let out = p.unet().forward_au(
+            r["unet.sample"].tensor(&p.device()),
             &r["unet.timestep"].data,
-            r["unet.encoder_hidden_states"].tensor(&p.device),
+            r["unet.encoder_hidden_states"].tensor(&p.device()),
             Some(&AuContext {
                 tokens: tokens.clone(),
                 scale,
@@ -137,10 +144,10 @@ fn fineface_unet_with_lora_and_aus() {
     check_unet(&p, "unet.lora", "unet.au_tokens");
     // Without AU tokens the branch is skipped: the LoRA-merged UNet alone.
     let r = load_refs(REFS);
-    let out = p.unet.forward(
-        r["unet.sample"].tensor(&p.device),
+    let out = p.unet().forward(
+        r["unet.sample"].tensor(&p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device),
+        r["unet.encoder_hidden_states"].tensor(&p.device()),
     );
     assert_close("fineface unet, no AU tokens", out, &r["unet.lora.out"], TOL);
 }
@@ -151,15 +158,14 @@ fn fineface_lora_merge_scale() {
     let r = load_refs(REFS);
     let [v1, v2] = au_rows();
     let tokens = p
-        .au_adapter
-        .as_ref()
+        .au_adapter()
         .unwrap()
         .encoder
-        .encode(&[&v1, &v2], &p.device);
-    let out = p.unet.forward_au(
-        r["unet.sample"].tensor(&p.device),
+        .encode(&[&v1, &v2], &p.device());
+    let out = p.unet().forward_au(
+        r["unet.sample"].tensor(&p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device),
+        r["unet.encoder_hidden_states"].tensor(&p.device()),
         Some(&AuContext { tokens, scale: 1.0 }),
     );
     assert_close(
@@ -231,7 +237,15 @@ fn e2e_request(au_scale: Option<f64>) -> GenerateRequest {
 
 fn generate(p: &Pipeline, req: &GenerateRequest) -> GenerateOutput {
     let latents = load_refs(REFS)["e2e.latents"].host_tensor();
-    pollster::block_on(p.generate(req, Some(&latents), |_| {})).unwrap()
+    p.generate_with(
+        req,
+        &GenerateOptions {
+            latents: Some(&latents),
+            ..GenerateOptions::default()
+        },
+        |_| {},
+    )
+    .unwrap()
 }
 
 fn check_image(what: &str, out: &GenerateOutput, reference: &Ref) {
@@ -280,7 +294,7 @@ fn end_to_end_au_scale_zero_is_the_plain_pipeline() {
     // Same LoRA, no adapter, no AUs in the request.
     let (_, loras) = read_adapter(&[au("fineface")]).unwrap();
     let plain = load(&source(None), None, loras).unwrap();
-    assert!(!plain.unet.has_au_adapter());
+    assert!(!plain.unet().has_au_adapter());
     let plain_out = generate(&plain, &e2e_request(None));
     check_image("LoRA only, no adapter", &plain_out, &r["e2e.image_au0"]);
     assert_eq!(
@@ -350,12 +364,12 @@ fn lora_for_a_missing_module_is_a_typed_error() {
 fn base_unet() {
     // The UNet alone (no LoRA, no adapter): isolates the SD-2.x-shaped base model.
     let p = load(&source(None), None, Vec::new()).unwrap();
-    assert!(p.au_adapter.is_none() && !p.unet.has_au_adapter());
+    assert!(p.au_adapter().is_none() && !p.unet().has_au_adapter());
     let r = load_refs(REFS);
-    let out = p.unet.forward(
-        r["unet.sample"].tensor(&p.device),
+    let out = p.unet().forward(
+        r["unet.sample"].tensor(&p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device),
+        r["unet.encoder_hidden_states"].tensor(&p.device()),
     );
     assert_close("base unet", out, &r["unet.base.out"], TOL);
     // The fixture is sensitive to both extras (else the tests above could pass with one ignored).

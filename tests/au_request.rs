@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use burn::tensor::Device;
 use common::{fixture, host};
 use synfer::Error;
-use synfer::au::encoder::AuAdapterConfig;
-use synfer::au::{AuVector, Expression, FINEFACE};
+use synfer::GenerateOptions;
+use synfer::au::{AdapterWeights, AuAdapterConfig};
+use synfer::au::{AuVector, FINEFACE};
+use synfer::expression::Expression;
 use synfer::pipeline::source::DirSource;
-use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline};
+use synfer::pipeline::{GenerateRequest, Pipeline};
 use synfer::weights::TensorStore;
 
 fn with_adapter() -> Pipeline {
@@ -24,15 +26,12 @@ fn with_adapter_config(base: AuAdapterConfig) -> Pipeline {
         hidden_dim: 4,
         ..base
     };
-    let options = LoadOptions {
-        loras: Vec::new(),
-        adapter: Some(AdapterWeights {
-            config,
-            store: TensorStore::synthetic("random adapter", 7),
-        }),
+    let adapter = AdapterWeights {
+        config,
+        store: TensorStore::synthetic("random adapter", 7),
     };
     let src = DirSource::new(fixture("sd1-tiny")).unwrap();
-    Pipeline::from_source_with(&src, &Device::flex(), options).unwrap()
+    Pipeline::builder(&src).adapter(adapter).build().unwrap()
 }
 
 fn aus(pairs: &[(&str, f32)]) -> Option<BTreeMap<String, f32>> {
@@ -42,7 +41,7 @@ fn aus(pairs: &[(&str, f32)]) -> Option<BTreeMap<String, f32>> {
 #[test]
 fn expression_prototype_then_explicit_units() {
     let p = with_adapter();
-    assert!(p.unet.has_au_adapter());
+    assert!(p.unet().has_au_adapter());
     let req = GenerateRequest {
         expression: Some(Expression::Happy),
         aus: aus(&[("AU12", 2.0), ("AU26", 1.0)]),
@@ -59,9 +58,9 @@ fn expression_prototype_then_explicit_units() {
     let ctx = ctx.unwrap();
     assert_eq!(ctx.scale, 1.0);
     // Unconditional half = encoded zeros, conditional half = encoded request.
-    let enc = &p.au_adapter.as_ref().unwrap().encoder;
+    let enc = &p.au_adapter().unwrap().encoder;
     let zeros = AuVector::zeros(FINEFACE);
-    let (_, want) = host(enc.encode(&[&zeros, &expected], &p.device));
+    let (_, want) = host(enc.encode(&[&zeros, &expected], &p.device()));
     let (shape, got) = host(ctx.tokens);
     assert_eq!(shape, vec![2, 1, 16]);
     assert_eq!(got, want);
@@ -133,7 +132,7 @@ fn aus_without_an_adapter_are_refused() {
         aus: aus(&[("AU12", 1.0)]),
         ..GenerateRequest::new("x")
     };
-    let err = pollster::block_on(p.generate(&req, None, |_| {})).unwrap_err();
+    let err = p.generate(&req).unwrap_err();
     assert!(
         matches!(err, Error::InvalidRequest { ref field, .. } if field == "aus"),
         "{err}"
@@ -144,7 +143,7 @@ fn aus_without_an_adapter_are_refused() {
         steps: 2,
         ..GenerateRequest::new("a woman")
     };
-    let out = pollster::block_on(p.generate(&req, None, |_| {})).unwrap();
+    let out = p.generate(&req).unwrap();
     assert_eq!(out.prompt, "a woman, sad facial expression");
     assert!(out.aus.is_none());
 }
@@ -168,10 +167,12 @@ fn a_batch_of_different_requests_equals_each_request_alone() {
         steps: 4,
         ..GenerateRequest::new("a surprised child")
     };
-    let batch = pollster::block_on(p.generate_batch(&[a.clone(), b.clone()], |_| {})).unwrap();
+    let batch = p
+        .generate_batch(&[a.clone(), b.clone()], &GenerateOptions::default(), |_| {})
+        .unwrap();
     assert_eq!(batch.len(), 2);
     for (req, out) in [&a, &b].into_iter().zip(&batch) {
-        let alone = pollster::block_on(p.generate(req, None, |_| {})).unwrap();
+        let alone = p.generate(req).unwrap();
         assert_eq!(out.seeds, alone.seeds);
         assert_eq!(out.prompt, alone.prompt);
         assert_eq!(out.aus, alone.aus);
@@ -187,6 +188,8 @@ fn a_batch_of_different_requests_equals_each_request_alone() {
     }
     // Settings one UNet batch must share are checked, naming the field.
     let c = GenerateRequest { steps: 5, ..b };
-    let err = pollster::block_on(p.generate_batch(&[a, c], |_| {})).unwrap_err();
+    let err = p
+        .generate_batch(&[a, c], &GenerateOptions::default(), |_| {})
+        .unwrap_err();
     assert!(err.to_string().contains("steps"), "{err}");
 }

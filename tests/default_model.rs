@@ -3,14 +3,15 @@
 //! toward the target on fixed seeds.
 
 use burn::tensor::Device;
-use synfer::au::Expression;
-use synfer::eval::{FACE_THRESHOLD, face_score};
-use synfer::face::analyzer::{FaceAnalyzer, RgbView};
+use synfer::expression::Expression;
+use synfer::face::analyzer::FaceAnalyzer;
 use synfer::guidance::semantic::SemanticGuidance;
-use synfer::{GenerateRequest, Pipeline, default_model};
+use synfer::image::RgbView;
+use synfer::label::{FACE_THRESHOLD, face_score};
+use synfer::{GenerateRequest, Pipeline};
 
 fn pipeline() -> Pipeline {
-    Pipeline::from_source(&default_model::source(), &Device::flex()).unwrap()
+    Pipeline::default_model(&Device::flex()).unwrap()
 }
 
 /// "a photo of a surprised woman" (the README's main job) on 8 seeds: BlazeFace, which never
@@ -19,14 +20,14 @@ fn pipeline() -> Pipeline {
 #[test]
 fn the_default_model_draws_faces() {
     let p = pipeline();
-    assert_eq!(p.info.default_size, 64);
-    assert!(p.au_adapter.is_some());
+    assert_eq!(p.info().default_size, 64);
+    assert!(p.au_adapter().is_some());
     let analyzer = FaceAnalyzer::embedded(&Device::flex()).unwrap();
     let req = GenerateRequest {
         num_images: 8,
         ..GenerateRequest::new("a photo of a surprised woman")
     };
-    let out = pollster::block_on(p.generate(&req, None, |_| {})).unwrap();
+    let out = p.generate(&req).unwrap();
     let scores: Vec<f32> = out
         .images
         .iter()
@@ -57,7 +58,7 @@ fn semantic_guidance_raises_the_guiding_classifiers_probability() {
         ..base.clone()
     };
     let happy = |req: &GenerateRequest| -> f32 {
-        let out = pollster::block_on(p.generate(req, None, |_| {})).unwrap();
+        let out = p.generate(req).unwrap();
         out.images
             .iter()
             .map(|rgb| {

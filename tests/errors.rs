@@ -6,6 +6,7 @@ use burn::tensor::Device;
 use common::{fixture, rewrite_safetensors};
 use safetensors::Dtype;
 use synfer::Error;
+use synfer::GenerateOptions;
 use synfer::pipeline::Pipeline;
 use synfer::pipeline::source::MemorySource;
 
@@ -212,17 +213,25 @@ fn bad_requests_are_refused() {
             "num_images",
         ),
     ] {
-        let err = pollster::block_on(p.generate(&req, None, |_| {})).unwrap_err();
+        let err = p.generate(&req).unwrap_err();
         assert!(
             matches!(err, Error::InvalidRequest { field: ref f, .. } if f == field),
             "{err}"
         );
     }
-    let wrong = synfer::pipeline::HostTensor {
+    let wrong = synfer::tensor::HostTensor {
         shape: vec![1, 4, 3, 3],
         data: vec![0.0; 36],
     };
-    let err = pollster::block_on(p.generate(&GenerateRequest::new("x"), Some(&wrong), |_| {}))
+    let err = p
+        .generate_with(
+            &GenerateRequest::new("x"),
+            &GenerateOptions {
+                latents: Some(&wrong),
+                ..GenerateOptions::default()
+            },
+            |_| {},
+        )
         .unwrap_err();
     assert!(
         matches!(err, Error::InvalidRequest { field: ref f, .. } if f == "latents"),
@@ -252,9 +261,11 @@ fn unavailable_devices_and_precisions_are_errors() {
 #[test]
 fn a_generation_larger_than_the_buffer_limit_is_refused_before_it_starts() {
     let src = folder();
-    let mut p = Pipeline::from_source(&src, &Device::flex()).unwrap();
     // sd1-tiny at 64×64, 2 images with guidance: its largest buffer is far above 1 KiB.
-    p.buffer_limit = Some(1024);
+    let p = Pipeline::builder(&src)
+        .buffer_limit(Some(1024))
+        .build()
+        .unwrap();
     let req = synfer::pipeline::GenerateRequest {
         prompt: "a face".into(),
         steps: 1,
@@ -263,13 +274,16 @@ fn a_generation_larger_than_the_buffer_limit_is_refused_before_it_starts() {
         height: Some(64),
         ..Default::default()
     };
-    let err = pollster::block_on(p.generate(&req, None, |_| {})).unwrap_err();
+    let err = p.generate(&req).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Device(_)), "{err:?}");
     assert!(
         msg.contains("MiB buffer for 2 images at 64×64") && msg.contains("per buffer"),
         "{msg}"
     );
-    p.buffer_limit = Some(u64::MAX);
-    assert!(pollster::block_on(p.generate(&req, None, |_| {})).is_ok());
+    let p = Pipeline::builder(&src)
+        .buffer_limit(Some(u64::MAX))
+        .build()
+        .unwrap();
+    assert!(p.generate(&req).is_ok());
 }

@@ -7,19 +7,20 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use synfer::Pipeline;
-use synfer::facetext::Record;
-use synfer::pipeline::latents::HostTensor;
-use synfer::pipeline::{LoadOptions, LoraWeights};
+use synfer::dataset::metadata::Record;
+use synfer::tensor::HostTensor;
 use synfer::train::adamw::AdamWConfig;
 use synfer::train::data::Dataset;
-use synfer::train::diffusion::{
-    Denoiser, DiffusionStage, LatentCache, ModelFiles, Trainable, export_folder, train_diffusion,
-};
+use synfer::train::denoiser::{Denoiser, Trainable};
+use synfer::train::diffusion::{DiffusionStage, LatentCache, train_diffusion};
+use synfer::train::folder::export_folder;
+use synfer::train::model_files::ModelFiles;
 use synfer::train::params;
 use synfer::train::run::{LoopConfig, RunDir};
 use synfer::train::vae::{TINY_VAE_CONFIG, init_vae};
 use synfer::vae::VaeConfig;
 use synfer::weights::TensorStore;
+use synfer::weights::lora::LoraWeights;
 
 const TOKENIZER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -81,13 +82,13 @@ fn an_exported_model_loads_strictly_with_its_weights() {
     }
     // Pipeline::load is strict: a missing, unused or mis-shaped key fails here.
     let pipe = Pipeline::load(&out, &device).unwrap();
-    assert_eq!(pipe.tokenizer.max_length(), 32);
-    assert_eq!(pipe.info.default_size, 64);
-    assert!(pipe.unet.has_au_adapter());
+    assert_eq!(pipe.tokenizer().max_length(), 32);
+    assert_eq!(pipe.info().default_size, 64);
+    assert!(pipe.unet().has_au_adapter());
     let loaded_vae: VaeConfig =
         VaeConfig::from_json(&std::fs::read(out.join("vae/config.json")).unwrap(), "vae").unwrap();
     assert_eq!(loaded_vae.scaling_factor, 0.75);
-    assert_eq!(params::read(&pipe.vae), as_f16(&params::read(&vae)));
+    assert_eq!(params::read(pipe.vae()), as_f16(&params::read(&vae)));
     let reloaded = Denoiser::from_pipeline(pipe, &files, 0).unwrap();
     let (got, want) = (params::read(&reloaded), as_f16(&params::read(&denoiser)));
     assert_eq!(got.len(), want.len());
@@ -224,19 +225,19 @@ fn lora_training_exports_a_merged_folder_and_a_peft_file() {
     let merged_dir = temp_dir("lora-merged");
     export_folder(&merged_dir, &files, &after, &params::read(&vae)).unwrap();
     let lora_file = merged_dir.join("lora/pytorch_lora_weights.safetensors");
-    let options = LoadOptions {
-        loras: vec![LoraWeights {
-            store: TensorStore::from_bytes("lora", std::fs::read(&lora_file).unwrap()).unwrap(),
-            scale: 1.0,
-        }],
-        adapter: None,
+    let lora = LoraWeights {
+        store: TensorStore::from_bytes("lora", std::fs::read(&lora_file).unwrap()).unwrap(),
+        scale: 1.0,
     };
     let with_file = params::read(
-        &Pipeline::load_with(&base_dir, &device, options)
+        Pipeline::builder(&base_dir)
+            .device(&device)
+            .lora(lora)
+            .build()
             .unwrap()
-            .unet,
+            .unet(),
     );
-    let merged = params::read(&Pipeline::load(&merged_dir, &device).unwrap().unet);
+    let merged = params::read(Pipeline::load(&merged_dir, &device).unwrap().unet());
     let mut compared = 0;
     for (path, want) in &merged {
         if is_adapter(path) {

@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::wgpu::WgpuBackend;
 use burn::tensor::{DType, Device, FloatDType};
 use common::{e2e_request, fixture, host, load_refs, max_abs, rel_l2};
+use synfer::GenerateOptions;
 use synfer::pipeline::Pipeline;
 use synfer::pipeline::source::DirSource;
 
@@ -21,7 +22,7 @@ fn run(device: &Device, name: &str) -> (f64, f64) {
     let p = pipeline(device);
     let r = load_refs("reference/sd1.safetensors");
     let half = load_refs("reference/f16.safetensors");
-    let out = p.unet.forward(
+    let out = p.unet().forward(
         r["unet.sample"].tensor(device),
         &r["unet.timestep"].data,
         r["unet.encoder_hidden_states"].tensor(device),
@@ -40,7 +41,16 @@ fn run(device: &Device, name: &str) -> (f64, f64) {
         serde_json::from_slice(&std::fs::read(fixture("reference/sd1.json")).unwrap()).unwrap();
     let req = e2e_request(&meta);
     let latents = r["e2e.latents"].host_tensor();
-    let out = pollster::block_on(p.generate(&req, Some(&latents), |_| {})).unwrap();
+    let out = p
+        .generate_with(
+            &req,
+            &GenerateOptions {
+                latents: Some(&latents),
+                ..GenerateOptions::default()
+            },
+            |_| {},
+        )
+        .unwrap();
     let image = &out.images_f32[0];
     assert!(
         image.iter().all(|v| v.is_finite()),

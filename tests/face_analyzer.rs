@@ -12,10 +12,11 @@ use common::{fixture, host, max_abs};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use synfer::Error;
-use synfer::face::CLASSES;
-use synfer::face::analyzer::{FaceAnalyzer, RgbView};
+use synfer::expression::CLASSES;
+use synfer::face::analyzer::FaceAnalyzer;
 use synfer::face::face_api;
 use synfer::face::mesh::LANDMARKS;
+use synfer::image::RgbView;
 
 const FER: usize = 112;
 const DET: usize = 256;

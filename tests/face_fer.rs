@@ -163,7 +163,7 @@ fn fer_b_mini_xception_matches_tfjs_on_lfw() {
 
 #[test]
 fn canonical_class_mapping() {
-    use synfer::face::CLASSES;
+    use synfer::expression::CLASSES;
     use synfer::face::mini_xception::{NATIVE_CLASSES, TO_CANONICAL};
     // FER2013 names → canonical names.
     let rename = |s: &'static str| -> &'static str {

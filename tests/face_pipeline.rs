@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use burn::tensor::Device;
 use common::{Ref, fixture, load_refs};
 use safetensors::SafeTensors;
-use synfer::face::CLASSES;
-use synfer::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use synfer::expression::CLASSES;
+use synfer::face::analyzer::{FaceAnalyzer, FaceReport};
 use synfer::face::mesh::LANDMARKS;
+use synfer::image::RgbView;
 
 const FRANCK: [&str; 11] = [
     "01829", "02045", "02159", "02221", "02683", "02888", "03909", "03979", "04000", "04035",

@@ -5,12 +5,15 @@
 use std::collections::BTreeMap;
 
 use rand::SeedableRng;
-use synfer::au::{AuVector, Expression, FINEFACE};
-use synfer::face::analyzer::RgbView;
+use synfer::au::{AuVector, FINEFACE};
+use synfer::dataset::metadata::Record;
+use synfer::expression::Expression;
 use synfer::face::au_estimator::Landmarks;
 use synfer::facetext::caption::{Attributes, caption};
+use synfer::facetext::stats;
 use synfer::facetext::warp::{WarpProgram, displacements, warp};
-use synfer::facetext::{Record, mirror, stats};
+use synfer::image::RgbView;
+use synfer::image::mirror;
 
 /// A plausible frontal mesh: every landmark placed by a few anchors is enough here, so all
 /// 468 points get a spread-out default position and the ones the warps use get face-like
@@ -172,12 +175,12 @@ fn statistics_count_classes_sources_and_bins() {
         file_name: "x.png".into(),
         caption: String::new(),
         aus: [("AU12".to_string(), au12)].into_iter().collect(),
-        expression: expression.into(),
-        probs: BTreeMap::new(),
+        label: expression.into(),
         source: "test".into(),
         provenance: [("warp".to_string(), warp.to_string())]
             .into_iter()
             .collect(),
+        ..Record::default()
     };
     let records = vec![
         rec("happy", 4.2, "none"),

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Device;
 use common::fixture;
-use synfer::face::analyzer::{FaceAnalyzer, RgbView};
+use synfer::dataset::{LabelledImages, Layout, list};
+use synfer::expression::class_names;
+use synfer::face::analyzer::FaceAnalyzer;
 use synfer::fer::augment::Augment;
-use synfer::fer::classes::class_names;
-use synfer::fer::dataset::{LabelledImages, Layout, list};
 use synfer::fer::train::{FerStage, evaluate, train_classifier};
 use synfer::fer::{Arch, FerClassifier, FerConfig};
-use synfer::synth::label::{Analysis, Voter};
+use synfer::image::RgbView;
+use synfer::label::{Analysis, Voter};
 use synfer::train::adamw::AdamWConfig;
 use synfer::train::params;
 use synfer::train::run::{LoopConfig, RunDir};

@@ -16,12 +16,13 @@ mod common;
 use burn::tensor::Device;
 use common::fixture;
 use safetensors::SafeTensors;
-use synfer::face::argmax;
+use synfer::dataset::LabelledImages;
+use synfer::expression::argmax;
+use synfer::expression::class_names;
 use synfer::face::mini_xception::TO_CANONICAL;
 use synfer::fer::FerClassifier;
-use synfer::fer::classes::class_names;
-use synfer::fer::dataset::{LabelledImages, square_resize};
 use synfer::fer::train::evaluate;
+use synfer::image::square_resize;
 
 const FACES: usize = 100;
 const SIDE: usize = 112;

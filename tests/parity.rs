@@ -5,6 +5,7 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{assert_close, e2e_request, fixture, load_refs, max_abs};
+use synfer::GenerateOptions;
 use synfer::pipeline::source::{DirSource, MemorySource};
 use synfer::pipeline::{GenerateRequest, Pipeline};
 use synfer::scheduler::SchedulerKind;
@@ -23,11 +24,11 @@ fn text_encoder(name: &str, refs: &str) {
     let ids_i: Vec<i64> = ids.data.iter().map(|&v| v as i64).collect();
     let t = Tensor::<2, Int>::from_data(
         TensorData::new(ids_i, [ids.shape[0], ids.shape[1]]),
-        &p.device,
+        p.device(),
     );
     assert_close(
         &format!("{name} text encoder"),
-        p.text_encoder.forward(t),
+        p.text_encoder().forward(t),
         &r["te.last_hidden_state"],
         TOL,
     );
@@ -37,10 +38,10 @@ fn unet(name: &str, refs: &str) {
     let p = pipeline(name);
     let r = load_refs(refs);
     let ts = &r["unet.timestep"].data;
-    let out = p.unet.forward(
-        r["unet.sample"].tensor(&p.device),
+    let out = p.unet().forward(
+        r["unet.sample"].tensor(&p.device()),
         ts,
-        r["unet.encoder_hidden_states"].tensor(&p.device),
+        r["unet.encoder_hidden_states"].tensor(&p.device()),
     );
     assert_close(&format!("{name} unet"), out, &r["unet.out"], TOL);
 }
@@ -48,7 +49,7 @@ fn unet(name: &str, refs: &str) {
 fn vae(name: &str, refs: &str) {
     let p = pipeline(name);
     let r = load_refs(refs);
-    let dist = p.vae.encode(r["vae.image"].tensor(&p.device));
+    let dist = p.vae().encode(r["vae.image"].tensor(&p.device()));
     assert_close(
         &format!("{name} vae encode mean"),
         dist.mean,
@@ -61,7 +62,7 @@ fn vae(name: &str, refs: &str) {
         &r["vae.enc_logvar"],
         TOL,
     );
-    let dec = p.vae.decode(r["vae.latents"].tensor(&p.device));
+    let dec = p.vae().decode(r["vae.latents"].tensor(&p.device()));
     assert_close(&format!("{name} vae decode"), dec, &r["vae.dec_out"], TOL);
 }
 
@@ -78,7 +79,16 @@ fn end_to_end(name: &str, refs: &str, image_key: &str, guidance_key: Option<&str
     if let Some(k) = guidance_key {
         req.guidance_scale = e[k]["guidance_scale"].as_f64().unwrap();
     }
-    let out = pollster::block_on(p.generate(&req, Some(&latents), |_| {})).unwrap();
+    let out = p
+        .generate_with(
+            &req,
+            &GenerateOptions {
+                latents: Some(&latents),
+                ..GenerateOptions::default()
+            },
+            |_| {},
+        )
+        .unwrap();
     let reference = &r[image_key];
     let err = max_abs(&out.images_f32[0], &reference.data);
     eprintln!(
@@ -176,8 +186,8 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
             .to_vec(),
     );
     let p = Pipeline::from_source(&src, &Device::flex()).unwrap();
-    assert_eq!(p.info.scheduler_class, "PNDMScheduler");
-    assert_eq!(p.scheduler.kind().unwrap(), SchedulerKind::Pndm);
+    assert_eq!(p.info().scheduler_class, "PNDMScheduler");
+    assert_eq!(p.scheduler_config().kind().unwrap(), SchedulerKind::Pndm);
 
     let e = &meta["e2e"];
     let steps = e["num_inference_steps"].as_u64().unwrap() as usize;
@@ -190,13 +200,13 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
         .collect();
 
     // The scheduler alone, fed diffusers' own UNet outputs, reproduces its per-step latents.
-    let mut sched = p.scheduler.build(steps).unwrap();
+    let mut sched = p.scheduler_config().build(steps).unwrap();
     assert_eq!(sched.timesteps(), want_t.as_slice());
     let unet_out = &r["e2e.unet_out"];
     let step_latents = &r["e2e.step_latents"];
-    let mut x = r["e2e.latents"].tensor::<4>(&p.device);
+    let mut x = r["e2e.latents"].tensor::<4>(&p.device());
     for (i, t) in want_t.iter().enumerate() {
-        let out = unet_out.index(i).tensor::<4>(&p.device);
+        let out = unet_out.index(i).tensor::<4>(&p.device());
         let [b2, c, h, w] = out.dims();
         let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
         let cond = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
@@ -223,11 +233,19 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
     };
     let latents = r["e2e.latents"].host_tensor();
     let mut seen = Vec::new();
-    let out = pollster::block_on(p.generate(&req, Some(&latents), |ev| {
-        assert_eq!(ev.total, want_t.len());
-        seen.push(ev.timestep);
-    }))
-    .unwrap();
+    let out = p
+        .generate_with(
+            &req,
+            &GenerateOptions {
+                latents: Some(&latents),
+                ..GenerateOptions::default()
+            },
+            |ev| {
+                assert_eq!(ev.total, want_t.len());
+                seen.push(ev.timestep);
+            },
+        )
+        .unwrap();
     assert_eq!(
         seen, want_t,
         "the pipeline runs every PNDM timestep, repeats included"
@@ -252,17 +270,28 @@ fn previews_leave_the_result_unchanged() {
         height: Some(32),
         ..Default::default()
     };
-    let plain =
-        pollster::block_on(p.generate(&req, None, |e| assert!(e.preview.is_none()))).unwrap();
+    let plain = p
+        .generate_with(&req, &GenerateOptions::default(), |e| {
+            assert!(e.preview.is_none())
+        })
+        .unwrap();
     for every in [1, 2] {
         let mut seen = Vec::new();
-        let out = pollster::block_on(p.generate_with_preview(&req, None, every, |e| {
-            if let Some(rgb) = &e.preview {
-                assert_eq!(rgb.len(), 32 * 32 * 3);
-                seen.push(e.step);
-            }
-        }))
-        .unwrap();
+        let out = p
+            .generate_with(
+                &req,
+                &GenerateOptions {
+                    preview_every: every,
+                    ..GenerateOptions::default()
+                },
+                |e| {
+                    if let Some(rgb) = &e.preview {
+                        assert_eq!(rgb.len(), 32 * 32 * 3);
+                        seen.push(e.step);
+                    }
+                },
+            )
+            .unwrap();
         let want: Vec<usize> = (1..4).filter(|s| s % every == 0).collect();
         assert_eq!(seen, want, "preview steps with every = {every}");
         assert_eq!(out.images, plain.images);
@@ -271,7 +300,7 @@ fn previews_leave_the_result_unchanged() {
 
 #[test]
 fn sliced_vae_decoding_gives_the_same_images() {
-    let mut p = pipeline("sd1-tiny");
+    let p = pipeline("sd1-tiny");
     let req = GenerateRequest {
         prompt: "a face".into(),
         steps: 2,
@@ -280,11 +309,12 @@ fn sliced_vae_decoding_gives_the_same_images() {
         height: Some(32),
         ..Default::default()
     };
-    let whole = pollster::block_on(p.generate(&req, None, |_| {})).unwrap();
+    let whole = p.generate(&req).unwrap();
     // A budget below one image's activations: each image is decoded alone.
-    p.info.buffers.decode_budget = 1;
-    assert_eq!(p.info.buffers.images_per_decode(32, 32), 1);
-    let sliced = pollster::block_on(p.generate(&req, None, |_| {})).unwrap();
+    let src = DirSource::new(fixture("sd1-tiny")).unwrap();
+    let p = Pipeline::builder(&src).decode_budget(1).build().unwrap();
+    assert_eq!(p.info().buffers.images_per_decode(32, 32), 1);
+    let sliced = p.generate(&req).unwrap();
     assert_eq!(sliced.images.len(), 3);
     for (a, b) in whole.images_f32.iter().zip(&sliced.images_f32) {
         let err = max_abs(a, b);

@@ -5,30 +5,29 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::fixture;
-use synfer::au::Expression;
-use synfer::au::encoder::AuAdapterConfig;
-use synfer::fer::classes::class_names;
+use synfer::au::{AdapterWeights, AuAdapterConfig};
+use synfer::expression::Expression;
+use synfer::expression::class_names;
 use synfer::fer::{Arch, FerClassifier, FerConfig};
 use synfer::guidance::semantic::{GuideClassifier, SemanticGuidance};
+use synfer::pipeline::generate::GuidedStep;
 use synfer::pipeline::source::DirSource;
-use synfer::pipeline::{AdapterWeights, GenerateRequest, LoadOptions, Pipeline, seeded_noise};
+use synfer::pipeline::{GenerateRequest, Pipeline};
+use synfer::rng::seeded_noise;
 use synfer::train::params;
 use synfer::train::tensors::{Precision, to_bytes};
 use synfer::weights::TensorStore;
 
 fn pipeline() -> Pipeline {
-    let options = LoadOptions {
-        loras: Vec::new(),
-        adapter: Some(AdapterWeights {
-            config: AuAdapterConfig {
-                hidden_dim: 4,
-                ..AuAdapterConfig::fineface()
-            },
-            store: TensorStore::synthetic("random adapter", 3),
-        }),
+    let adapter = AdapterWeights {
+        config: AuAdapterConfig {
+            hidden_dim: 4,
+            ..AuAdapterConfig::fineface()
+        },
+        store: TensorStore::synthetic("random adapter", 3),
     };
     let src = DirSource::new(fixture("sd1-tiny")).unwrap();
-    let mut p = Pipeline::from_source_with(&src, &Device::flex(), options).unwrap();
+    let mut p = Pipeline::builder(&src).adapter(adapter).build().unwrap();
     p.enable_semantic_guidance().unwrap();
     // A randomly initialised classifier in `synfer fer train`'s stored form, as "trained".
     let config = FerConfig {
@@ -59,15 +58,15 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 #[test]
 fn the_embedding_gradient_matches_finite_differences() {
     let p = pipeline();
-    let device = p.device.clone();
+    let device = p.device().clone();
     let (context, _) = p.encode_prompt(&["", "a photo of a face"], 0).unwrap();
     let [_, len, d] = context.dims();
     let uncond = context.clone().slice([0..1, 0..len, 0..d]);
     let cond = context.slice([1..2, 0..len, 0..d]);
-    let scheduler = p.scheduler.build(10).unwrap();
+    let scheduler = p.scheduler_config().build(10).unwrap();
     let i = 1;
     let t = scheduler.timesteps()[i];
-    let shape = [p.info.latent_channels, 8, 8];
+    let shape = [p.info().latent_channels, 8, 8];
     let noise = seeded_noise(11, &shape);
     let input = Tensor::<4>::from_data(TensorData::new(noise.data, [1, shape[0], 8, 8]), &device);
     let req = GenerateRequest {
@@ -82,18 +81,15 @@ fn the_embedding_gradient_matches_finite_differences() {
         GuideClassifier::Trained,
     ] {
         let loss = |c: Tensor<3>| {
-            p.guidance_gradient(
-                classifier,
-                &target,
-                c,
-                Some(uncond.clone()),
-                input.clone(),
+            let step = GuidedStep {
+                input: input.clone(),
                 t,
-                au.as_ref(),
-                7.5,
-                &scheduler,
-            )
-            .unwrap()
+                au: au.as_ref(),
+                guidance_scale: 7.5,
+                scheduler: &scheduler,
+            };
+            p.guidance_gradient(None, classifier, &target, c, Some(uncond.clone()), &step)
+                .unwrap()
         };
         let (_, g) = loss(cond.clone());
         assert!(g.dims() == [1, len, d]);
@@ -144,7 +140,7 @@ fn zero_strength_is_bit_identical_to_no_guidance() {
         seed: 4,
         ..GenerateRequest::new("a photo of a man")
     };
-    let plain = pollster::block_on(p.generate(&base, None, |_| {})).unwrap();
+    let plain = p.generate(&base).unwrap();
     let zero = GenerateRequest {
         semantic_guidance: Some(SemanticGuidance {
             scale: 0.0,
@@ -152,14 +148,14 @@ fn zero_strength_is_bit_identical_to_no_guidance() {
         }),
         ..base.clone()
     };
-    let same = pollster::block_on(p.generate(&zero, None, |_| {})).unwrap();
+    let same = p.generate(&zero).unwrap();
     assert_eq!(plain.images_f32, same.images_f32);
     // A positive strength changes the image (the window covers steps 3..6 of 6).
     let on = GenerateRequest {
         semantic_guidance: Some(SemanticGuidance::default()),
         ..base
     };
-    let guided = pollster::block_on(p.generate(&on, None, |_| {})).unwrap();
+    let guided = p.generate(&on).unwrap();
     assert_ne!(plain.images_f32, guided.images_f32);
 }
 
@@ -170,9 +166,7 @@ fn guidance_needs_a_target_and_valid_settings() {
         semantic_guidance: Some(SemanticGuidance::default()),
         ..GenerateRequest::new("a face")
     };
-    let err = pollster::block_on(p.generate(&no_target, None, |_| {}))
-        .unwrap_err()
-        .to_string();
+    let err = p.generate(&no_target).unwrap_err().to_string();
     assert!(
         err.contains("semantic_guidance") && err.contains("expression"),
         "{err}"
@@ -191,8 +185,6 @@ fn guidance_needs_a_target_and_valid_settings() {
         semantic_guidance: Some(SemanticGuidance::default()),
         ..GenerateRequest::new("a face")
     };
-    let err = pollster::block_on(plain.generate(&req, None, |_| {}))
-        .unwrap_err()
-        .to_string();
+    let err = plain.generate(&req).unwrap_err().to_string();
     assert!(err.contains("enable_semantic_guidance"), "{err}");
 }

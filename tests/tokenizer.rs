@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixture;
-use synfer::pipeline::load_tokenizer;
+use synfer::pipeline::load::load_tokenizer;
 use synfer::pipeline::source::DirSource;
 
 fn check(key: &str, folder: &str) {

@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use synfer::nn::Linear;
-use synfer::pipeline::latents::HostTensor;
+use synfer::tensor::HostTensor;
 use synfer::train::adamw::{AdamW, AdamWConfig};
 use synfer::train::params;
 
@@ -162,7 +162,7 @@ mod resume {
     use std::path::Path;
 
     use burn::tensor::Device;
-    use synfer::facetext::Record;
+    use synfer::dataset::metadata::Record;
     use synfer::train::adamw::AdamWConfig;
     use synfer::train::data::Dataset;
     use synfer::train::run::{LoopConfig, RunDir};
@@ -189,11 +189,9 @@ mod resume {
             let record = Record {
                 file_name: name,
                 caption: "a test pattern".into(),
-                aus: Default::default(),
-                expression: "neutral".into(),
-                probs: Default::default(),
+                label: "neutral".into(),
                 source: "test".into(),
-                provenance: Default::default(),
+                ..Record::default()
             };
             lines.push_str(&serde_json::to_string(&record).unwrap());
             lines.push('\n');

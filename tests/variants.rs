@@ -10,6 +10,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 use common::{e2e_request, fixture, host, load_refs, max_abs, rel_l2};
+use synfer::GenerateOptions;
 use synfer::pipeline::Pipeline;
 use synfer::pipeline::source::MemorySource;
 
@@ -75,16 +76,16 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
         Err(m) => failures.push(m),
     };
 
-    let unet = p.unet.forward(
-        r["unet.sample"].tensor(&p.device),
+    let unet = p.unet().forward(
+        r["unet.sample"].tensor(&p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device),
+        r["unet.encoder_hidden_states"].tensor(&p.device()),
     );
     judge("unet rel L2", compare(unet, &r, "unet.out"), TOL);
 
-    let dec = p.vae.decode(r["vae.latents"].tensor(&p.device));
+    let dec = p.vae().decode(r["vae.latents"].tensor(&p.device()));
     judge("vae decode rel L2", compare(dec, &r, "vae.dec_out"), TOL);
-    let dist = p.vae.encode(r["vae.image"].tensor(&p.device));
+    let dist = p.vae().encode(r["vae.image"].tensor(&p.device()));
     judge(
         "vae enc mean rel L2",
         compare(dist.mean, &r, "vae.enc_mean"),
@@ -98,7 +99,14 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
 
     let req = e2e_request(meta);
     let latents = r["e2e.latents"].host_tensor();
-    match pollster::block_on(p.generate(&req, Some(&latents), |_| {})) {
+    match p.generate_with(
+        &req,
+        &GenerateOptions {
+            latents: Some(&latents),
+            ..GenerateOptions::default()
+        },
+        |_| {},
+    ) {
         Ok(out) => {
             let reference = &r["e2e.image"];
             let err = if out.images_f32[0].len() == reference.data.len() {

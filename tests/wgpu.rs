@@ -19,7 +19,7 @@ fn unet_on_wgpu_matches_flex() {
     let r = load_refs("reference/sd2.safetensors");
     let run = |device: &Device| {
         let p = Pipeline::from_source(&src, device).unwrap();
-        let out = p.unet.forward(
+        let out = p.unet().forward(
             r["unet.sample"].tensor(device),
             &r["unet.timestep"].data,
             r["unet.encoder_hidden_states"].tensor(device),

@@ -7,6 +7,24 @@ use serde::{Serialize, Serializer};
 use super::catalog::{AuSet, find};
 use crate::error::{Error, Result};
 
+/// `AU12=4,AU6=3` as code → value, whatever the set (the set's checks come when the values
+/// are used); zeros are kept.
+pub fn parse_spec(text: &str) -> Result<BTreeMap<String, f32>> {
+    let mut out = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (code, value) = item
+            .split_once('=')
+            .ok_or_else(|| Error::request("aus", format!("{item:?} is not of the form AU12=4")))?;
+        let code = code.trim();
+        let value: f32 = value
+            .trim()
+            .parse()
+            .map_err(|_| au_error(code, format!("{:?} is not a number", value.trim())))?;
+        out.insert(code.to_string(), value);
+    }
+    Ok(out)
+}
+
 /// Intensities for every unit of an [`AuSet`], in the set's order (absent units are 0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuVector {
@@ -75,16 +93,8 @@ impl AuVector {
     /// Parses `AU12=4,AU6=3` (spaces allowed; empty string = all zeros).
     pub fn parse(set: AuSet, text: &str) -> Result<Self> {
         let mut v = AuVector::zeros(set);
-        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (code, value) = item.split_once('=').ok_or_else(|| {
-                Error::request("aus", format!("{item:?} is not of the form AU12=4"))
-            })?;
-            let code = code.trim();
-            let value: f32 = value
-                .trim()
-                .parse()
-                .map_err(|_| au_error(code, format!("{:?} is not a number", value.trim())))?;
-            v.set(code, value)?;
+        for (code, value) in parse_spec(text)? {
+            v.set(&code, value)?;
         }
         Ok(v)
     }

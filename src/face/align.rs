@@ -7,11 +7,11 @@
 //! bilinearly, where the similarity `A, t` maps the target eye points onto the source ones;
 //! samples outside the image take the nearest edge pixel (no black borders in training data).
 
-use super::analyzer::RgbView;
 use super::au_estimator::{
     LEFT_EYE_INNER, LEFT_EYE_OUTER, Landmarks, RIGHT_EYE_INNER, RIGHT_EYE_OUTER,
 };
 use crate::error::{Error, Result};
+use crate::image::RgbView;
 
 /// Where the eyes go in an aligned crop, as fractions of its side.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -13,7 +13,7 @@
 //!    image size, sample `i` of `n` at `y1·(H − 1) + i·(y2 − y1)·(H − 1)/(n − 1)` (corners
 //!    sampled exactly), pixels outside the image 0 — the crop is never rounded to u8, so an
 //!    image already at a model's side enters it unchanged;
-//! 4. FER A and FER B probabilities (canonical order [`super::CLASSES`]), their mean as the
+//! 4. FER A and FER B probabilities (canonical order [`CLASSES`](crate::expression::CLASSES)), their mean as the
 //!    ensemble, labels by argmax (ties to the earlier class);
 //! 5. FaceMesh on the 192×192 crop; landmarks mapped back to image pixels
 //!    (`x1 + x · side / 192`, z scaled by the same factor);
@@ -33,9 +33,11 @@ use super::detector::{self, BlazeFace, DetectorConfig};
 use super::face_api::{self, FaceApiExpression};
 use super::mesh::{self, FaceMesh};
 use super::mini_xception::{self, MiniXception};
-use super::{CLASSES, nhwc_to_nchw};
+use super::nhwc_to_nchw;
 use crate::au::vector::AuVector;
 use crate::error::{Error, Result};
+use crate::expression::{CLASSES, argmax, average};
+use crate::image::{RgbView, crop_and_resize, resize_bilinear};
 
 /// FER A weights (`assets/face/fer_a_face_api.safetensors`).
 pub const FER_A_BYTES: &[u8] = include_bytes!(concat!(
@@ -58,86 +60,6 @@ pub const DETECTOR_BYTES: &[u8] = include_bytes!(concat!(
     "/assets/face/blazeface.safetensors"
 ));
 
-/// A borrowed RGB image: `width × height` pixels, rows top to bottom, 3 bytes per pixel.
-#[derive(Debug, Clone, Copy)]
-pub struct RgbView<'a> {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// `width · height · 3` bytes, RGB.
-    pub pixels: &'a [u8],
-}
-
-impl<'a> RgbView<'a> {
-    /// Wraps `pixels` (checked by [`RgbView::validate`]).
-    pub fn new(width: usize, height: usize, pixels: &'a [u8]) -> Result<Self> {
-        let view = RgbView {
-            width,
-            height,
-            pixels,
-        };
-        view.validate()?;
-        Ok(view)
-    }
-
-    /// A zero-size image or a buffer of the wrong length is an
-    /// [`Error::InvalidRequest`] on `image`.
-    pub fn validate(&self) -> Result<()> {
-        if self.width == 0 || self.height == 0 {
-            return Err(Error::request(
-                "image",
-                format!("{}×{} image has no pixels", self.width, self.height),
-            ));
-        }
-        let expected = self
-            .width
-            .checked_mul(self.height)
-            .and_then(|n| n.checked_mul(3));
-        if expected != Some(self.pixels.len()) {
-            return Err(Error::request(
-                "image",
-                format!(
-                    "{} bytes do not hold a {}×{} RGB image",
-                    self.pixels.len(),
-                    self.width,
-                    self.height
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn at(&self, x: usize, y: usize, c: usize) -> f32 {
-        f32::from(self.pixels[(y * self.width + x) * 3 + c])
-    }
-
-    /// Appends the three channels interpolated between columns `x0, x1` (weight `fx` on `x1`)
-    /// and rows `y0, y1` (weight `fy` on `y1`): rows first, as TensorFlow's kernels do.
-    pub(crate) fn push_bilinear(
-        &self,
-        (x0, x1, fx): (usize, usize, f32),
-        (y0, y1, fy): (usize, usize, f32),
-        out: &mut Vec<f32>,
-    ) {
-        for c in 0..3 {
-            let top = self.at(x0, y0, c) + (self.at(x1, y0, c) - self.at(x0, y0, c)) * fx;
-            let bottom = self.at(x0, y1, c) + (self.at(x1, y1, c) - self.at(x0, y1, c)) * fx;
-            out.push(top + (bottom - top) * fy);
-        }
-    }
-
-    /// Appends the three channels at source position `(x, y)` (pixel centres at integers),
-    /// bilinear, clamped to the edge pixels' centres.
-    pub(crate) fn push_clamped(&self, x: f32, y: f32, out: &mut Vec<f32>) {
-        let x = x.clamp(0.0, (self.width - 1) as f32);
-        let y = y.clamp(0.0, (self.height - 1) as f32);
-        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-        let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
-        self.push_bilinear((x0, x1, x - x0 as f32), (y0, y1, y - y0 as f32), out);
-    }
-}
-
 /// One classifier's verdict: probabilities in the canonical order [`CLASSES`] and their
 /// argmax. Serialises as `{"label": "happy", "probs": {"neutral": p, ..., "surprised": p}}`
 /// (classes in canonical order).
@@ -152,7 +74,7 @@ pub struct Classification {
 impl Classification {
     /// Labels `probs` by argmax.
     pub fn new(probs: [f32; 7]) -> Self {
-        let best = super::argmax(&probs);
+        let best = argmax(&probs);
         Classification {
             label: CLASSES[best],
             probs,
@@ -227,6 +149,38 @@ pub struct FaceReport {
     /// not serialised.
     #[serde(skip)]
     pub detector_score: Option<f32>,
+}
+
+impl FaceReport {
+    /// The header of [`FaceReport::table_row`]'s table.
+    pub const TABLE_HEADER: &'static str =
+        "file\tface\tbbox(x,y,w,h)\tscore\tensemble\tface-api\tmini-xception\ttop AUs";
+
+    /// One tab-separated row of `synfer analyze`'s table: file, face index, box, detector
+    /// score, the three verdicts and the three strongest AUs.
+    pub fn table_row(&self, file: &str, index: usize) -> String {
+        let [x, y, w, h] = self.bbox;
+        let e = &self.expression;
+        let mut aus: Vec<(&str, f32)> = self.aus.active().into_iter().collect();
+        aus.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top = aus
+            .iter()
+            .take(3)
+            .map(|(c, v)| format!("{c}={v:.1}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let score = self
+            .detector_score
+            .map_or_else(|| "-".into(), |s| format!("{s:.2}"));
+        format!(
+            "{file}\t{index}\t{x:.0},{y:.0},{w:.0},{h:.0}\t{score}\t{} {:.2}\t{}\t{}\t{}",
+            e.ensemble.label,
+            e.ensemble.confidence(),
+            e.face_api.label,
+            e.mini_xception.label,
+            if top.is_empty() { "-".into() } else { top }
+        )
+    }
 }
 
 /// A face to analyse: reported box, crop box (pixels), detector score.
@@ -350,6 +304,23 @@ impl FaceAnalyzer {
             eyes = (to_image.apply(r), to_image.apply(l));
         }
         unreachable!("the last pass returns")
+    }
+
+    /// Reads an image file and analyses it: every detected face, or the whole image as one
+    /// face crop with `assume_cropped`.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn analyze_file(
+        &self,
+        path: &std::path::Path,
+        assume_cropped: bool,
+    ) -> Result<Vec<FaceReport>> {
+        let img = crate::image::read(path)?;
+        let view = RgbView::new(img.width() as usize, img.height() as usize, img.as_raw())?;
+        if assume_cropped {
+            Ok(vec![self.analyze_cropped(view)?])
+        } else {
+            self.analyze(view)
+        }
     }
 
     /// Detects faces and analyses each (see the module docs); no face: an empty list.
@@ -476,7 +447,7 @@ impl FaceAnalyzer {
             .map(|(i, (face, points))| {
                 let row = |p: &[f32]| -> [f32; 7] { p[i * 7..(i + 1) * 7].try_into().unwrap() };
                 let (pa, pb) = (row(&probs_a), row(&probs_b));
-                let mean = std::array::from_fn(|k| (pa[k] + pb[k]) / 2.0);
+                let mean = average(&[pa, pb]);
                 FaceReport {
                     bbox: face.bbox,
                     expression: ExpressionReport {
@@ -497,70 +468,6 @@ fn readback<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec_as::<f32>()
         .map_err(|e| Error::Device(format!("reading face-model outputs back: {e:?}")))
-}
-
-/// TensorFlow `resizeBilinear` (`alignCorners = false`, `halfPixelCenters = false`) of `image`
-/// to `side × side`: RGB values in 0–255, `[side, side, 3]`.
-pub fn resize_bilinear(image: RgbView, side: usize) -> Vec<f32> {
-    let axis = |len: usize| -> Vec<(usize, usize, f32)> {
-        let scale = len as f64 / side as f64;
-        (0..side)
-            .map(|o| {
-                let v = o as f64 * scale;
-                let lo = (v.floor() as usize).min(len - 1);
-                let hi = (lo + 1).min(len - 1);
-                (lo, hi, (v - lo as f64) as f32)
-            })
-            .collect()
-    };
-    let (xs, ys) = (axis(image.width), axis(image.height));
-    let mut out = Vec::with_capacity(side * side * 3);
-    for &y in &ys {
-        for &x in &xs {
-            image.push_bilinear(x, y, &mut out);
-        }
-    }
-    out
-}
-
-/// TensorFlow `cropAndResize` of the box `[x1, y1, x2, y2]` (pixels; normalised by the image
-/// size as human does) to `side × side`, bilinear, 0 outside the image: RGB values in 0–255,
-/// `[side, side, 3]`.
-pub fn crop_and_resize(image: RgbView, crop: [f64; 4], side: usize) -> Vec<f32> {
-    let axis = |lo: f64, hi: f64, len: usize| -> Vec<Option<(usize, usize, f32)>> {
-        let last = (len - 1) as f64;
-        let (a, b) = (lo / len as f64, hi / len as f64);
-        let step = if side > 1 {
-            (b - a) * last / (side - 1) as f64
-        } else {
-            0.0
-        };
-        (0..side)
-            .map(|o| {
-                let v = if side > 1 {
-                    a * last + o as f64 * step
-                } else {
-                    0.5 * (a + b) * last
-                };
-                (0.0..=last).contains(&v).then(|| {
-                    let f = v.floor();
-                    (f as usize, v.ceil() as usize, (v - f) as f32)
-                })
-            })
-            .collect()
-    };
-    let xs = axis(crop[0], crop[2], image.width);
-    let ys = axis(crop[1], crop[3], image.height);
-    let mut out = Vec::with_capacity(side * side * 3);
-    for y in &ys {
-        for x in &xs {
-            match (y, x) {
-                (Some(y), Some(x)) => image.push_bilinear(*x, *y, &mut out),
-                _ => out.extend([0.0; 3]),
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

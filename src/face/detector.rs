@@ -34,8 +34,9 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::{SeparableConv2d, TfConv2d, blaze_shortcut};
+use super::blaze_shortcut;
 use crate::error::{Error, Result};
+use crate::nn::{Conv2d, SeparableConv2d};
 use crate::weights::Weights;
 
 /// Input side (pixels).
@@ -103,19 +104,19 @@ fn rows(x: Tensor<4>, per: usize) -> Tensor<3> {
 #[derive(Module, Debug)]
 pub struct BlazeFace {
     /// 5×5/2 `SAME` 3 → 24 + bias, ReLU.
-    pub stem: TfConv2d,
+    pub stem: Conv2d,
     /// 31 residual blocks, 128 → 16 pixels.
     pub blocks: Vec<Block>,
     /// Separable 3×3/2 96 → 96 + bias, ReLU, 16 → 8 pixels.
     pub tail: SeparableConv2d,
     /// Score logits, 2 anchors per cell of the 16×16 map.
-    pub classifier_16: TfConv2d,
+    pub classifier_16: Conv2d,
     /// Box and keypoint offsets, 2 × 16 per cell of the 16×16 map.
-    pub regressor_16: TfConv2d,
+    pub regressor_16: Conv2d,
     /// Score logits, 6 anchors per cell of the 8×8 map.
-    pub classifier_8: TfConv2d,
+    pub classifier_8: Conv2d,
     /// Box and keypoint offsets, 6 × 16 per cell of the 8×8 map.
-    pub regressor_8: TfConv2d,
+    pub regressor_8: Conv2d,
 }
 
 impl BlazeFace {
@@ -135,13 +136,13 @@ impl BlazeFace {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BlazeFace {
-            stem: TfConv2d::load(&w.pp("stem"), 3, 24, 5, 2, true)?,
+            stem: Conv2d::load_tf(&w.pp("stem"), 3, 24, 5, 2, true)?,
             blocks,
             tail: SeparableConv2d::load(&w.pp("tail"), 96, 96, 2)?,
-            classifier_16: TfConv2d::load(&w.pp("classifier_16"), 96, 2, 1, 1, false)?,
-            regressor_16: TfConv2d::load(&w.pp("regressor_16"), 96, 32, 1, 1, false)?,
-            classifier_8: TfConv2d::load(&w.pp("classifier_8"), 96, 6, 1, 1, false)?,
-            regressor_8: TfConv2d::load(&w.pp("regressor_8"), 96, 96, 1, 1, false)?,
+            classifier_16: Conv2d::load_tf(&w.pp("classifier_16"), 96, 2, 1, 1, false)?,
+            regressor_16: Conv2d::load_tf(&w.pp("regressor_16"), 96, 32, 1, 1, false)?,
+            classifier_8: Conv2d::load_tf(&w.pp("classifier_8"), 96, 6, 1, 1, false)?,
+            regressor_8: Conv2d::load_tf(&w.pp("regressor_8"), 96, 96, 1, 1, false)?,
         })
     }
 

@@ -19,9 +19,9 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{SeparableConv2d, TfConv2d};
 use crate::error::Result;
 use crate::nn::Linear;
+use crate::nn::{Conv2d, SeparableConv2d};
 use crate::weights::Weights;
 
 /// Input side (pixels).
@@ -30,8 +30,8 @@ pub const INPUT_SIZE: usize = 112;
 /// The mean RGB face-api subtracts (on the 0–255 scale) before dividing by 255.
 pub const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
 
-/// Output classes in face-api's order, which is the canonical [`super::CLASSES`] order.
-pub const CLASSES: [&str; 7] = super::CLASSES;
+/// Output classes in face-api's order, which is the canonical [`CLASSES`](crate::expression::CLASSES) order.
+pub const CLASSES: [&str; 7] = crate::expression::CLASSES;
 
 /// Channels of the four dense blocks.
 const CHANNELS: [usize; 4] = [32, 64, 128, 256];
@@ -40,7 +40,7 @@ const CHANNELS: [usize; 4] = [32, 64, 128, 256];
 #[derive(Module, Debug)]
 pub struct DenseBlock {
     /// `dense0` only: regular 3×3 stride-2 convolution.
-    pub conv0: Option<TfConv2d>,
+    pub conv0: Option<Conv2d>,
     /// Other blocks: separable stride-2 convolution (stored under the same key, `conv0`).
     pub sep0: Option<SeparableConv2d>,
     /// Separable stride-1 convolutions `conv1`, `conv2`, `conv3`.
@@ -51,7 +51,7 @@ impl DenseBlock {
     fn load(w: &Weights, c_in: usize, c_out: usize, first: bool) -> Result<Self> {
         let (conv0, sep0) = if first {
             (
-                Some(TfConv2d::load(&w.pp("conv0"), c_in, c_out, 3, 2, true)?),
+                Some(Conv2d::load_tf(&w.pp("conv0"), c_in, c_out, 3, 2, true)?),
                 None,
             )
         } else {
@@ -139,7 +139,7 @@ impl FaceApiExpression {
         self.fc.forward(flat)
     }
 
-    /// Probabilities `[n, 7]` in the canonical order [`super::CLASSES`] from the preprocessed
+    /// Probabilities `[n, 7]` in the canonical order [`CLASSES`](crate::expression::CLASSES) from the preprocessed
     /// `[n, 3, 112, 112]` input (see [`preprocess`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         softmax(self.logits(x), 1)

@@ -29,8 +29,9 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
-use super::{SeparableConv2d, TfConv2d, blaze_shortcut};
+use super::blaze_shortcut;
 use crate::error::{Error, Result};
+use crate::nn::{Conv2d, SeparableConv2d};
 use crate::weights::Weights;
 
 /// Input side (pixels).
@@ -68,7 +69,7 @@ fn prelu(x: Tensor<4>, alpha: &Param<Tensor<1>>) -> Tensor<4> {
 #[derive(Module, Debug)]
 pub struct ConvPrelu {
     /// The convolution.
-    pub conv: TfConv2d,
+    pub conv: Conv2d,
     /// PReLU alpha `[c_out]`.
     pub alpha: Param<Tensor<1>>,
 }
@@ -83,7 +84,7 @@ impl ConvPrelu {
         same: bool,
     ) -> Result<Self> {
         Ok(ConvPrelu {
-            conv: TfConv2d::load(&w.pp("conv"), c_in, c_out, kernel, stride, same)?,
+            conv: Conv2d::load_tf(&w.pp("conv"), c_in, c_out, kernel, stride, same)?,
             alpha: Param::from_tensor(w.tensor("alpha", [c_out])?),
         })
     }
@@ -133,7 +134,7 @@ pub struct Head {
     /// 32-channel residual block.
     pub refine: ResidualBlock,
     /// 3×3 stride-3 `VALID` 32 → outputs, on the 3×3 map.
-    pub out: TfConv2d,
+    pub out: Conv2d,
 }
 
 impl Head {
@@ -148,7 +149,7 @@ impl Head {
             blocks,
             project: ConvPrelu::load(&w.pp("project"), 128, 32, 1, 1, false)?,
             refine: ResidualBlock::load(&w.pp("refine"), 32, 32, 1)?,
-            out: TfConv2d::load(&w.pp("out"), 32, outputs, 3, 3, false)?,
+            out: Conv2d::load_tf(&w.pp("out"), 32, outputs, 3, 3, false)?,
         })
     }
 

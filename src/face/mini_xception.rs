@@ -23,8 +23,8 @@ use burn::module::Module;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{SeparableConv2d, TfConv2d, max_pool_3x3_same};
 use crate::error::Result;
+use crate::nn::{Conv2d, SeparableConv2d, max_pool_3x3_same};
 use crate::weights::Weights;
 
 /// Input side (pixels).
@@ -35,7 +35,7 @@ pub const NATIVE_CLASSES: [&str; 7] = [
     "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
 ];
 
-/// For each canonical class ([`super::CLASSES`]: neutral, happy, sad, angry, fearful,
+/// For each canonical class ([`CLASSES`](crate::expression::CLASSES): neutral, happy, sad, angry, fearful,
 /// disgusted, surprised), its index in [`NATIVE_CLASSES`].
 pub const TO_CANONICAL: [usize; 7] = [6, 3, 4, 0, 2, 1, 5];
 
@@ -46,7 +46,7 @@ pub const GREY_WEIGHTS: [f32; 3] = [0.2989, 0.5870, 0.1140];
 #[derive(Module, Debug)]
 pub struct XceptionBlock {
     /// 1×1 stride-2 projection of the block input.
-    pub residual: TfConv2d,
+    pub residual: Conv2d,
     /// First separable convolution (followed by relu).
     pub sep1: SeparableConv2d,
     /// Second separable convolution (followed by the max pool).
@@ -59,7 +59,7 @@ pub struct XceptionBlock {
 impl XceptionBlock {
     fn load(w: &Weights, c_in: usize, c_out: usize, relu_input: bool) -> Result<Self> {
         Ok(XceptionBlock {
-            residual: TfConv2d::load(&w.pp("residual"), c_in, c_out, 1, 2, true)?,
+            residual: Conv2d::load_tf(&w.pp("residual"), c_in, c_out, 1, 2, true)?,
             sep1: SeparableConv2d::load(&w.pp("sep1"), c_in, c_out, 1)?,
             sep2: SeparableConv2d::load(&w.pp("sep2"), c_out, c_out, 1)?,
             relu_input,
@@ -78,15 +78,15 @@ impl XceptionBlock {
 #[derive(Module, Debug)]
 pub struct MiniXception {
     /// 3×3 stride-2 VALID, 1 → 32, relu.
-    pub conv1: TfConv2d,
+    pub conv1: Conv2d,
     /// 3×3 VALID, 32 → 64, relu.
-    pub conv2: TfConv2d,
+    pub conv2: Conv2d,
     /// 64 → 128.
     pub block2: XceptionBlock,
     /// 128 → 256.
     pub block3: XceptionBlock,
     /// 3×3 SAME, 256 → 7.
-    pub head: TfConv2d,
+    pub head: Conv2d,
 }
 
 impl MiniXception {
@@ -99,11 +99,11 @@ impl MiniXception {
     /// Loads the network from a weights cursor.
     pub fn load(w: &Weights) -> Result<Self> {
         Ok(MiniXception {
-            conv1: TfConv2d::load(&w.pp("conv1"), 1, 32, 3, 2, false)?,
-            conv2: TfConv2d::load(&w.pp("conv2"), 32, 64, 3, 1, false)?,
+            conv1: Conv2d::load_tf(&w.pp("conv1"), 1, 32, 3, 2, false)?,
+            conv2: Conv2d::load_tf(&w.pp("conv2"), 32, 64, 3, 1, false)?,
             block2: XceptionBlock::load(&w.pp("block2"), 64, 128, false)?,
             block3: XceptionBlock::load(&w.pp("block3"), 128, 256, true)?,
-            head: TfConv2d::load(&w.pp("head"), 256, 7, 3, 1, true)?,
+            head: Conv2d::load_tf(&w.pp("head"), 256, 7, 3, 1, true)?,
         })
     }
 
@@ -119,7 +119,7 @@ impl MiniXception {
         h.reshape([n, c, hh * ww]).mean_dim(2).reshape([n, c])
     }
 
-    /// Logits `[n, 7]` in the canonical order [`super::CLASSES`] (differentiable).
+    /// Logits `[n, 7]` in the canonical order [`CLASSES`](crate::expression::CLASSES) (differentiable).
     pub fn canonical_logits(&self, x: Tensor<4>) -> Tensor<2> {
         to_canonical(self.native_logits(x))
     }
@@ -129,14 +129,14 @@ impl MiniXception {
         softmax(self.native_logits(x), 1)
     }
 
-    /// Probabilities `[n, 7]` in the canonical order [`super::CLASSES`] from the preprocessed
+    /// Probabilities `[n, 7]` in the canonical order [`CLASSES`](crate::expression::CLASSES) from the preprocessed
     /// `[n, 1, 64, 64]` input (see [`preprocess`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         to_canonical(self.forward_native(x))
     }
 }
 
-/// Columns `[n, 7]` from the model's order [`NATIVE_CLASSES`] to [`super::CLASSES`].
+/// Columns `[n, 7]` from the model's order [`NATIVE_CLASSES`] to [`CLASSES`](crate::expression::CLASSES).
 fn to_canonical(native: Tensor<2>) -> Tensor<2> {
     let device = native.device();
     let index = Tensor::<1, Int>::from_data(

@@ -17,8 +17,8 @@
 //! bytes ([`TensorStore::from_bytes`](crate::weights::TensorStore::from_bytes), strict: every
 //! key used, every shape checked), so the web build can reuse them.
 //!
-//! Both FER models return probabilities `[batch, 7]` in the canonical class order [`CLASSES`]
-//! (FER A's order); FER B's native order is remapped by
+//! Both FER models return probabilities `[batch, 7]` in the canonical class order
+//! [`CLASSES`](crate::expression::CLASSES) (FER A's order); FER B's native order is remapped by
 //! [`mini_xception::TO_CANONICAL`].
 //!
 //! Layouts: images enter the FER `preprocess` functions as `[n, h, w, 3]` RGB (NHWC, like
@@ -34,160 +34,10 @@ pub mod face_api;
 pub mod mesh;
 pub mod mini_xception;
 
-use burn::module::{Module, Param};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::weights::{TensorStore, Weights};
-
-/// The canonical expression classes, in the order of every probability vector this module
-/// returns (face-api's order).
-pub const CLASSES: [&str; 7] = [
-    "neutral",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgusted",
-    "surprised",
-];
-
-/// Index of the largest value, the first on ties (how every classifier here turns
-/// probabilities into a label).
-pub fn argmax(values: &[f32]) -> usize {
-    (0..values.len()).fold(0, |b, i| if values[i] > values[b] { i } else { b })
-}
-
-/// tfjs/TensorFlow `SAME` padding along one axis: `(begin, end)` with the extra pixel (if the
-/// total is odd) at the end. For stride 2 this is asymmetric, unlike PyTorch's `k / 2`.
-pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    let out = input.div_ceil(stride);
-    let total = ((out.saturating_sub(1)) * stride + kernel).saturating_sub(input);
-    (total / 2, total - total / 2)
-}
-
-/// 3×3 stride-2 max pooling with TensorFlow `SAME` padding (mini-Xception's down-sampling).
-pub fn max_pool_3x3_same(x: Tensor<4>) -> Tensor<4> {
-    use burn::tensor::{module::max_pool2d, ops::MaxPoolOptions};
-    let [_, _, h, w] = x.dims();
-    max_pool2d(
-        x,
-        MaxPoolOptions {
-            kernel_size: [3, 3],
-            stride: [2, 2],
-            padding: [same_padding(h, 3, 2), same_padding(w, 3, 2)],
-            dilation: [1, 1],
-            ceil_mode: false,
-        },
-    )
-}
-
-/// A 2-D convolution with TensorFlow padding semantics (`SAME` computed from the input size at
-/// run time, or `VALID`) and optional groups (`groups == channels`: depthwise).
-#[derive(Module, Debug)]
-pub struct TfConv2d {
-    /// `[out, in / groups, kh, kw]`.
-    pub weight: Param<Tensor<4>>,
-    /// `[out]`.
-    pub bias: Option<Param<Tensor<1>>>,
-    /// Stride (both axes).
-    pub stride: usize,
-    /// Groups (1: regular convolution; `channels`: depthwise).
-    pub groups: usize,
-    /// `true`: TensorFlow `SAME` padding; `false`: `VALID` (none).
-    pub same: bool,
-}
-
-impl TfConv2d {
-    /// Loads a regular `c_in → c_out` convolution with a bias.
-    pub fn load(
-        w: &Weights,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        same: bool,
-    ) -> Result<Self> {
-        Ok(TfConv2d {
-            weight: Param::from_tensor(w.tensor("weight", [c_out, c_in, kernel, kernel])?),
-            bias: Some(Param::from_tensor(w.tensor("bias", [c_out])?)),
-            stride,
-            groups: 1,
-            same,
-        })
-    }
-
-    /// Loads a depthwise convolution (multiplier 1, no bias) over `channels` channels.
-    pub fn load_depthwise(
-        w: &Weights,
-        channels: usize,
-        kernel: usize,
-        stride: usize,
-        same: bool,
-    ) -> Result<Self> {
-        Ok(TfConv2d {
-            weight: Param::from_tensor(w.tensor("weight", [channels, 1, kernel, kernel])?),
-            bias: None,
-            stride,
-            groups: channels,
-            same,
-        })
-    }
-
-    /// `[n, c_in, h, w]` → `[n, c_out, h', w']`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
-        let [_, _, kh, kw] = self.weight.dims();
-        let padding = if self.same {
-            [
-                same_padding(h, kh, self.stride),
-                same_padding(w, kw, self.stride),
-            ]
-        } else {
-            [(0, 0), (0, 0)]
-        };
-        let options = ConvOptions {
-            stride: [self.stride, self.stride],
-            padding,
-            dilation: [1, 1],
-            groups: self.groups,
-        };
-        conv2d(
-            x,
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-            options,
-        )
-    }
-}
-
-/// tfjs' `separableConv2d(x, depthwise, pointwise, stride, 'same')` followed by a bias: a
-/// depthwise 3×3 convolution (`SAME`, carrying the stride) then a 1×1 convolution with bias.
-/// Keys: `depthwise.weight`, `pointwise.weight`, `pointwise.bias`.
-#[derive(Module, Debug)]
-pub struct SeparableConv2d {
-    /// Depthwise 3×3, no bias.
-    pub depthwise: TfConv2d,
-    /// Pointwise 1×1 with bias.
-    pub pointwise: TfConv2d,
-}
-
-impl SeparableConv2d {
-    /// Loads a `c_in → c_out` separable convolution with a 3×3 depthwise kernel.
-    pub fn load(w: &Weights, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
-        Ok(SeparableConv2d {
-            depthwise: TfConv2d::load_depthwise(&w.pp("depthwise"), c_in, 3, stride, true)?,
-            pointwise: TfConv2d::load(&w.pp("pointwise"), c_in, c_out, 1, 1, false)?,
-        })
-    }
-
-    /// `[n, c_in, h, w]` → `[n, c_out, h', w']`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pointwise.forward(self.depthwise.forward(x))
-    }
-}
 
 /// Parses `bytes` (a safetensors file; `name` is used in errors), runs `load` on its root and
 /// checks that every key was used.
@@ -262,20 +112,4 @@ pub fn blaze_shortcut(x: Tensor<4>, stride: usize, pad_channels: usize) -> Tenso
     let [n, _, h, w] = x.dims();
     let zeros = Tensor::<4>::zeros([n, pad_channels, h, w], &x.device());
     Tensor::cat(vec![x, zeros], 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_padding;
-
-    #[test]
-    fn tf_same_padding() {
-        // 112 → 56 with a 3×3 stride-2 kernel: one pixel, at the end (PyTorch would pad 1/1).
-        assert_eq!(same_padding(112, 3, 2), (0, 1));
-        assert_eq!(same_padding(29, 3, 2), (1, 1));
-        assert_eq!(same_padding(15, 3, 2), (1, 1));
-        assert_eq!(same_padding(29, 1, 2), (0, 0));
-        assert_eq!(same_padding(56, 3, 1), (1, 1));
-        assert_eq!(same_padding(8, 3, 1), (1, 1));
-    }
 }

@@ -4,7 +4,7 @@
 //! training we measure the images themselves the way [`crate::eval`] measures generated ones:
 //! per labelled class, the share that mini-Xception (FER B, the independent judge, which never
 //! labels or selects data) puts in the same class, and the share in which BlazeFace finds a face
-//! ([`crate::eval::face_score`] ≥ [`crate::eval::FACE_THRESHOLD`]). It also reports the
+//! ([`crate::label::face_score`] ≥ [`crate::label::FACE_THRESHOLD`]). It also reports the
 //! percentiles of every AU label, from which a model's `au_range` (the data intensity that a
 //! request of 5 maps to) is taken.
 
@@ -13,12 +13,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::Record;
 use crate::au::FINEFACE;
+use crate::dataset::metadata::Record;
 use crate::error::{Error, Result};
-use crate::eval::{FACE_THRESHOLD, judge};
-use crate::face::CLASSES;
+use crate::expression::CLASSES;
 use crate::face::analyzer::FaceAnalyzer;
+use crate::label::{FACE_THRESHOLD, judge};
 
 /// The audit of one class (records whose label is that class).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct AuditItem {
     pub label: String,
     /// mini-Xception's label.
     pub judge: String,
-    /// [`crate::eval::face_score`] of the image.
+    /// [`crate::label::face_score`] of the image.
     pub face_score: f32,
 }
 
@@ -78,6 +78,18 @@ pub struct Audit {
     /// Every image (written to `audit.jsonl`, not to `audit.json`).
     #[serde(skip)]
     pub items: Vec<AuditItem>,
+}
+
+impl Audit {
+    /// Writes the report to `path` (JSON) and the per-image verdicts beside it (`.jsonl`).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::json("audit.json", e))?;
+        crate::files::write_atomic(path, &json)?;
+        crate::files::write_atomic(
+            &path.with_extension("jsonl"),
+            crate::files::to_jsonl(&self.items, "audit.jsonl")?.as_bytes(),
+        )
+    }
 }
 
 /// Audits `records` of the dataset folder `dir` (images read from `dir/file_name`);
@@ -108,15 +120,15 @@ pub fn audit(
         let (score, report) = judge(analyzer, w, &rgb)?;
         let face = score >= FACE_THRESHOLD;
         let verdict = report.expression.mini_xception.label;
-        let entry = classes.entry(r.expression.clone()).or_default();
+        let entry = classes.entry(r.label.clone()).or_default();
         entry.0 += 1;
-        entry.1 += usize::from(verdict == r.expression);
+        entry.1 += usize::from(verdict == r.label);
         entry.2 += usize::from(face);
         *entry.3.entry(verdict.to_string()).or_default() += 1;
         faces_total += usize::from(face);
         items.push(AuditItem {
             file_name: r.file_name.clone(),
-            label: r.expression.clone(),
+            label: r.label.clone(),
             judge: verdict.to_string(),
             face_score: score,
         });
@@ -216,13 +228,9 @@ mod tests {
 
     fn record(aus: &[(&str, f32)]) -> Record {
         Record {
-            file_name: String::new(),
-            caption: String::new(),
             aus: aus.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            expression: "neutral".into(),
-            probs: BTreeMap::new(),
-            source: String::new(),
-            provenance: BTreeMap::new(),
+            label: "neutral".into(),
+            ..Record::default()
         }
     }
 

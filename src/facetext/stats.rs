@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Record;
 use crate::au::FINEFACE;
-use crate::face::CLASSES;
+use crate::dataset::metadata::Record;
+use crate::expression::CLASSES;
 use crate::plot::Canvas;
 
 /// Summary of a dataset.
@@ -43,7 +43,7 @@ pub fn compute(records: &[Record]) -> Stats {
     let mut sums = vec![0.0f64; FINEFACE.codes.len()];
     let mut bins = vec![[0usize; 5]; FINEFACE.codes.len()];
     for r in records {
-        *classes.entry(r.expression.clone()).or_default() += 1;
+        *classes.entry(r.label.clone()).or_default() += 1;
         *sources.entry(r.source.clone()).or_default() += 1;
         if r.provenance.get("warp").is_some_and(|w| w != "none") {
             warped += 1;
@@ -115,4 +115,12 @@ pub fn plot(stats: &Stats) -> Canvas {
         c.text(gx, gy + 110, "0  1  2  3  4", 1, [90, 90, 90]);
     }
     c
+}
+
+/// Writes `stats.json` and `stats.png` into dataset folder `dir`.
+#[cfg(not(target_family = "wasm"))]
+pub fn write(stats: &Stats, dir: &std::path::Path) -> crate::Result<()> {
+    let json = serde_json::to_vec_pretty(stats).map_err(|e| crate::Error::json("stats.json", e))?;
+    crate::files::write_atomic(&dir.join("stats.json"), &json)?;
+    plot(stats).save(&dir.join("stats.png"))
 }

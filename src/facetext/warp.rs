@@ -11,9 +11,9 @@
 //! dark mouth cavity with the upper teeth showing (a stretched lip is not an open mouth).
 
 use crate::face::align::{eye_distance, mesh_eye_centres};
-use crate::face::analyzer::RgbView;
 use crate::face::au_estimator::Landmarks;
 use crate::face::mesh::LANDMARKS;
+use crate::image::RgbView;
 
 const RIGHT_BROW: [usize; 10] = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55];
 const LEFT_BROW: [usize; 10] = [300, 293, 334, 296, 336, 276, 283, 282, 295, 285];

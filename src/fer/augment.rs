@@ -9,18 +9,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Augmentation settings.
+/// Augmentation settings (also flags of `synfer fer train`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
 pub struct Augment {
     /// Mirror with probability ½.
+    #[cfg_attr(feature = "native", arg(skip = true))]
     pub flip: bool,
-    /// Smallest crop side as a fraction of the image side (1: no cropping).
+    /// Smallest random crop side as a fraction of the image side (1: no cropping).
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0.8))]
     pub crop_min: f64,
-    /// Largest relative change of brightness, contrast and saturation (0: off).
+    /// Colour jitter: largest relative change of brightness, contrast and saturation (0: off).
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0.3))]
     pub colour: f64,
     /// Probability of converting to grey.
+    #[cfg_attr(
+        feature = "native",
+        arg(id = "grey_prob", long = "grey-prob", default_value_t = 0.2)
+    )]
     pub grey: f64,
     /// Probability of reducing the resolution to a random side in `[side / 3, side]`.
+    #[cfg_attr(feature = "native", arg(long = "low-res-prob", default_value_t = 0.3))]
     pub low_res: f64,
 }
 

@@ -13,11 +13,10 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::classes::canonical_index;
 use super::net::{Arch, FerNet};
 use crate::error::{Error, Result};
-use crate::face::analyzer::{RgbView, crop_and_resize};
-use crate::guidance::semantic::resize_whole;
+use crate::expression::canonical_index;
+use crate::image::{RgbView, crop_and_resize, resize_whole};
 use crate::weights::TensorStore;
 
 /// Smallest supported input side.
@@ -38,7 +37,7 @@ pub struct FerConfig {
     pub channels: usize,
     /// Base width.
     pub width: usize,
-    /// Output class names, canonical (see [`super::classes`]).
+    /// Output class names, canonical (see [`crate::expression`]).
     pub classes: Vec<String>,
     /// Standardise each image (per channel: subtract its mean, divide by its standard
     /// deviation) instead of mapping `[0, 1]` to `[−1, 1]`: removes global brightness and
@@ -201,7 +200,7 @@ impl FerClassifier {
         self.net.forward(self.normalise(x))
     }
 
-    /// Logits of the canonical 7 classes ([`crate::face::CLASSES`]) for RGB images
+    /// Logits of the canonical 7 classes ([`CLASSES`](crate::expression::CLASSES)) for RGB images
     /// `[n, h, w, 3]` in `[0, 1]`: classes the model lacks get −1e4, extra ones (contempt) are
     /// left out. Differentiable (for semantic guidance).
     pub fn canonical_logits(&self, nhwc: Tensor<4>) -> Tensor<2> {

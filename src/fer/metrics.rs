@@ -44,6 +44,31 @@ pub struct Metrics {
     pub confusion: Confusion,
 }
 
+impl Metrics {
+    /// The report `synfer fer` prints: the headline numbers under `title`, then a line per
+    /// class (support, accuracy, precision, F1).
+    pub fn report(&self, title: &str) -> String {
+        let mut out = format!(
+            "{title}: accuracy {:.2} %, mean class accuracy {:.2} %, macro-F1 {:.3} ({} images)\n",
+            100.0 * self.accuracy,
+            100.0 * self.mean_class_accuracy,
+            self.macro_f1,
+            self.images
+        );
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
+        for (name, c) in &self.per_class {
+            out.push_str(&format!(
+                "  {name:<10} n={:<5} accuracy {:>5} %  precision {:>5} %  F1 {}\n",
+                c.support,
+                pct(c.accuracy),
+                pct(c.precision),
+                c.f1.map_or("-".into(), |v| format!("{v:.3}"))
+            ));
+        }
+        out
+    }
+}
+
 impl Confusion {
     /// An empty matrix over `classes`.
     pub fn new(classes: Vec<String>) -> Self {

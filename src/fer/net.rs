@@ -18,8 +18,8 @@ use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::face::{SeparableConv2d, TfConv2d, max_pool_3x3_same};
 use crate::nn::GroupNorm;
+use crate::nn::{Conv2d, SeparableConv2d, max_pool_3x3_same};
 use crate::weights::Weights;
 
 /// The architecture of a classifier.
@@ -83,7 +83,7 @@ fn global_mean(x: Tensor<4>) -> Tensor<2> {
 #[derive(Module, Debug)]
 pub struct ConvNorm {
     /// The convolution (TensorFlow `SAME` or `VALID` padding).
-    pub conv: TfConv2d,
+    pub conv: Conv2d,
     /// Its normalisation.
     pub norm: GroupNorm,
 }
@@ -102,7 +102,7 @@ impl ConvNorm {
         same: bool,
     ) -> Result<Self> {
         Ok(ConvNorm {
-            conv: TfConv2d::load(&w.pp("conv"), c_in, c_out, kernel, stride, same)?,
+            conv: Conv2d::load_tf(&w.pp("conv"), c_in, c_out, kernel, stride, same)?,
             norm: GroupNorm::load(&w.pp("norm"), norm_groups(c_out), c_out, 1e-5)?,
         })
     }
@@ -163,7 +163,7 @@ pub struct ResNet18 {
     pub blocks: Vec<BasicBlock>,
     /// `8w → classes`, as a 1×1 convolution on the pooled features (stored `[out, in, 1, 1]`,
     /// the layout its key holds).
-    pub fc: TfConv2d,
+    pub fc: Conv2d,
 }
 
 impl ResNet18 {
@@ -185,7 +185,7 @@ impl ResNet18 {
                 c_in = c_out;
             }
         }
-        let fc = TfConv2d::load(&w.pp("fc"), c_in, classes, 1, 1, false)?;
+        let fc = Conv2d::load_tf(&w.pp("fc"), c_in, classes, 1, 1, false)?;
         Ok(ResNet18 { stem, blocks, fc })
     }
 
@@ -245,7 +245,7 @@ pub struct MiniXception {
     /// Four residual blocks, `2w, 4w, 8w, 16w`.
     pub blocks: Vec<XceptionBlock>,
     /// 3×3 `SAME`, `16w → classes`.
-    pub head: TfConv2d,
+    pub head: Conv2d,
 }
 
 impl MiniXception {
@@ -261,7 +261,7 @@ impl MiniXception {
             stem1: ConvNorm::load_padded(&w.pp("stem1"), channels, width, 3, 1, false)?,
             stem2: ConvNorm::load_padded(&w.pp("stem2"), width, width, 3, 1, false)?,
             blocks,
-            head: TfConv2d::load(&w.pp("head"), c_in, classes, 3, 1, true)?,
+            head: Conv2d::load_tf(&w.pp("head"), c_in, classes, 3, 1, true)?,
         })
     }
 

@@ -19,18 +19,19 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::Augment;
 use super::classifier::{FerClassifier, FerConfig};
-use super::dataset::LabelledImages;
 use super::metrics::{Confusion, Metrics};
+use crate::dataset::LabelledImages;
 use crate::error::{Error, Result};
-use crate::face::argmax;
+use crate::expression::argmax;
 use crate::files::{read_jsonl, to_jsonl, write_atomic};
 use crate::plot::Canvas;
+use crate::rng::{mix, step_rng};
+use crate::train::batches::Batches;
 use crate::train::ema::Ema;
 use crate::train::params;
 use crate::train::run::{
     LoopConfig, LossEntry, RunDir, plot_frame, step_axis_labels, train_with_hook,
 };
-use crate::train::schedule::{Batches, mix, step_rng};
 use crate::train::tensors::{self, Precision};
 
 /// Settings of a classifier training run (saved as `train.json`).
@@ -219,7 +220,7 @@ pub fn evaluate(
     let outputs: Vec<Option<usize>> = classes
         .iter()
         .map(|&c| {
-            let canonical = super::classes::canonical_index(&data.classes[c]);
+            let canonical = crate::expression::canonical_index(&data.classes[c]);
             model.canonical.iter().position(|&m| Some(m) == canonical)
         })
         .collect();
@@ -315,7 +316,7 @@ pub struct Trained {
 /// A classifier with the weights `values` on `device`.
 fn with_weights(
     config: &FerConfig,
-    values: &BTreeMap<String, crate::pipeline::latents::HostTensor>,
+    values: &BTreeMap<String, crate::tensor::HostTensor>,
     device: &Device,
 ) -> Result<FerClassifier> {
     params::write(FerClassifier::init(config, 0, device)?, values, "weights")

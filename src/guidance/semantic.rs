@@ -7,6 +7,11 @@
 //! [`FaceAnalyzer::analyze_cropped`](crate::face::analyzer::FaceAnalyzer::analyze_cropped)
 //! feeds the classifiers) and the classifier, so the pipeline must live on an autodiff device
 //! (`device.autodiff()`), with its modules frozen (`no_grad`): only the embedding is a leaf.
+//!
+//! The algorithm is here ([`SemanticGuider::update`], [`SemanticGuider::gradient`]); the
+//! generation loop supplies the differentiable map from a text context to the decoded `x̂0`
+//! of the current step (UNet, classifier-free combination, the scheduler's
+//! `pred_original_sample`, VAE decoder).
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -14,11 +19,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::expression::Expression;
 use crate::face::analyzer::{FER_A_BYTES, FER_B_BYTES};
+use crate::face::face_api::INPUT_SIZE as FACE_API_SIZE;
 use crate::face::face_api::{self, FaceApiExpression};
 use crate::face::mini_xception::{self, MiniXception};
-use crate::face::{CLASSES, face_api::INPUT_SIZE as FACE_API_SIZE};
 use crate::fer::FerClassifier;
+use crate::image::resize_whole;
 
 /// The classifier that guides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +38,7 @@ pub enum GuideClassifier {
     #[serde(rename = "mini-xception")]
     MiniXception,
     /// A classifier trained with `synfer fer train`, loaded by
-    /// [`SemanticGuide::with_trained`].
+    /// [`SemanticGuider::with_trained`].
     #[serde(rename = "trained")]
     Trained,
 }
@@ -128,6 +135,42 @@ impl SemanticGuidance {
         Ok(())
     }
 
+    /// Settings from command-line flags: strength `scale`, window `FROM:TO`, classifier name
+    /// (default `trained` when a trained classifier is given, else face-api), per-token
+    /// normalisation; validated.
+    pub fn from_flags(
+        scale: f64,
+        window: Option<&str>,
+        classifier: Option<&str>,
+        per_token: bool,
+        trained: bool,
+    ) -> Result<Self> {
+        let mut sg = SemanticGuidance {
+            scale,
+            per_token,
+            ..SemanticGuidance::default()
+        };
+        if let Some(w) = window {
+            let parsed = w
+                .split_once(':')
+                .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]));
+            sg.window = parsed.ok_or_else(|| {
+                Error::request(
+                    "sg-window",
+                    format!("{w:?}: expected FROM:TO, e.g. 0.4:1.0"),
+                )
+            })?;
+        }
+        if trained {
+            sg.classifier = GuideClassifier::Trained;
+        }
+        if let Some(c) = classifier {
+            sg.classifier = c.parse()?;
+        }
+        sg.validate()?;
+        Ok(sg)
+    }
+
     /// Whether step `i` of `total` is guided.
     pub fn guides(&self, i: usize, total: usize) -> bool {
         let f = i as f64 / total.max(1) as f64;
@@ -135,9 +178,11 @@ impl SemanticGuidance {
     }
 }
 
-/// The guiding classifiers, on the pipeline's autodiff device, frozen.
+/// The guider: the guiding classifiers (on the pipeline's autodiff device, frozen) and the
+/// algorithm that moves the text embedding with them. Generation calls it in the guided
+/// window ([`SemanticGuidance::guides`]) through [`SemanticGuider::update`].
 #[derive(Debug)]
-pub struct SemanticGuide {
+pub struct SemanticGuider {
     /// FER A.
     pub fer_a: FaceApiExpression,
     /// FER B.
@@ -146,7 +191,7 @@ pub struct SemanticGuide {
     pub trained: Option<FerClassifier>,
 }
 
-impl SemanticGuide {
+impl SemanticGuider {
     /// The embedded classifiers on `device`.
     pub fn embedded(device: &Device) -> Result<Self> {
         Self::from_bytes(FER_A_BYTES, FER_B_BYTES, device)
@@ -154,7 +199,7 @@ impl SemanticGuide {
 
     /// The classifiers from their safetensors files (`assets/face/` layouts) held in memory.
     pub fn from_bytes(fer_a: &[u8], fer_b: &[u8], device: &Device) -> Result<Self> {
-        Ok(SemanticGuide {
+        Ok(SemanticGuider {
             fer_a: FaceApiExpression::from_bytes("fer_a_face_api", fer_a, device)?.no_grad(),
             fer_b: MiniXception::from_bytes("fer_b_mini_xception", fer_b, device)?.no_grad(),
             trained: None,
@@ -188,7 +233,102 @@ impl SemanticGuide {
         Ok((log_softmax(logits, 1) * onehot).sum().neg())
     }
 
-    /// Class logits in canonical order ([`CLASSES`]) for RGB images `[n, 3, h, w]` in `[0, 1]`.
+    /// The target class of every image of a batch: `(expression, images)` per request. Every
+    /// request needs one of the seven classes the classifiers know.
+    pub fn targets(
+        requests: impl IntoIterator<Item = (Option<Expression>, usize)>,
+    ) -> Result<Vec<usize>> {
+        let mut targets = Vec::new();
+        for (expression, images) in requests {
+            let class = expression
+                .map(Expression::index)
+                .filter(|&i| i < 7)
+                .ok_or_else(|| {
+                    Error::request(
+                        "semantic_guidance",
+                        format!(
+                            "{:?} is not one of the classifiers' 7 classes",
+                            expression.map_or("", Expression::name)
+                        ),
+                    )
+                })?;
+            targets.extend(std::iter::repeat_n(class, images));
+        }
+        Ok(targets)
+    }
+
+    /// One update of the conditional half of `context` (`[uncond; cond]` with `n` images each
+    /// under classifier-free guidance, else `cond`): `c ← c − λ · g / ‖g‖` (per image, or per
+    /// token with `per_token`), `g` from [`SemanticGuider::gradient`].
+    pub fn update(
+        &self,
+        settings: &SemanticGuidance,
+        targets: &[usize],
+        context: Tensor<3>,
+        n: usize,
+        predict: impl FnOnce(Tensor<3>) -> Tensor<4>,
+    ) -> Result<Tensor<3>> {
+        let [b, len, d] = context.dims();
+        let (uncond, cond) = if b == 2 * n {
+            (
+                Some(context.clone().slice([0..n, 0..len, 0..d])),
+                context.slice([n..b, 0..len, 0..d]),
+            )
+        } else {
+            (None, context)
+        };
+        let (_, g) = self.gradient(
+            settings.classifier,
+            targets,
+            cond.clone(),
+            uncond.clone(),
+            predict,
+        )?;
+        let norm = if settings.per_token {
+            g.clone().powi_scalar(2).sum_dim(2).sqrt()
+        } else {
+            g.clone()
+                .powi_scalar(2)
+                .reshape([n, len * d])
+                .sum_dim(1)
+                .sqrt()
+                .reshape([n, 1, 1])
+        };
+        let cond = cond - g / (norm + 1e-12) * settings.scale;
+        Ok(match uncond {
+            Some(u) => Tensor::cat(vec![u, cond], 0),
+            None => cond,
+        })
+    }
+
+    /// The loss `Σᵢ −log p(targetᵢ | x̂0ᵢ)` (a 1-element tensor) and its gradient with respect
+    /// to the conditional embedding `cond` `[n, len, d]`. `predict` maps the text context
+    /// (`[uncond; cond]` when `uncond` is given, else `cond`; the conditional half is the
+    /// autodiff leaf) to the decoded `x̂0` images `[n, 3, h, w]` in `[0, 1]`.
+    pub fn gradient(
+        &self,
+        classifier: GuideClassifier,
+        targets: &[usize],
+        cond: Tensor<3>,
+        uncond: Option<Tensor<3>>,
+        predict: impl FnOnce(Tensor<3>) -> Tensor<4>,
+    ) -> Result<(Tensor<1>, Tensor<3>)> {
+        let leaf = cond.detach().autodiff().require_grad();
+        let context = match uncond {
+            Some(u) => Tensor::cat(vec![u.detach().autodiff(), leaf.clone()], 0),
+            None => leaf.clone(),
+        };
+        let loss = self.loss(classifier, predict(context), targets)?;
+        // Returned as a tensor: a synchronous read-back is impossible on WebGPU in the browser.
+        let value = loss.clone().detach();
+        let grads = loss.backward();
+        let g = leaf.grad(&grads).ok_or_else(|| {
+            Error::Device("semantic guidance: no gradient reached the text embedding".into())
+        })?;
+        Ok((value, g))
+    }
+
+    /// Class logits in canonical order ([`CLASSES`](crate::expression::CLASSES)) for RGB images `[n, 3, h, w]` in `[0, 1]`.
     pub fn logits(&self, classifier: GuideClassifier, images: Tensor<4>) -> Result<Tensor<2>> {
         let nhwc = images.permute([0, 2, 3, 1]);
         match classifier {
@@ -204,82 +344,11 @@ impl SemanticGuide {
                 let model = self.trained.as_ref().ok_or_else(|| {
                     Error::request(
                         "semantic_guidance.classifier",
-                        "\"trained\" needs a trained classifier (--sg-model, SemanticGuide::with_trained)",
+                        "\"trained\" needs a trained classifier (--sg-model, SemanticGuider::with_trained)",
                     )
                 })?;
                 Ok(model.canonical_logits(nhwc))
             }
-        }
-    }
-}
-
-/// The canonical index of an expression name.
-pub fn class_index(name: &str) -> Option<usize> {
-    CLASSES.iter().position(|c| *c == name)
-}
-
-/// TensorFlow `cropAndResize` of each whole image (`[n, h, w, 3]`) to `side × side`
-/// (bilinear, corners aligned: source `o · (len − 1) / (side − 1)`), as two matrix products so
-/// that it differentiates like any matmul.
-pub fn resize_whole(images: Tensor<4>, side: usize) -> Tensor<4> {
-    let [n, h, w, c] = images.dims();
-    if h == side && w == side {
-        return images;
-    }
-    let device = images.device();
-    let weights = |len: usize| -> Tensor<2> {
-        let mut m = vec![0f32; side * len];
-        for o in 0..side {
-            let v = if side > 1 {
-                o as f64 * (len - 1) as f64 / (side - 1) as f64
-            } else {
-                0.5 * (len - 1) as f64
-            };
-            let lo = v.floor() as usize;
-            let hi = v.ceil() as usize;
-            let f = (v - lo as f64) as f32;
-            m[o * len + lo] += 1.0 - f;
-            m[o * len + hi.min(len - 1)] += f;
-        }
-        Tensor::from_data(TensorData::new(m, [side, len]), &device)
-    };
-    let (ry, rx) = (weights(h), weights(w));
-    // Rows: [side, h] × [n, h, w·c] → [n, side, w·c].
-    let rows = ry
-        .unsqueeze::<3>()
-        .expand([n, side, h])
-        .matmul(images.reshape([n, h, w * c]));
-    // Columns: [n·side, w, c] with [side, w] on the left.
-    let cols = rx
-        .unsqueeze::<3>()
-        .expand([n * side, side, w])
-        .matmul(rows.reshape([n * side, w, c]));
-    cols.reshape([n, side, side, c])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::face::analyzer::{RgbView, crop_and_resize};
-
-    #[test]
-    fn resize_matches_the_analyzers_crop_and_resize() {
-        let device = Device::flex();
-        let (w, h) = (5usize, 4usize);
-        let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
-        let want = crop_and_resize(
-            RgbView::new(w, h, &pixels).unwrap(),
-            [0.0, 0.0, w as f64, h as f64],
-            7,
-        );
-        let x = Tensor::<4>::from_data(
-            TensorData::new(pixels.iter().map(|v| f32::from(*v)).collect(), [1, h, w, 3]),
-            &device,
-        );
-        let got: Vec<f32> = resize_whole(x, 7).into_data().try_into_vec_as().unwrap();
-        assert_eq!(got.len(), want.len());
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }
     }
 }

@@ -4,48 +4,77 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::au::Expression;
+use crate::au::conditioning::AuRequest;
 use crate::error::{Error, Result};
+use crate::expression::Expression;
 use crate::guidance::semantic::SemanticGuidance;
 use crate::scheduler::SchedulerKind;
 
-/// One text-to-image request.
+/// One text-to-image request (also the flags of `synfer generate`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateRequest {
     /// The prompt.
+    #[cfg_attr(feature = "native", arg(long))]
     pub prompt: String,
     /// Negative prompt (the unconditional branch of classifier-free guidance); empty = `""`.
+    #[cfg_attr(feature = "native", arg(long))]
     pub negative_prompt: Option<String>,
     /// Denoising steps.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 25))]
     pub steps: usize,
     /// Classifier-free guidance scale; ≤ 1 disables guidance (one UNet pass per step).
+    #[cfg_attr(feature = "native", arg(long = "guidance", default_value_t = 7.5))]
     pub guidance_scale: f64,
     /// Seed of the initial noise; image `i` of a batch uses `seed + i`.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0))]
     pub seed: u64,
     /// Output width in pixels (default: the model's native size).
+    #[cfg_attr(feature = "native", arg(long))]
     pub width: Option<usize>,
     /// Output height in pixels (default: the model's native size).
+    #[cfg_attr(feature = "native", arg(long))]
     pub height: Option<usize>,
-    /// Images to generate in one batch.
+    /// Images to generate in one batch (image `i` of the CLI's output gets a `-i` suffix).
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 1))]
     pub num_images: usize,
     /// Replace the model's scheduler (keeping its shared settings, like diffusers' `from_config`):
-    /// `ddim`, `dpm++`, `euler` or `pndm`.
+    /// `ddim`, `dpm++`, `euler` or `pndm` (`plms`).
     #[serde(with = "scheduler_name")]
+    #[cfg_attr(feature = "native", arg(long, value_parser = parse_scheduler))]
     pub scheduler: Option<SchedulerKind>,
     /// Skip this many final CLIP layers (diffusers' `clip_skip`).
+    #[cfg_attr(feature = "native", arg(long))]
     pub clip_skip: Option<usize>,
-    /// Target expression: sets the AU vector to the expression's prototype (see
-    /// [`Expression::prototype`]) and, unless the prompt already names it, adds it to the prompt
-    /// (see [`GenerateRequest::effective_prompt`]).
+    /// Target expression (neutral, happy, sad, angry, fearful, disgusted, surprised,
+    /// contempt): sets the AU vector to the expression's prototype (see
+    /// [`Expression::prototype`](crate::expression::Expression::prototype)) and, unless the
+    /// prompt already names it, adds it to the prompt (see
+    /// [`GenerateRequest::effective_prompt`]).
+    #[cfg_attr(feature = "native", arg(long))]
     pub expression: Option<Expression>,
-    /// Action-unit intensities (`{"AU12": 4}`), applied over the expression prototype.
-    /// Needs a model with an AU adapter.
+    /// Action-unit intensities (`{"AU12": 4}`; on the command line `AU12=4,AU6=3`), each
+    /// replacing the expression prototype's value. Needs a model with an AU adapter.
+    #[cfg_attr(feature = "native", arg(long = "au", value_parser = parse_aus))]
     pub aus: Option<BTreeMap<String, f32>>,
     /// Weight of the AU branch (default: the adapter's `default_au_scale`, usually 1).
+    #[cfg_attr(feature = "native", arg(long))]
     pub au_scale: Option<f64>,
     /// Semantic guidance toward the request's expression (needs `expression`).
+    #[cfg_attr(feature = "native", arg(skip))]
     pub semantic_guidance: Option<SemanticGuidance>,
+}
+
+#[cfg(feature = "native")]
+fn parse_scheduler(s: &str) -> std::result::Result<SchedulerKind, String> {
+    s.parse()
+        .map_err(|e: crate::scheduler::SchedulerError| e.to_string())
+}
+
+#[cfg(feature = "native")]
+fn parse_aus(s: &str) -> std::result::Result<BTreeMap<String, f32>, String> {
+    crate::au::vector::parse_spec(s).map_err(|e| e.to_string())
 }
 
 impl Default for GenerateRequest {
@@ -130,6 +159,16 @@ impl GenerateRequest {
             }
         }
         Ok(())
+    }
+
+    /// What this request asks of the AU branch, for its `num_images` images.
+    pub fn au_request(&self) -> AuRequest<'_> {
+        AuRequest {
+            expression: self.expression,
+            aus: self.aus.as_ref(),
+            au_scale: self.au_scale,
+            images: self.num_images,
+        }
     }
 
     /// The prompt actually encoded. With an expression: unchanged if it already names the

@@ -85,6 +85,16 @@ impl MemorySource {
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
     }
+
+    /// The built-in model's files ([`crate::default_model`]).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn built_in() -> Self {
+        let mut src = MemorySource::new(crate::default_model::NAME);
+        for (rel, bytes) in crate::default_model::FILES {
+            src.insert(rel, bytes.to_vec());
+        }
+        src
+    }
 }
 
 impl FileSource for MemorySource {

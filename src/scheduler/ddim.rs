@@ -3,7 +3,8 @@
 use burn::tensor::Tensor;
 
 use super::StepOutput;
-use super::config::{DdimParams, PredictionType, SchedulerError, TimestepSpacing};
+use super::config::{SchedulerConfig, SchedulerError};
+use super::params::*;
 use super::schedule::{self, np_arange, np_linspace, np_round};
 use super::threshold::threshold_sample;
 
@@ -145,6 +146,46 @@ impl Ddim {
         let alpha = self.alphas_cumprod[self.timesteps[step_index] as usize];
         original.mul_scalar(f64::from(alpha.sqrt()))
             + noise.mul_scalar(f64::from((1.0 - alpha).sqrt()))
+    }
+}
+
+/// Resolved `DDIMScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DdimParams {
+    pub beta: BetaParams,
+    pub prediction: PredictionType,
+    pub spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    /// `Some(range)` when `clip_sample` is on.
+    pub clip_sample_range: Option<f64>,
+    pub set_alpha_to_one: bool,
+    pub thresholding: Option<Thresholding>,
+}
+
+impl DdimParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let clip_sample_range = if c.clip_sample.unwrap_or(true) {
+            let r = c.clip_sample_range.unwrap_or(1.0);
+            if !(r >= 0.0 && r.is_finite()) {
+                return Err(SchedulerError::InvalidValue {
+                    key: "clip_sample_range",
+                    value: r.to_string(),
+                    reason: "must be a non-negative finite number".into(),
+                });
+            }
+            Some(r)
+        } else {
+            None
+        };
+        Ok(Self {
+            beta: BetaParams::resolve(c)?,
+            prediction: prediction(c, &[])?,
+            spacing: spacing(c, TimestepSpacing::Leading)?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            clip_sample_range,
+            set_alpha_to_one: c.set_alpha_to_one.unwrap_or(true),
+            thresholding: thresholding(c)?,
+        })
     }
 }
 

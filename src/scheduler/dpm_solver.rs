@@ -9,10 +9,8 @@
 use burn::tensor::Tensor;
 
 use super::StepOutput;
-use super::config::{
-    AlgorithmType, BetaSchedule, DpmParams, FinalSigmas, PredictionType, SchedulerError,
-    SigmaSpacing, SolverType, TimestepSpacing,
-};
+use super::config::{SchedulerConfig, SchedulerError};
+use super::params::*;
 use super::schedule::{
     self, beta_sigmas, exponential_sigmas, interp_on_index_grid, karras_sigmas, lu_lambdas,
     np_arange, np_linspace, np_round, sigma_to_alpha_sigma_t, sigma_to_t,
@@ -382,5 +380,133 @@ impl DpmSolver {
     pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Tensor<4> {
         let (alpha_t, sigma_t) = sigma_to_alpha_sigma_t(self.sigmas[step_index]);
         original.mul_scalar(f64::from(alpha_t)) + noise.mul_scalar(f64::from(sigma_t))
+    }
+}
+
+/// Resolved `DPMSolverMultistepScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DpmParams {
+    pub beta: BetaParams,
+    pub solver_order: usize,
+    pub prediction: PredictionType,
+    pub thresholding: Option<Thresholding>,
+    pub algorithm: AlgorithmType,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    pub sigma_spacing: SigmaSpacing,
+    pub final_sigmas: FinalSigmas,
+    pub lambda_min_clipped: f64,
+    pub learned_variance: bool,
+    pub spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    /// `sigma_min`/`sigma_max` only reach DPM-Solver as keys carried over from another class's
+    /// config (diffusers reads them with `hasattr(self.config, ...)`).
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+}
+
+impl DpmParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        // diffusers' precedence: Karras, then Lu lambdas, then exponential / beta sigmas.
+        let sigma_spacing = match sigma_spacing(c)? {
+            SigmaSpacing::Karras => SigmaSpacing::Karras,
+            _ if c.use_lu_lambdas.unwrap_or(false) => SigmaSpacing::Lu,
+            other => other,
+        };
+        if c.use_flow_sigmas.unwrap_or(false) {
+            return Err(SchedulerError::Unsupported {
+                key: "use_flow_sigmas",
+                value: "true".into(),
+                reason: "flow-matching sigmas are not implemented".into(),
+            });
+        }
+        let solver_order = c.solver_order.unwrap_or(2);
+        if !(1..=3).contains(&solver_order) {
+            return Err(SchedulerError::InvalidValue {
+                key: "solver_order",
+                value: solver_order.to_string(),
+                reason: "must be 1, 2 or 3".into(),
+            });
+        }
+        let algorithm = match c.algorithm_type.as_deref() {
+            None | Some("dpmsolver++") | Some("deis") => AlgorithmType::DpmSolverPlusPlus,
+            Some("dpmsolver") => AlgorithmType::DpmSolver,
+            Some(v @ ("sde-dpmsolver" | "sde-dpmsolver++")) => {
+                return Err(SchedulerError::Unsupported {
+                    key: "algorithm_type",
+                    value: format!("{v:?}"),
+                    reason: "stochastic (SDE) DPM-Solver variants are not implemented".into(),
+                });
+            }
+            Some(v) => {
+                return Err(SchedulerError::InvalidValue {
+                    key: "algorithm_type",
+                    value: format!("{v:?}"),
+                    reason: "expected one of dpmsolver++, dpmsolver, deis".into(),
+                });
+            }
+        };
+        let solver_type = parse_choice(
+            "solver_type",
+            c.solver_type.as_deref(),
+            SolverType::Midpoint,
+            &[
+                ("midpoint", SolverType::Midpoint),
+                ("heun", SolverType::Heun),
+                ("logrho", SolverType::Midpoint),
+                ("bh1", SolverType::Midpoint),
+                ("bh2", SolverType::Midpoint),
+            ],
+        )?;
+        let final_sigmas = final_sigmas(c)?;
+        // diffusers checks the raw value, so `deis` (run as dpmsolver++) is rejected here too.
+        let raw_algorithm = c.algorithm_type.as_deref().unwrap_or("dpmsolver++");
+        if raw_algorithm != "dpmsolver++" && final_sigmas == FinalSigmas::Zero {
+            return Err(SchedulerError::InvalidValue {
+                key: "final_sigmas_type",
+                value: "\"zero\"".into(),
+                reason: format!("algorithm_type {raw_algorithm} needs final_sigmas_type sigma_min"),
+            });
+        }
+        let lambda_min_clipped = c.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
+        if lambda_min_clipped.is_nan() {
+            return Err(SchedulerError::InvalidValue {
+                key: "lambda_min_clipped",
+                value: "NaN".into(),
+                reason: "must be a number".into(),
+            });
+        }
+        let learned_variance = parse_choice(
+            "variance_type",
+            c.variance_type.as_deref(),
+            false,
+            &[
+                ("learned", true),
+                ("learned_range", true),
+                ("fixed_small", false),
+                ("fixed_small_log", false),
+                ("fixed_large", false),
+                ("fixed_large_log", false),
+            ],
+        )?;
+        Ok(Self {
+            beta: BetaParams::resolve(c)?,
+            solver_order,
+            prediction: prediction(c, &[])?,
+            thresholding: thresholding(c)?,
+            algorithm,
+            solver_type,
+            lower_order_final: c.lower_order_final.unwrap_or(true),
+            euler_at_final: c.euler_at_final.unwrap_or(false),
+            sigma_spacing,
+            final_sigmas,
+            lambda_min_clipped,
+            learned_variance,
+            spacing: spacing(c, TimestepSpacing::Linspace)?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            sigma_min: positive_sigma("sigma_min", c.sigma_min)?,
+            sigma_max: positive_sigma("sigma_max", c.sigma_max)?,
+        })
     }
 }

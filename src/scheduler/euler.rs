@@ -7,10 +7,8 @@
 use burn::tensor::Tensor;
 
 use super::StepOutput;
-use super::config::{
-    EulerParams, FinalSigmas, Interpolation, PredictionType, SchedulerError, SigmaSpacing,
-    TimestepSpacing,
-};
+use super::config::{SchedulerConfig, SchedulerError};
+use super::params::*;
 use super::schedule::{
     self, beta_sigmas, exponential_sigmas, interp_on_index_grid, karras_sigmas, np_arange,
     np_linspace, np_round, sigma_to_t, torch_linspace_f32,
@@ -182,5 +180,51 @@ impl Euler {
 
     pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Tensor<4> {
         original + noise.mul_scalar(f64::from(self.sigmas[step_index]))
+    }
+}
+
+/// Resolved `EulerDiscreteScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EulerParams {
+    pub beta: BetaParams,
+    pub prediction: PredictionType,
+    pub interpolation: Interpolation,
+    pub sigma_spacing: SigmaSpacing,
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    pub spacing: TimestepSpacing,
+    /// `timestep_type = "continuous"`.
+    pub continuous_timesteps: bool,
+    pub steps_offset: i64,
+    pub final_sigmas: FinalSigmas,
+}
+
+impl EulerParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        Ok(Self {
+            beta: BetaParams::resolve(c)?,
+            prediction: prediction(c, &[("original_sample", PredictionType::Sample)])?,
+            interpolation: parse_choice(
+                "interpolation_type",
+                c.interpolation_type.as_deref(),
+                Interpolation::Linear,
+                &[
+                    ("linear", Interpolation::Linear),
+                    ("log_linear", Interpolation::LogLinear),
+                ],
+            )?,
+            sigma_spacing: sigma_spacing(c)?,
+            sigma_min: positive_sigma("sigma_min", c.sigma_min)?,
+            sigma_max: positive_sigma("sigma_max", c.sigma_max)?,
+            spacing: spacing(c, TimestepSpacing::Linspace)?,
+            continuous_timesteps: parse_choice(
+                "timestep_type",
+                c.timestep_type.as_deref(),
+                false,
+                &[("discrete", false), ("continuous", true)],
+            )?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            final_sigmas: final_sigmas(c)?,
+        })
     }
 }

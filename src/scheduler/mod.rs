@@ -33,6 +33,7 @@ mod config;
 mod ddim;
 mod dpm_solver;
 mod euler;
+mod params;
 mod pndm;
 pub mod schedule;
 mod threshold;
@@ -41,11 +42,11 @@ use burn::tensor::Tensor;
 
 pub use config::{SchedulerConfig, SchedulerError, SchedulerKind};
 
-use config::{DdimParams, DpmParams, EulerParams, PndmParams};
-use ddim::Ddim;
-use dpm_solver::DpmSolver;
-use euler::Euler;
-use pndm::Pndm;
+use ddim::{Ddim, DdimParams};
+use dpm_solver::{DpmParams, DpmSolver};
+use euler::{Euler, EulerParams};
+use params::PredictionType;
+use pndm::{Pndm, PndmParams};
 
 /// The largest `num_inference_steps` that [`SchedulerConfig::build`] accepts.
 pub const MAX_INFERENCE_STEPS: usize = 100_000;
@@ -77,6 +78,7 @@ pub struct StepOutput {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     inner: Inner,
+    prediction: PredictionType,
     timesteps: Vec<f64>,
     sigmas: Option<Vec<f64>>,
     alphas_cumprod: Vec<f64>,
@@ -111,8 +113,10 @@ impl SchedulerConfig {
             SchedulerKind::Ddim => {
                 let params = DdimParams::resolve(self)?;
                 let num_train_timesteps = params.beta.num_train_timesteps;
+                let prediction = params.prediction;
                 let ddim = Ddim::new(params, num_inference_steps)?;
                 Scheduler {
+                    prediction,
                     timesteps: ddim.timesteps.iter().map(|&t| t as f64).collect(),
                     sigmas: None,
                     alphas_cumprod: widen(ddim.alphas_cumprod()),
@@ -123,8 +127,10 @@ impl SchedulerConfig {
             SchedulerKind::DpmSolverMultistep => {
                 let params = DpmParams::resolve(self)?;
                 let num_train_timesteps = params.beta.num_train_timesteps;
+                let prediction = params.prediction;
                 let dpm = DpmSolver::new(params, num_inference_steps)?;
                 Scheduler {
+                    prediction,
                     timesteps: dpm.timesteps.iter().map(|&t| t as f64).collect(),
                     sigmas: Some(widen(&dpm.sigmas)),
                     alphas_cumprod: widen(dpm.alphas_cumprod()),
@@ -135,8 +141,10 @@ impl SchedulerConfig {
             SchedulerKind::EulerDiscrete => {
                 let params = EulerParams::resolve(self)?;
                 let num_train_timesteps = params.beta.num_train_timesteps;
+                let prediction = params.prediction;
                 let euler = Euler::new(params, num_inference_steps)?;
                 Scheduler {
+                    prediction,
                     timesteps: widen(&euler.timesteps),
                     sigmas: Some(widen(&euler.sigmas)),
                     alphas_cumprod: widen(euler.alphas_cumprod()),
@@ -147,8 +155,10 @@ impl SchedulerConfig {
             SchedulerKind::Pndm => {
                 let params = PndmParams::resolve(self)?;
                 let num_train_timesteps = params.beta.num_train_timesteps;
+                let prediction = params.prediction;
                 let pndm = Pndm::new(params, num_inference_steps)?;
                 Scheduler {
+                    prediction,
                     timesteps: pndm.timesteps.iter().map(|&t| t as f64).collect(),
                     sigmas: None,
                     alphas_cumprod: widen(pndm.alphas_cumprod()),
@@ -257,6 +267,27 @@ impl Scheduler {
             Inner::Dpm(d) => d.add_noise(original, noise, step_index),
             Inner::Euler(e) => e.add_noise(original, noise, step_index),
             Inner::Pndm(p) => p.add_noise(original, noise, step_index),
+        }
+    }
+
+    /// The clean sample `x̂0` implied by `model_output` for the model input `sample` at
+    /// timestep `t`, by the model's prediction type (ε: `(x − √(1−ᾱ)·ε) / √ᾱ`; v:
+    /// `√ᾱ·x − √(1−ᾱ)·v`; sample: the output itself). `sample` is the *scaled* model input
+    /// (for Euler, `scale_model_input`'s output, which is in the variance-preserving scale), and
+    /// `t` may be fractional (Euler): ᾱ is interpolated linearly between training steps. Plain
+    /// tensor ops, so it differentiates (semantic guidance).
+    pub fn pred_original_sample(
+        &self,
+        model_output: Tensor<4>,
+        sample: Tensor<4>,
+        t: f64,
+    ) -> Tensor<4> {
+        let acp = schedule::interp_on_index_grid(&[t], &self.alphas_cumprod)[0];
+        let (sa, sb) = (acp.sqrt(), (1.0 - acp).sqrt());
+        match self.prediction {
+            PredictionType::Epsilon => (sample - model_output * sb) / sa,
+            PredictionType::VPrediction => sample * sa - model_output * sb,
+            PredictionType::Sample => model_output,
         }
     }
 

@@ -12,8 +12,9 @@
 use burn::tensor::Tensor;
 
 use super::StepOutput;
-use super::config::{PndmParams, PredictionType, SchedulerError, TimestepSpacing};
+use super::config::{SchedulerConfig, SchedulerError};
 use super::ddim::ddim_timesteps;
+use super::params::*;
 use super::schedule;
 
 /// The Runge-Kutta warm-up's length in model evaluations (diffusers' `len(prk_timesteps)`).
@@ -322,6 +323,45 @@ fn add_opt(acc: Option<Tensor<4>>, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// Resolved `PNDMScheduler` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PndmParams {
+    /// Never rescaled: `PNDMScheduler` takes no `rescale_betas_zero_snr`, so diffusers'
+    /// `from_config` drops a carried-over value.
+    pub beta: BetaParams,
+    /// `Epsilon` or `VPrediction` (diffusers' PNDM rejects anything else).
+    pub prediction: PredictionType,
+    pub spacing: TimestepSpacing,
+    pub steps_offset: i64,
+    pub skip_prk_steps: bool,
+    pub set_alpha_to_one: bool,
+}
+
+impl PndmParams {
+    pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
+        let mut beta = BetaParams::resolve(c)?;
+        beta.rescale_betas_zero_snr = false;
+        // diffusers accepts any string here but raises at the first `step`; refuse it up front.
+        let prediction = parse_choice(
+            "prediction_type",
+            c.prediction_type.as_deref(),
+            PredictionType::Epsilon,
+            &[
+                ("epsilon", PredictionType::Epsilon),
+                ("v_prediction", PredictionType::VPrediction),
+            ],
+        )?;
+        Ok(Self {
+            beta,
+            prediction,
+            spacing: spacing(c, TimestepSpacing::Leading)?,
+            steps_offset: c.steps_offset.unwrap_or(0),
+            skip_prk_steps: c.skip_prk_steps.unwrap_or(false),
+            set_alpha_to_one: c.set_alpha_to_one.unwrap_or(false),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +412,15 @@ mod tests {
             timesteps(trailing, 2000),
             Err(SchedulerError::InvalidStepCount { .. })
         ));
+    }
+
+    #[test]
+    fn pndm_ignores_zero_snr_and_refuses_sample_prediction() {
+        let mut c = SchedulerConfig::new(SchedulerKind::Pndm);
+        c.rescale_betas_zero_snr = Some(true);
+        assert!(!PndmParams::resolve(&c).unwrap().beta.rescale_betas_zero_snr);
+        c.prediction_type = Some("sample".into());
+        let err = PndmParams::resolve(&c).unwrap_err();
+        assert_eq!(err.key(), Some("prediction_type"));
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use super::config::Thresholding;
+use super::params::Thresholding;
 
 /// Clamps each batch item to `[-s, s]` and divides by `s`, where `s` is the
 /// `ratio`-quantile of the item's absolute values, clamped to `[1, max_value]`.

@@ -8,12 +8,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::label::Outcome;
-use super::run::Record;
+use super::manifest::Record;
 use crate::au::FINEFACE;
+use crate::dataset::metadata;
 use crate::error::{Error, Result};
-use crate::face::CLASSES;
+use crate::expression::CLASSES;
 use crate::files::{to_jsonl, write_atomic};
+use crate::label::Outcome;
 use crate::plot::Canvas;
 
 /// `report.json`.
@@ -42,6 +43,36 @@ pub struct Report {
     pub classifier_agreement: BTreeMap<String, f64>,
     /// Per AU: mean requested and mean measured intensity over images with a face.
     pub aus: BTreeMap<String, [f64; 2]>,
+}
+
+impl Report {
+    /// The summary `synfer synth` prints for folder `out`: counts, rates, per-class agreement;
+    /// `rate` (images per second of this run) when known.
+    pub fn summary(&self, out: &Path, rate: Option<f64>) -> String {
+        use std::fmt::Write as _;
+        let mut s = format!(
+            "{}: {} items, {} kept, relabelled {:.1} % (of images with a face), dropped {:.1} % \
+             {:?}\n",
+            out.display(),
+            self.items,
+            self.kept,
+            self.relabel_rate * 100.0,
+            self.drop_rate * 100.0,
+            self.dropped
+        );
+        if let Some(rate) = rate {
+            let _ = writeln!(s, "  {rate:.2} images/s in this run");
+        }
+        for (class, share) in &self.agreement {
+            let _ = writeln!(
+                s,
+                "  {class:<10} requested → final agreement {:5.1} %",
+                share * 100.0
+            );
+        }
+        s.push_str("  wrote metadata.jsonl, labels.csv, report.json, report.png\n");
+        s
+    }
 }
 
 /// Builds the report of `records`.
@@ -207,9 +238,10 @@ pub fn finalize(out: &Path, records: &[Record]) -> Result<()> {
         to_jsonl(&records, "manifest.jsonl")?.as_bytes(),
     )?;
     let kept: Vec<&Record> = records.iter().filter(|r| r.file_name.is_some()).collect();
+    let lines: Vec<metadata::Record> = kept.iter().filter_map(|r| r.metadata()).collect();
     write_atomic(
-        &out.join("metadata.jsonl"),
-        to_jsonl(&kept, "metadata.jsonl")?.as_bytes(),
+        &out.join(metadata::FILE),
+        metadata::to_text(&lines)?.as_bytes(),
     )?;
     let mut csv = String::from("file_name,label,requested,split,outcome,confidence\n");
     for r in &kept {

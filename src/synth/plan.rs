@@ -42,13 +42,15 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::au::{AuVector, Expression, FINEFACE};
+use crate::au::{AuVector, FINEFACE};
 use crate::error::{Error, Result};
-use crate::face::CLASSES;
+use crate::expression::CLASSES;
+use crate::expression::Expression;
 use crate::guidance::semantic::SemanticGuidance;
+use crate::label::LabelPlan;
 use crate::pipeline::GenerateRequest;
+use crate::rng::mix;
 use crate::scheduler::SchedulerKind;
-use crate::train::schedule::mix;
 
 /// Per-expression AU settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -105,36 +107,6 @@ impl Default for PromptPlan {
             negative: None,
         }
     }
-}
-
-/// What happens to an image whose pseudo-label disagrees with its request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// SynFER's rule: the label becomes the ensemble's prediction.
-    #[default]
-    Rectify,
-    /// Keep the requested label.
-    Keep,
-    /// Drop the image.
-    Drop,
-}
-
-/// Labelling settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelPlan {
-    /// Disagreement policy.
-    #[serde(default)]
-    pub policy: Policy,
-    /// Images whose final label has ensemble probability below this are dropped (not with
-    /// `keep`).
-    #[serde(default)]
-    pub confidence: f32,
-    /// Extra voters: folders of classifiers trained by `synfer fer train`, each a member of
-    /// the ensemble next to face-api and mini-Xception (named by the folder's last component).
-    #[serde(default)]
-    pub voters: Vec<String>,
 }
 
 /// A synthesis plan.
@@ -233,6 +205,25 @@ impl Plan {
         })?;
         plan.validate(file)?;
         Ok(plan)
+    }
+
+    /// Reads and validates the plan file `path`.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The model folder, a relative `model` taken from the folder of the plan file `path`;
+    /// `None`: the built-in model.
+    pub fn model_dir(&self, path: &std::path::Path) -> Option<std::path::PathBuf> {
+        self.model.as_ref().map(|m| {
+            let p = std::path::PathBuf::from(m);
+            if p.is_absolute() {
+                p
+            } else {
+                path.parent().unwrap_or(std::path::Path::new(".")).join(p)
+            }
+        })
     }
 
     /// Checks every field; errors name the field and the value.

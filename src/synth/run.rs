@@ -8,20 +8,19 @@
 //! the record is appended only after the image was renamed into place, so a kill loses at most
 //! the block in flight, and a resumed block rewrites the same bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use image::ImageEncoder as _;
 use serde::{Deserialize, Serialize};
 
-use super::label::{Analysis, Decision, Outcome, Voter, decide};
+use super::manifest::{Record, append_manifest, read_manifest, record};
 use super::plan::{Item, Plan};
 use crate::error::{Error, Result};
-use crate::face::CLASSES;
 use crate::face::analyzer::FaceAnalyzer;
 use crate::files::write_atomic;
-use crate::pipeline::Pipeline;
+use crate::guidance::semantic::SemanticGuider;
+use crate::label::{Analysis, Voter, decide};
+use crate::pipeline::{GenerateOptions, Pipeline};
 
 /// Which part of the plan a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,123 +64,6 @@ pub struct ShardInfo {
     pub shard: Shard,
     /// Items of this shard.
     pub items: usize,
-}
-
-/// One image's record (`manifest.jsonl`, and `metadata.jsonl` for kept images).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Path relative to the output folder (`images/<split>/<label>/<id>.png`); `None` when
-    /// dropped.
-    pub file_name: Option<String>,
-    /// Item id.
-    pub id: String,
-    /// Item index.
-    pub index: usize,
-    /// Split.
-    pub split: String,
-    /// Requested expression.
-    pub requested: String,
-    /// Final label (`None`: dropped).
-    pub label: Option<String>,
-    /// What happened.
-    pub outcome: Outcome,
-    /// Ensemble prediction and its probability.
-    pub predicted: String,
-    /// Ensemble probability of the final label (or of the prediction when dropped).
-    pub confidence: f32,
-    /// Per classifier and ensemble: prediction equals the request.
-    pub agrees: BTreeMap<String, bool>,
-    /// Probabilities by classifier (and `ensemble`), class → p.
-    pub probs: BTreeMap<String, BTreeMap<String, f32>>,
-    /// BlazeFace score.
-    pub face_score: f32,
-    /// Requested AUs.
-    pub requested_aus: BTreeMap<String, f32>,
-    /// Measured AUs.
-    pub measured_aus: BTreeMap<String, f32>,
-    /// The prompt the model encoded.
-    pub prompt: String,
-    /// Noise seed.
-    pub seed: u64,
-}
-
-fn record(item: &Item, prompt: String, analysis: &Analysis, d: &Decision) -> Record {
-    let named = |p: &[f32; 7]| -> BTreeMap<String, f32> {
-        CLASSES
-            .iter()
-            .map(|c| c.to_string())
-            .zip(p.iter().copied())
-            .collect()
-    };
-    let mut probs: BTreeMap<String, BTreeMap<String, f32>> = analysis
-        .probs
-        .iter()
-        .map(|(k, p)| (k.clone(), named(p)))
-        .collect();
-    probs.insert("ensemble".into(), named(&analysis.ensemble()));
-    Record {
-        file_name: d
-            .label
-            .as_ref()
-            .map(|l| format!("images/{}/{l}/{}.png", item.split, item.id)),
-        id: item.id.clone(),
-        index: item.index,
-        split: item.split.clone(),
-        requested: item.expression.name().to_string(),
-        label: d.label.clone(),
-        outcome: d.outcome,
-        predicted: d.predicted.clone(),
-        confidence: d.confidence,
-        agrees: d.agrees.clone(),
-        probs,
-        face_score: analysis.face_score,
-        requested_aus: item.aus.clone(),
-        measured_aus: analysis.aus.clone(),
-        prompt,
-        seed: item.seed,
-    }
-}
-
-/// Reads `manifest.jsonl`, dropping a torn last line (a kill mid-append) from the file.
-pub fn read_manifest(dir: &Path) -> Result<Vec<Record>> {
-    let path = dir.join("manifest.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
-    let mut out = Vec::new();
-    let mut good = 0;
-    for line in text.split_inclusive('\n') {
-        if !line.ends_with('\n') {
-            break; // torn append
-        }
-        let rec: Record = serde_json::from_str(line.trim_end())
-            .map_err(|e| Error::json(path.display().to_string(), e))?;
-        good += line.len();
-        out.push(rec);
-    }
-    if good < text.len() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.set_len(good as u64).map_err(|e| Error::io(&path, e))?;
-    }
-    Ok(out)
-}
-
-fn append_manifest(dir: &Path, rec: &Record) -> Result<()> {
-    let path = dir.join("manifest.jsonl");
-    let mut line = serde_json::to_string(rec).map_err(|e| Error::json("manifest.jsonl", e))?;
-    line.push('\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    f.write_all(line.as_bytes())
-        .map_err(|e| Error::io(&path, e))
 }
 
 /// Progress of a run.
@@ -261,6 +143,15 @@ pub fn run(
     progress(state);
     let with_aus = pipe.au_adapter.is_some();
     let voters = Voter::load_all(&plan.label.voters, analyzer.device())?;
+    // A plan with semantic guidance steers with the embedded classifiers.
+    let guider = match &plan.semantic_guidance {
+        Some(sg) if sg.scale > 0.0 => Some(SemanticGuider::embedded(pipe.device())?),
+        _ => None,
+    };
+    let options = GenerateOptions {
+        guider: guider.as_ref(),
+        ..GenerateOptions::default()
+    };
     for block in blocks {
         if block.iter().all(|it| done.contains(&it.index)) {
             continue;
@@ -275,7 +166,7 @@ pub fn run(
                 r
             })
             .collect();
-        let outs = pollster::block_on(pipe.generate_batch(&reqs, |_| {}))?;
+        let outs = pipe.generate_batch(&reqs, &options, |_| {})?;
         for (item, generated) in block.iter().zip(outs) {
             if done.contains(&item.index) {
                 continue;
@@ -286,7 +177,7 @@ pub fn run(
             let decision = decide(item.expression, &analysis, &plan.label);
             let rec = record(item, generated.prompt.clone(), &analysis, &decision);
             if let Some(rel) = &rec.file_name {
-                write_png(&out.join(rel), side, rgb)?;
+                crate::image::write_png(&out.join(rel), rgb, side, side)?;
             }
             append_manifest(out, &rec)?;
             done.insert(item.index);
@@ -298,25 +189,6 @@ pub fn run(
     let records = read_manifest(out)?;
     super::output::finalize(out, &records)?;
     Ok(records)
-}
-
-fn write_png(path: &Path, side: usize, rgb: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(
-            rgb,
-            side as u32,
-            side as u32,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| Error::Image {
-            file: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-    write_atomic(path, &bytes)
 }
 
 /// Joins complete shard folders into `out`: every shard of one plan present once and

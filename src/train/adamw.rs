@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::params::{self, ParamInfo, PathTracker};
 use crate::error::{Error, Result};
-use crate::pipeline::latents::HostTensor;
+use crate::tensor::HostTensor;
 
 /// Hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

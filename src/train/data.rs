@@ -5,8 +5,8 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::au::FINEFACE;
+use crate::dataset::metadata::{self, Record};
 use crate::error::{Error, Result};
-use crate::facetext::{Record, read_metadata};
 
 /// The dataset.
 #[derive(Debug, Clone)]
@@ -24,11 +24,11 @@ pub struct Dataset {
 impl Dataset {
     /// Loads `metadata.jsonl` and every image of `dir`; all images must be square and of one size.
     pub fn load(dir: &Path) -> Result<Self> {
-        let records = read_metadata(dir)?;
+        let records = metadata::read(dir)?;
         if records.is_empty() {
             return Err(Error::request(
                 "data",
-                format!("{}/metadata.jsonl has no records", dir.display()),
+                format!("{}/{} has no records", dir.display(), metadata::FILE),
             ));
         }
         let mut side = 0;
@@ -36,12 +36,7 @@ impl Dataset {
         let mut aus = Vec::with_capacity(records.len() * FINEFACE.codes.len());
         for r in &records {
             let path = dir.join(&r.file_name);
-            let img = image::open(&path)
-                .map_err(|e| Error::Image {
-                    file: path.display().to_string(),
-                    message: e.to_string(),
-                })?
-                .to_rgb8();
+            let img = crate::image::read(&path)?;
             let (w, h) = (img.width() as usize, img.height() as usize);
             if side == 0 {
                 side = w;

@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::params::PathTracker;
-use crate::pipeline::latents::HostTensor;
+use crate::tensor::HostTensor;
 
 /// `ema ← decay · ema + (1 − decay) · θ`, per parameter path (flattened).
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use burn::module::Module;
 
 use super::params;
 use crate::error::{Error, Result};
-use crate::pipeline::latents::HostTensor;
+use crate::tensor::HostTensor;
 
 /// Where one parameter goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

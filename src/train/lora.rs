@@ -16,7 +16,7 @@ use rand_distr::{Distribution, Uniform};
 use super::export::KeyMap;
 use crate::error::{Error, Result};
 use crate::nn::{Linear, LoraDelta};
-use crate::pipeline::latents::HostTensor;
+use crate::tensor::HostTensor;
 use crate::unet::UNet2DConditionModel;
 
 /// Attaches rank-`rank` LoRA updates to every attention projection of `unet`.

@@ -2,13 +2,17 @@
 //! AU branch, and fine-tuning of loaded folders.
 
 pub mod adamw;
+pub mod batches;
 pub mod data;
+pub mod denoiser;
 pub mod diffusion;
 pub mod ema;
 pub mod export;
+pub mod folder;
+pub mod job;
 pub mod lora;
+pub mod model_files;
 pub mod params;
 pub mod run;
-pub mod schedule;
 pub mod tensors;
 pub mod vae;

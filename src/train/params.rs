@@ -7,7 +7,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::pipeline::latents::HostTensor;
+use crate::tensor::HostTensor;
 
 /// One float parameter: its path, the innermost module type that owns it, and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]

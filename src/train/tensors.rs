@@ -7,7 +7,7 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
-use crate::pipeline::latents::HostTensor;
+use crate::tensor::HostTensor;
 use crate::weights::TensorStore;
 
 /// Storage precision of a written file.

@@ -4,11 +4,12 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use rand_distr::{Distribution, StandardNormal};
 
+use super::batches::Batches;
 use super::data::Dataset;
 use super::ema::Ema;
 use super::run::{LoopConfig, LossEntry, RunDir, train};
-use super::schedule::{Batches, step_rng};
 use crate::error::{Error, Result};
+use crate::rng::step_rng;
 use crate::vae::{AutoencoderKL, VaeConfig};
 use crate::weights::TensorStore;
 

@@ -61,7 +61,8 @@ pub fn multi_head_within(
 }
 
 /// The decoupled AU cross-attention branch of a cross-attention layer (FineFace / IP-Adapter
-/// layout: `processor.au_to_k`, `processor.au_to_v`, no bias).
+/// layout: `processor.au_to_k`, `processor.au_to_v`, no bias), loaded by
+/// [`crate::au::adapter::attach_branches`].
 #[derive(Module, Debug)]
 pub struct AuBranch {
     /// Keys from the AU tokens.
@@ -128,17 +129,6 @@ impl Attention {
     /// Width of the projected queries/keys/values (`heads × head_dim`).
     pub fn inner_dim(&self) -> usize {
         self.to_k.weight.dims()[1]
-    }
-
-    /// Loads `processor.au_to_k` / `processor.au_to_v` under `w` into this layer.
-    pub fn attach_au(&mut self, w: &Weights) -> Result<()> {
-        let (c, inner) = (self.context_dim(), self.inner_dim());
-        let p = w.pp("processor");
-        self.au = Some(AuBranch {
-            au_to_k: Linear::load(&p.pp("au_to_k"), c, inner, false)?,
-            au_to_v: Linear::load(&p.pp("au_to_v"), c, inner, false)?,
-        });
-        Ok(())
     }
 
     /// `x`: `[b, s, dim]`; `context`: `[b, t, context_dim]` or `None` for self-attention;

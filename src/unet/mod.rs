@@ -317,15 +317,6 @@ impl UNet2DConditionModel {
         out
     }
 
-    /// Adds the AU branch to every cross-attention layer from `<path>.processor.au_to_{k,v}`
-    /// keys under `w` (FineFace's `attn_processors` layout).
-    pub fn attach_au_adapter(&mut self, w: &Weights) -> Result<()> {
-        for (path, attn) in self.cross_attentions_mut() {
-            attn.attach_au(&w.pp(path))?;
-        }
-        Ok(())
-    }
-
     /// Whether an AU adapter is attached.
     pub fn has_au_adapter(&self) -> bool {
         self.down_blocks

@@ -17,6 +17,37 @@ use std::collections::BTreeMap;
 use super::TensorStore;
 use crate::error::{Error, Result};
 
+/// LoRA weights with their merge scale.
+#[derive(Debug)]
+pub struct LoraWeights {
+    /// The LoRA tensors (any supported key style).
+    pub store: TensorStore,
+    /// User scale (1.0 = as trained).
+    pub scale: f32,
+}
+
+/// Reads `FILE[:scale]` (scale defaults to 1).
+#[cfg(not(target_family = "wasm"))]
+pub fn read_lora(spec: &str) -> Result<LoraWeights> {
+    let (path, scale) = match spec.rsplit_once(':') {
+        Some((p, s)) if !p.is_empty() && s.parse::<f32>().is_ok() => {
+            (p, s.parse::<f32>().expect("checked"))
+        }
+        _ => (spec, 1.0),
+    };
+    if !scale.is_finite() {
+        return Err(Error::request(
+            "lora",
+            format!("scale {scale} must be finite"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(LoraWeights {
+        store: TensorStore::from_bytes(path, bytes)?,
+        scale,
+    })
+}
+
 /// One low-rank update, before merging.
 #[derive(Debug, Clone)]
 struct LoraPair {

@@ -29,8 +29,8 @@ impl Ref {
     }
 
     /// As latents for [`synfer::pipeline::Pipeline::generate`].
-    pub fn host_tensor(&self) -> synfer::pipeline::HostTensor {
-        synfer::pipeline::HostTensor {
+    pub fn host_tensor(&self) -> synfer::tensor::HostTensor {
+        synfer::tensor::HostTensor {
             shape: self.shape.clone(),
             data: self.data.clone(),
         }

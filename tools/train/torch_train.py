@@ -75,7 +75,12 @@ def pack(args) -> None:
     for d in args.data:
         for line in (Path(d) / "metadata.jsonl").read_text().splitlines():
             r = json.loads(line) if line.strip() else None
-            if r and r["probs"][r["expression"]] >= args.min_confidence:
+            if r:
+                # synfer's metadata.jsonl: `label` + `confidence` (folders built before the
+                # unified record: `expression` + a flat `probs`).
+                r["label"] = r.get("label", r.get("expression"))
+                r["confidence"] = r.get("confidence", (r.get("probs") or {}).get(r["label"], 1.0))
+            if r and r["confidence"] >= args.min_confidence:
                 r["path"] = Path(d) / r["file_name"]
                 records.append(r)
     vae = AutoencoderKL.from_pretrained(model / "vae", torch_dtype=torch.float32).eval()
@@ -103,8 +108,8 @@ def pack(args) -> None:
               max_length=tok.model_max_length, return_tensors="np").input_ids
     empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="np").input_ids[0]
     aus = np.array([[r["aus"].get(c, 0.0) for c in FINEFACE_AUS] for r in records], np.float16)
-    labels = np.array([CLASSES.index(r["expression"]) for r in records], np.uint8)
-    conf = np.array([r["probs"][r["expression"]] for r in records], np.float16)
+    labels = np.array([CLASSES.index(r["label"]) for r in records], np.uint8)
+    conf = np.array([r["confidence"] for r in records], np.float16)
     np.savez_compressed(args.out, latents=q.numpy(), lo=lo.numpy(), scale=scale.numpy(),
                         std=std.numpy().astype(np.float16), ids=ids.astype(np.int32), empty_ids=empty.astype(np.int32),
                         aus=aus, labels=labels, conf=conf, scaling_factor=np.float32(sf))

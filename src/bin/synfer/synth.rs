@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use synfer::device::{self, DeviceChoice, Precision};
+use synfer::Pipeline;
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::synth::output::report;
 use synfer::synth::{Plan, Shard, merge, run};
@@ -27,12 +26,8 @@ pub struct SynthArgs {
     /// Continue an interrupted run in `--out` (same plan and shard).
     #[arg(long)]
     resume: bool,
-    /// Compute device.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceChoice,
-    /// Float precision: f16 halves memory and uses tensor cores on GPUs (not on the CPU).
-    #[arg(long, value_enum, default_value = "f32")]
-    precision: Precision,
+    #[command(flatten)]
+    device: crate::DeviceArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -60,30 +55,23 @@ pub fn run_cli(args: SynthArgs) -> Result<()> {
             "synfer synth needs --plan FILE and --out DIR",
         ));
     };
-    let text = std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
-    let plan = Plan::from_toml(&text, &plan_path.display().to_string())?;
+    let plan = Plan::read(&plan_path)?;
     let shard = Shard::parse(&args.shard)?;
-    let selected = device::select_with(args.device, args.precision)?;
-    let model = model_dir(&plan, &plan_path);
-    let mut pipe = crate::load_pipeline(model.as_deref(), &selected.device, Default::default())?;
-    pipe.buffer_limit = selected.max_buffer;
+    let selected = args.device.select()?;
+    let model = plan.model_dir(&plan_path);
+    let pipe = Pipeline::builder(model.as_deref())
+        .selected(&selected)
+        .build()?;
     let analyzer = FaceAnalyzer::embedded(&selected.device)?;
     eprintln!(
         "synth: {} items in the plan, shard {}/{}, {} on {}",
         plan.len(),
         shard.index,
         shard.count,
-        pipe.info.source,
+        pipe.info().source,
         selected.description
     );
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {pos}/{len} images [{bar:30}] {per_sec} {elapsed_precise} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = synfer::progress::bar(0, "image");
     let start = Instant::now();
     let mut made = 0;
     let records = run(&pipe, &analyzer, &plan, &out, shard, args.resume, |p| {
@@ -103,37 +91,6 @@ pub fn run_cli(args: SynthArgs) -> Result<()> {
     Ok(())
 }
 
-/// The plan's model folder (relative to the plan file's folder); `None`: the built-in model.
-fn model_dir(plan: &Plan, plan_path: &Path) -> Option<PathBuf> {
-    plan.model.as_ref().map(|m| {
-        let p = PathBuf::from(m);
-        if p.is_absolute() {
-            p
-        } else {
-            plan_path.parent().unwrap_or(Path::new(".")).join(p)
-        }
-    })
-}
-
 fn summary(out: &Path, records: &[synfer::synth::Record], rate: Option<f64>) {
-    let r = report(records);
-    println!(
-        "{}: {} items, {} kept, relabelled {:.1} % (of images with a face), dropped {:.1} % {:?}",
-        out.display(),
-        r.items,
-        r.kept,
-        r.relabel_rate * 100.0,
-        r.drop_rate * 100.0,
-        r.dropped
-    );
-    if let Some(rate) = rate {
-        println!("  {rate:.2} images/s in this run");
-    }
-    for (class, share) in &r.agreement {
-        println!(
-            "  {class:<10} requested → final agreement {:5.1} %",
-            share * 100.0
-        );
-    }
-    println!("  wrote metadata.jsonl, labels.csv, report.json, report.png");
+    crate::print(&report(records).summary(out, rate));
 }

@@ -1,12 +1,18 @@
-//! Extras loaded on top of a base model: the AU adapter and LoRA weights.
+//! The AU adapter (FineFace / IP-Adapter layout): its `au_adapter/config.json`, the weights
+//! it arrives in (our `au_adapter/` folder or FineFace's released files), how it is attached to
+//! a UNet (an AU branch in every cross-attention layer plus the encoder), and the calibration
+//! of requests to the scale of its training labels.
 
 use burn::tensor::Device;
 
-use crate::au::AuSet;
-use crate::au::encoder::{AuAdapterConfig, AuEncoder};
+use super::catalog::AuSet;
+use super::config::AuAdapterConfig;
+use super::encoder::AuEncoder;
 use crate::error::{Error, Result};
+use crate::nn::Linear;
 use crate::unet::UNet2DConditionModel;
-use crate::weights::TensorStore;
+use crate::unet::attention::AuBranch;
+use crate::weights::{TensorStore, Weights};
 
 /// A loaded AU adapter: the encoder that turns AU vectors into tokens (the per-layer branches
 /// live inside the UNet's cross-attention layers).
@@ -31,24 +37,6 @@ pub struct AdapterWeights {
     pub config: AuAdapterConfig,
     /// All adapter tensors.
     pub store: TensorStore,
-}
-
-/// LoRA weights with their merge scale.
-#[derive(Debug)]
-pub struct LoraWeights {
-    /// The LoRA tensors (any supported key style).
-    pub store: TensorStore,
-    /// User scale (1.0 = as trained).
-    pub scale: f32,
-}
-
-/// What to load on top of the folder's own components.
-#[derive(Debug, Default)]
-pub struct LoadOptions {
-    /// LoRAs merged into the UNet (and text encoder, for `text_encoder.` keys) at load.
-    pub loras: Vec<LoraWeights>,
-    /// An AU adapter replacing the folder's own `au_adapter/` (if any).
-    pub adapter: Option<AdapterWeights>,
 }
 
 impl AuAdapter {
@@ -85,7 +73,7 @@ impl AuAdapter {
         }
         config.validate(&file)?;
         let root = store.root(device);
-        unet.attach_au_adapter(&root)?;
+        attach_branches(unet, &root)?;
         let encoder = AuEncoder::load(&root, &config, set)?;
         store.finish()?;
         Ok(AuAdapter {
@@ -97,26 +85,19 @@ impl AuAdapter {
     }
 }
 
-/// Reads `FILE[:scale]` (scale defaults to 1).
-#[cfg(not(target_family = "wasm"))]
-pub fn read_lora(spec: &str) -> Result<LoraWeights> {
-    let (path, scale) = match spec.rsplit_once(':') {
-        Some((p, s)) if !p.is_empty() && s.parse::<f32>().is_ok() => {
-            (p, s.parse::<f32>().expect("checked"))
-        }
-        _ => (spec, 1.0),
-    };
-    if !scale.is_finite() {
-        return Err(Error::request(
-            "lora",
-            format!("scale {scale} must be finite"),
-        ));
+/// Loads the AU branch of every cross-attention layer of `unet` from
+/// `<attn2 path>.processor.au_to_{k,v}.weight` under `w` (FineFace's `attn_processors` layout;
+/// no bias, `[inner, context]`).
+pub fn attach_branches(unet: &mut UNet2DConditionModel, w: &Weights) -> Result<()> {
+    for (path, attn) in unet.cross_attentions_mut() {
+        let (c, inner) = (attn.context_dim(), attn.inner_dim());
+        let p = w.pp(path).pp("processor");
+        attn.au = Some(AuBranch {
+            au_to_k: Linear::load(&p.pp("au_to_k"), c, inner, false)?,
+            au_to_v: Linear::load(&p.pp("au_to_v"), c, inner, false)?,
+        });
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(LoraWeights {
-        store: TensorStore::from_bytes(path, bytes)?,
-        scale,
-    })
+    Ok(())
 }
 
 /// Reads an AU adapter from disk: an `au_adapter` folder (`config.json` +
@@ -124,7 +105,9 @@ pub fn read_lora(spec: &str) -> Result<LoraWeights> {
 /// `au_encoder.ckpt` and optionally `pytorch_lora_weights.safetensors` (merged at scale 1) —
 /// given as their folder or as a list of files.
 #[cfg(not(target_family = "wasm"))]
-pub fn read_adapter(paths: &[std::path::PathBuf]) -> Result<(AdapterWeights, Vec<LoraWeights>)> {
+pub fn read_adapter(
+    paths: &[std::path::PathBuf],
+) -> Result<(AdapterWeights, Vec<crate::weights::lora::LoraWeights>)> {
     use std::path::PathBuf;
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
     if let [dir] = paths
@@ -177,7 +160,7 @@ pub fn read_adapter(paths: &[std::path::PathBuf]) -> Result<(AdapterWeights, Vec
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "safetensors"))
     {
-        loras.push(LoraWeights {
+        loras.push(crate::weights::lora::LoraWeights {
             store: TensorStore::from_bytes(f.display().to_string(), read(f)?)?,
             scale: 1.0,
         });

@@ -1,22 +1,44 @@
-//! The pseudo-label generator: every synthetic image is analysed (face found? expression
-//! probabilities from each FER classifier, AU estimates) and its label decided from the
-//! classifiers' ensemble (the mean of their probabilities), SynFER's rectification rule: when
-//! the ensemble disagrees with the requested expression, the label becomes the ensemble's
-//! prediction.
+//! SynFER's rectification rule: when the ensemble disagrees with the requested expression, the
+//! label becomes the ensemble's prediction (or, by policy, the image keeps its request or is
+//! dropped); images without a face, or whose final label is too uncertain, are dropped.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeMap;
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{LabelPlan, Policy};
-use crate::au::{Expression, FINEFACE};
-use crate::error::{Error, Result};
-use crate::eval::{FACE_THRESHOLD, face_score};
-use crate::face::analyzer::{FaceAnalyzer, RgbView};
-use crate::face::{CLASSES, argmax};
-use crate::fer::FerClassifier;
+use super::ensemble::Analysis;
+use super::judge::FACE_THRESHOLD;
+use crate::expression::{CLASSES, Expression, argmax};
+
+/// What happens to an image whose pseudo-label disagrees with its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// SynFER's rule: the label becomes the ensemble's prediction.
+    #[default]
+    Rectify,
+    /// Keep the requested label.
+    Keep,
+    /// Drop the image.
+    Drop,
+}
+
+/// Labelling settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelPlan {
+    /// Disagreement policy.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Images whose final label has ensemble probability below this are dropped (not with
+    /// `keep`).
+    #[serde(default)]
+    pub confidence: f32,
+    /// Extra voters: folders of classifiers trained by `synfer fer train`, each a member of
+    /// the ensemble next to face-api and mini-Xception (named by the folder's last component).
+    #[serde(default)]
+    pub voters: Vec<String>,
+}
 
 /// What happened to an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -43,101 +65,6 @@ impl Outcome {
             self,
             Outcome::Kept | Outcome::Relabelled | Outcome::KeptDisagreeing
         )
-    }
-}
-
-/// One classifier's probabilities, canonical class order ([`CLASSES`]).
-pub type Probs = [f32; 7];
-
-/// The analysis of one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Analysis {
-    /// BlazeFace score of the crop ([`face_score`]).
-    pub face_score: f32,
-    /// Probabilities by classifier name (`face-api`, `mini-xception`).
-    pub probs: BTreeMap<String, Probs>,
-    /// Measured FineFace AUs.
-    pub aus: BTreeMap<String, f32>,
-}
-
-/// A classifier trained by `synfer fer train`, voting in the ensemble.
-#[derive(Debug)]
-pub struct Voter {
-    /// Its name in reports (the model folder's last component).
-    pub name: String,
-    /// The classifier.
-    pub model: FerClassifier,
-}
-
-impl Voter {
-    /// Loads the model folders `dirs` on `device`; names must differ from each other and from
-    /// the built-in classifiers.
-    pub fn load_all(dirs: &[String], device: &Device) -> Result<Vec<Voter>> {
-        let mut names: BTreeSet<String> = ["face-api", "mini-xception", "ensemble"]
-            .map(String::from)
-            .into();
-        dirs.iter()
-            .map(|d| {
-                let path = Path::new(d);
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or(d)
-                    .to_string();
-                if !names.insert(name.clone()) {
-                    return Err(Error::request(
-                        "label.voters",
-                        format!("{d}: a second voter named {name:?}"),
-                    ));
-                }
-                Ok(Voter {
-                    name,
-                    model: FerClassifier::load_dir(path, device)?,
-                })
-            })
-            .collect()
-    }
-}
-
-impl Analysis {
-    /// Analyses an aligned `side`² RGB crop with the built-in classifiers and `voters`.
-    pub fn of(analyzer: &FaceAnalyzer, voters: &[Voter], side: usize, rgb: &[u8]) -> Result<Self> {
-        let face_score = face_score(analyzer, side, rgb)?;
-        let view = RgbView::new(side, side, rgb)?;
-        let report = analyzer.analyze_cropped(view)?;
-        let mut probs = BTreeMap::from([
-            ("face-api".to_string(), report.expression.face_api.probs),
-            (
-                "mini-xception".to_string(),
-                report.expression.mini_xception.probs,
-            ),
-        ]);
-        for v in voters {
-            let p = v.model.classify(&[view], analyzer.device())?;
-            probs.insert(v.name.clone(), v.model.to_canonical7(&p[0]));
-        }
-        let aus = FINEFACE
-            .codes
-            .iter()
-            .map(|c| (c.to_string(), report.aus.get(c).unwrap_or(0.0)))
-            .collect();
-        Ok(Analysis {
-            face_score,
-            probs,
-            aus,
-        })
-    }
-
-    /// The mean of the classifiers' probabilities.
-    pub fn ensemble(&self) -> Probs {
-        let n = self.probs.len().max(1) as f32;
-        let mut out = [0.0; 7];
-        for p in self.probs.values() {
-            for (o, v) in out.iter_mut().zip(p) {
-                *o += v / n;
-            }
-        }
-        out
     }
 }
 
@@ -199,6 +126,7 @@ pub fn decide(requested: Expression, analysis: &Analysis, plan: &LabelPlan) -> D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expression::Probs;
 
     /// Classes: neutral, happy, sad, angry, fearful, disgusted, surprised.
     fn analysis(face: f32, a: Probs, b: Probs) -> Analysis {

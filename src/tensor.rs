@@ -1,9 +1,6 @@
-//! Initial latents: seeded Gaussian noise made on the CPU (identical on every device), or a
-//! user tensor from `.npy` / `.safetensors` (diffusers' `latents=` argument).
-
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
+//! Host-side tensors: plain f32 values with a shape, for everything that crosses between the
+//! CPU and a device (initial latents, checkpoints, training state), and the `.npy` /
+//! `.safetensors` readers behind `--latents` (diffusers' `latents=` argument).
 
 use crate::error::{Error, Result};
 
@@ -14,22 +11,6 @@ pub struct HostTensor {
     pub shape: Vec<usize>,
     /// Values.
     pub data: Vec<f32>,
-}
-
-/// Standard-normal noise of `shape` from `seed` (ChaCha12, portable across platforms).
-pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| {
-            let v: f64 = StandardNormal.sample(&mut rng);
-            v as f32
-        })
-        .collect();
-    HostTensor {
-        shape: shape.to_vec(),
-        data,
-    }
 }
 
 fn file_err(file: &str, message: impl Into<String>) -> Error {
@@ -143,9 +124,9 @@ pub fn parse_safetensors(bytes: Vec<u8>, file: &str, name: &str) -> Result<HostT
     Ok(HostTensor { shape, data })
 }
 
-/// Loads latents from a `.npy` or `.safetensors` (tensor `latents`) file.
+/// Loads a tensor from a `.npy` file or a `.safetensors` file holding a tensor `latents`.
 #[cfg(not(target_family = "wasm"))]
-pub fn load_latents_file(path: &std::path::Path) -> Result<HostTensor> {
+pub fn read_latents_file(path: &std::path::Path) -> Result<HostTensor> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let file = path.display().to_string();
     match path.extension().and_then(|e| e.to_str()) {
@@ -192,24 +173,5 @@ mod tests {
     fn rejects_int_npy() {
         let err = parse_npy(&npy("<i8", "(1,)", &[0u8; 8]), "x.npy").unwrap_err();
         assert!(err.to_string().contains("<i8"), "{err}");
-    }
-
-    #[test]
-    fn noise_is_standard_normal_and_reproducible() {
-        let a = seeded_noise(7, &[4, 64, 64]);
-        assert_eq!(a, seeded_noise(7, &[4, 64, 64]));
-        assert_ne!(a.data, seeded_noise(8, &[4, 64, 64]).data);
-        let n = a.data.len() as f64;
-        let mean = a.data.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = a
-            .data
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        assert!(
-            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
-            "mean {mean} var {var}"
-        );
     }
 }

@@ -1,22 +1,11 @@
-//! Deterministic sampling for exactly resumable training: the batch and the random numbers of
-//! step `t` depend only on `(seed, t)`, never on how many steps ran in this process.
+//! Deterministic batches for exactly resumable training: the batch of step `t` depends only
+//! on `(seed, t)`, never on how many steps ran in this process.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-/// splitmix64.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The random generator of step `step` (stream `stream` for independent uses).
-pub fn step_rng(seed: u64, step: u64, stream: u64) -> StdRng {
-    StdRng::seed_from_u64(mix(mix(seed ^ mix(step)) ^ stream))
-}
+use crate::rng::mix;
 
 /// Batches of shuffled indices: epoch `e` is a permutation seeded by `(seed, e)`.
 #[derive(Debug, Clone)]

@@ -1,0 +1,132 @@
+//! `synfer generate`: one request, images written as PNG with a JSON record beside each.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use synfer::au::adapter::read_adapter;
+use synfer::fer::FerClassifier;
+use synfer::guidance::semantic::SemanticGuidance;
+use synfer::pipeline::output::image_paths;
+use synfer::pipeline::{GenerateOptions, GenerateRequest, Pipeline, Timings};
+use synfer::tensor::read_latents_file;
+use synfer::weights::lora::read_lora;
+use synfer::{Error, Result};
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    request: GenerateRequest,
+    /// Model folder in diffusers layout (default: the built-in synfer-tiny).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Initial latents (.npy, or .safetensors with a tensor named `latents`), replacing the noise.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Semantic guidance strength λ toward `--expression` (SynFER; 0.1 is the paper's scale).
+    #[arg(long)]
+    semantic_guidance: Option<f64>,
+    /// Guided part of the schedule as fractions `FROM:TO` (default 0.4:1.0, the last 60 %).
+    #[arg(long, requires = "semantic_guidance")]
+    sg_window: Option<String>,
+    /// Classifier whose gradient guides: face-api (default), mini-xception, or trained
+    /// (the `--sg-model` one; the default when `--sg-model` is given).
+    #[arg(long, requires = "semantic_guidance")]
+    sg_classifier: Option<String>,
+    /// A classifier trained with `synfer fer train` (model folder) to guide with.
+    #[arg(long, requires = "semantic_guidance")]
+    sg_model: Option<PathBuf>,
+    /// Normalise the guidance gradient per token instead of per image.
+    #[arg(long, requires = "semantic_guidance")]
+    sg_per_token: bool,
+    /// AU adapter: an `au_adapter` folder (config.json + safetensors), or FineFace's released
+    /// files (a folder holding them, or a comma-separated list).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// LoRA weights merged into the model, `FILE[:scale]` (repeatable).
+    #[arg(long)]
+    lora: Vec<String>,
+    #[command(flatten)]
+    device: crate::DeviceArgs,
+    /// Output PNG (a JSON record is written next to each image).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.out.extension().and_then(|e| e.to_str()) != Some("png") {
+        return Err(Error::request(
+            "out",
+            format!("{} must end in .png", args.out.display()),
+        ));
+    }
+    let start = Instant::now();
+    let selected = args.device.select()?;
+    let mut builder = Pipeline::builder(args.model.as_deref()).selected(&selected);
+    for spec in &args.lora {
+        builder = builder.lora(read_lora(spec)?);
+    }
+    if let Some(spec) = &args.adapter {
+        let paths: Vec<PathBuf> = spec.split(',').map(PathBuf::from).collect();
+        let (adapter, loras) = read_adapter(&paths)?;
+        builder = builder.adapter(adapter).loras(loras);
+    }
+    let mut pipeline = builder.build()?;
+    let mut req = args.request;
+    if let Some(scale) = args.semantic_guidance {
+        pipeline.enable_semantic_guidance()?;
+        req.semantic_guidance = Some(SemanticGuidance::from_flags(
+            scale,
+            args.sg_window.as_deref(),
+            args.sg_classifier.as_deref(),
+            args.sg_per_token,
+            args.sg_model.is_some(),
+        )?);
+    }
+    if let Some(dir) = &args.sg_model {
+        let (config, weights) = FerClassifier::read_dir(dir)?;
+        pipeline.enable_trained_guidance(&config, &weights)?;
+    }
+    let load_s = start.elapsed().as_secs_f64();
+    let latents = args.latents.as_deref().map(read_latents_file).transpose()?;
+    let options = GenerateOptions {
+        latents: latents.as_ref(),
+        ..GenerateOptions::default()
+    };
+    let bar = synfer::progress::bar(req.steps as u64, "step");
+    let gen_start = Instant::now();
+    let output = pipeline.generate_with(&req, &options, |e| {
+        bar.set_length(e.total as u64);
+        bar.set_position(e.step as u64);
+    })?;
+    bar.finish_and_clear();
+    let generate_s = gen_start.elapsed().as_secs_f64();
+    for w in &output.warnings {
+        eprintln!("warning: {w}");
+    }
+    let timings = Timings {
+        load_s: Some(load_s),
+        total_s: Some(start.elapsed().as_secs_f64()),
+        ..Timings::of(generate_s, req.steps)
+    };
+    let mut records = output.records(
+        &req,
+        &pipeline.info().source,
+        &selected.description,
+        timings,
+    );
+    for r in &mut records {
+        r.latents_file = args.latents.as_ref().map(|p| p.display().to_string());
+    }
+    let paths = image_paths(&args.out, output.images.len());
+    output.save(&paths, &records)?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    eprintln!(
+        "wrote {} ({}x{}, {} steps, {generate_s:.2}s on {})",
+        names.join(", "),
+        output.width,
+        output.height,
+        req.steps,
+        selected.description
+    );
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The ensemble of FER classifiers that reads each synthetic image: the two built-in
+//! classifiers (face-api.js and mini-Xception) plus any voters trained by `synfer fer train`;
+//! the ensemble's probabilities are the mean of its members'.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::judge::face_score;
+use crate::au::FINEFACE;
+use crate::error::{Error, Result};
+use crate::expression::{Probs, average};
+use crate::face::analyzer::FaceAnalyzer;
+use crate::fer::FerClassifier;
+use crate::image::RgbView;
+
+/// The analysis of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// BlazeFace score of the crop ([`face_score`](super::judge::face_score)).
+    pub face_score: f32,
+    /// Probabilities by classifier name (`face-api`, `mini-xception`).
+    pub probs: BTreeMap<String, Probs>,
+    /// Measured FineFace AUs.
+    pub aus: BTreeMap<String, f32>,
+}
+
+/// A classifier trained by `synfer fer train`, voting in the ensemble.
+#[derive(Debug)]
+pub struct Voter {
+    /// Its name in reports (the model folder's last component).
+    pub name: String,
+    /// The classifier.
+    pub model: FerClassifier,
+}
+
+impl Voter {
+    /// Loads the model folders `dirs` on `device`; names must differ from each other and from
+    /// the built-in classifiers.
+    pub fn load_all(dirs: &[String], device: &Device) -> Result<Vec<Voter>> {
+        let mut names: BTreeSet<String> = ["face-api", "mini-xception", "ensemble"]
+            .map(String::from)
+            .into();
+        dirs.iter()
+            .map(|d| {
+                let path = Path::new(d);
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(d)
+                    .to_string();
+                if !names.insert(name.clone()) {
+                    return Err(Error::request(
+                        "label.voters",
+                        format!("{d}: a second voter named {name:?}"),
+                    ));
+                }
+                Ok(Voter {
+                    name,
+                    model: FerClassifier::load_dir(path, device)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Analysis {
+    /// Analyses an aligned `side`² RGB crop with the built-in classifiers and `voters`.
+    pub fn of(analyzer: &FaceAnalyzer, voters: &[Voter], side: usize, rgb: &[u8]) -> Result<Self> {
+        let face_score = face_score(analyzer, side, rgb)?;
+        let view = RgbView::new(side, side, rgb)?;
+        let report = analyzer.analyze_cropped(view)?;
+        let mut probs = BTreeMap::from([
+            ("face-api".to_string(), report.expression.face_api.probs),
+            (
+                "mini-xception".to_string(),
+                report.expression.mini_xception.probs,
+            ),
+        ]);
+        for v in voters {
+            let p = v.model.classify(&[view], analyzer.device())?;
+            probs.insert(v.name.clone(), v.model.to_canonical7(&p[0]));
+        }
+        let aus = FINEFACE
+            .codes
+            .iter()
+            .map(|c| (c.to_string(), report.aus.get(c).unwrap_or(0.0)))
+            .collect();
+        Ok(Analysis {
+            face_score,
+            probs,
+            aus,
+        })
+    }
+
+    /// The mean of the classifiers' probabilities.
+    pub fn ensemble(&self) -> Probs {
+        average(&self.probs.values().copied().collect::<Vec<_>>())
+    }
+}
