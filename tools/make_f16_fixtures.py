@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Half-precision references for `tests/f16.rs`: diffusers with `torch_dtype=torch.float16` on
+"""Half-precision references for `tests/half_precision.rs`: diffusers with `torch_dtype=torch.float16` on
 the CPU, on the same inputs as tools/make_fixtures.py's fp32 references.
 
     .venv/bin/python tools/make_f16_fixtures.py          # → tests/fixtures/reference/f16.safetensors

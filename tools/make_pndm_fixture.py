@@ -18,7 +18,7 @@ reference (seed 1234). Writes tests/fixtures/reference/sd1_pndm.{safetensors,jso
 * `e2e.step_latents` [6, 1, 4, 16, 16] latents after each scheduler step
 
 The JSON holds the exact scheduler config text (`scheduler_config_json`) that the Rust test
-(tests/parity.rs `sd1_end_to_end_pndm_scheduler_from_folder`) writes into the folder, and the
+(tests/diffusers_parity.rs `sd1_end_to_end_pndm_scheduler_from_folder`) writes into the folder, and the
 timesteps (6 for 5 steps: PNDM repeats the second one).
 """
 

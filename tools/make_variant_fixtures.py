@@ -10,7 +10,7 @@ Every variant reuses sd1-tiny's tokenizer and text encoder (CLIP hidden size 16,
 `cross_attention_dim` is 16) and gets its own `UNet2DConditionModel`, `AutoencoderKL` and scheduler.
 To keep the repository small, `tests/fixtures/variants/<name>/` holds only `model_index.json`,
 `unet/`, `vae/` and `scheduler/`; the complete diffusers folder is `tests/fixtures/sd1-tiny/{tokenizer,
-text_encoder}` + those (the Rust test `tests/variants.rs` assembles it in memory, this script in a
+text_encoder}` + those (the Rust test `tests/diffusers_variants.rs` assembles it in memory, this script in a
 temporary directory, which `StableDiffusionPipeline.from_pretrained` loads).
 
 References (`reference.safetensors`, all F32, + `reference.json`), computed from the weights as saved:

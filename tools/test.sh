@@ -6,7 +6,7 @@
 # installing Chromium, the wasm target, wasm-bindgen-cli and the npm tools when missing.
 #
 #   bash tools/test.sh                 # everything
-#   bash tools/test.sh --test parity   # arguments go to `cargo test --release`; native only
+#   bash tools/test.sh --test diffusers_parity   # arguments go to `cargo test --release`; native only
 #   SYNFER_SKIP_BROWSER=1 bash tools/test.sh   # native only
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -46,6 +46,20 @@ pub struct FerConfig {
     pub standardize: bool,
 }
 
+impl Default for FerConfig {
+    /// mini-Xception at its original width, 64 px RGB, the seven canonical classes.
+    fn default() -> Self {
+        FerConfig {
+            arch: Arch::MiniXception,
+            input_size: 64,
+            channels: 3,
+            width: Arch::MiniXception.default_width(),
+            classes: crate::expression::class_names(false),
+            standardize: false,
+        }
+    }
+}
+
 impl FerConfig {
     /// Checks every field (`file` names the source in errors).
     pub fn validate(&self, file: &str) -> Result<()> {

@@ -34,23 +34,33 @@ use crate::train::run::{
 };
 use crate::train::tensors::{self, Precision};
 
-/// Settings of a classifier training run (saved as `train.json`).
+/// Settings of a classifier training run (saved as `train.json`; also flags of
+/// `synfer fer train`, the model's own flags aside).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
 pub struct FerStage {
     /// The model.
+    #[cfg_attr(feature = "native", arg(skip = FerConfig::default()))]
     pub model: FerConfig,
     /// Images per step.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 64))]
     pub batch: usize,
     /// Seed of the initial weights, batches and augmentation.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0))]
     pub seed: u64,
     /// Augmentation.
+    #[cfg_attr(feature = "native", command(flatten))]
     pub augment: Augment,
-    /// Sample classes uniformly (then an image of the class) instead of images uniformly.
+    /// Class-balanced sampling: a class uniformly, then an image of it (instead of images
+    /// uniformly).
+    #[cfg_attr(feature = "native", arg(long))]
     pub balanced: bool,
-    /// Share of each batch drawn from synthetic images when both kinds are present (`None`:
-    /// images are drawn from the union).
+    /// Share of synthetic images (from `synfer synth` folders) in every batch when real sets
+    /// are mixed in (default: as drawn from the union).
+    #[cfg_attr(feature = "native", arg(long))]
     pub synthetic_share: Option<f64>,
     /// Label smoothing ε.
+    #[cfg_attr(feature = "native", arg(long, default_value_t = 0.1))]
     pub label_smoothing: f64,
 }
 

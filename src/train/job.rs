@@ -68,6 +68,10 @@ impl VaeJob {
         device_name: &str,
         mut on_event: impl FnMut(Event),
     ) -> Result<()> {
+        if self.stage.batch == 0 {
+            return Err(Error::request("batch", "must be at least 1"));
+        }
+        self.cfg.validate()?;
         let train_device = device.clone().autodiff();
         let data = Dataset::load(&self.data)?;
         let run = RunDir::open(&self.run)?;
@@ -124,9 +128,18 @@ impl DiffusionJob {
         device_name: &str,
         mut on_event: impl FnMut(Event),
     ) -> Result<()> {
-        if self.stage.lora_rank == Some(0) {
-            return Err(Error::request("lora_rank", "must be at least 1"));
+        if self.stage.lora_rank == Some(0) || self.stage.batch == 0 {
+            return Err(Error::request("batch/lora_rank", "must be at least 1"));
         }
+        for (name, p) in [
+            ("caption_dropout", self.stage.caption_dropout),
+            ("au_dropout", self.stage.au_dropout),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::request(name, format!("{p} is not a probability")));
+            }
+        }
+        self.cfg.validate()?;
         let data = Dataset::load(&self.data)?;
         let run = RunDir::open(&self.run)?;
         let (files, vae, denoiser) = self.base.start(self.stage.seed, device)?;

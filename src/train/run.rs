@@ -43,6 +43,27 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
+    /// Checks the values (`checkpoint_every` at least 1, a finite non-negative learning rate,
+    /// an EMA decay in `[0, 1)`).
+    pub fn validate(&self) -> Result<()> {
+        if self.checkpoint_every == 0 {
+            return Err(Error::request("checkpoint_every", "must be at least 1"));
+        }
+        if !self.lr.is_finite() || self.lr < 0.0 {
+            return Err(Error::request(
+                "lr",
+                format!("{} must be finite and ≥ 0", self.lr),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(Error::request(
+                "ema",
+                format!("{} is not in [0, 1)", self.ema_decay),
+            ));
+        }
+        Ok(())
+    }
+
     /// EMA decay after `step` (0-based) updates: `min(decay, (1 + step) / (10 + step))`, so
     /// that early weights do not linger in the average of a short run.
     pub fn ema_decay_at(&self, step: u64) -> f64 {
@@ -317,6 +338,7 @@ pub fn train_with_hook<M: Module>(
     mut on_step: impl FnMut(&LossEntry),
     mut on_checkpoint: impl FnMut(&M, &Ema, u64) -> Result<()>,
 ) -> Result<(M, Ema)> {
+    cfg.validate()?;
     let dir = run.complete_checkpoint();
     let (mut opt, mut ema) = match run.read_state(&dir)? {
         Some(state) => {

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
+use synfer::Result;
 use synfer::dataset::metadata;
 use synfer::device::{self, DeviceChoice};
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::facetext::audit::{audit, table};
 use synfer::facetext::build::{BuildConfig, build};
 use synfer::facetext::stats;
-use synfer::{Error, Result};
 
 #[derive(clap::Subcommand)]
 pub enum DataCommand {
@@ -31,8 +31,8 @@ pub struct AuditArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Audit every k-th record only (1: all).
-    #[arg(long, default_value_t = 1)]
-    every: usize,
+    #[arg(long, default_value = "1")]
+    every: std::num::NonZeroUsize,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -55,14 +55,11 @@ pub fn run(cmd: DataCommand) -> Result<()> {
 }
 
 fn audit_cmd(args: AuditArgs) -> Result<()> {
-    if args.every == 0 {
-        return Err(Error::request("every", "must be at least 1"));
-    }
     let selected = device::select(args.device)?;
     let analyzer = FaceAnalyzer::embedded(&selected.device)?;
     let records: Vec<_> = metadata::read(&args.data)?
         .into_iter()
-        .step_by(args.every)
+        .step_by(args.every.get())
         .collect();
     let bar = synfer::progress::bar(records.len() as u64, "image");
     let report = audit(&analyzer, &args.data, &records, |done, _| {

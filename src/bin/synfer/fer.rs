@@ -66,9 +66,6 @@ pub struct TrainArgs {
     /// Optimizer steps.
     #[arg(long, default_value_t = 2000)]
     steps: u64,
-    /// Images per step.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
     /// Peak learning rate (AdamW; cosine decay after the warm-up).
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
@@ -84,19 +81,6 @@ pub struct TrainArgs {
     /// Steps between checkpoints (and validation).
     #[arg(long, default_value_t = 200)]
     checkpoint_every: u64,
-    /// Seed of the weights, batches and augmentation.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Class-balanced sampling (a class uniformly, then an image of it).
-    #[arg(long)]
-    balanced: bool,
-    /// Share of synthetic images (from `synfer synth` folders) in every batch when real sets
-    /// are mixed in (default: as drawn from the union).
-    #[arg(long)]
-    synthetic_share: Option<f64>,
-    /// Label smoothing.
-    #[arg(long, default_value_t = 0.1)]
-    label_smoothing: f64,
     /// Leave out synthetic images whose pseudo-label has a lower ensemble probability
     /// (`confidence` in synfer's metadata.jsonl; real sets are not filtered).
     #[arg(long, default_value_t = 0.0)]
@@ -108,7 +92,7 @@ pub struct TrainArgs {
     #[arg(long)]
     no_augment: bool,
     #[command(flatten)]
-    augment: Augment,
+    stage: FerStage,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -165,32 +149,21 @@ pub fn run(cmd: FerCommand) -> Result<()> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    if a.checkpoint_every == 0 || a.steps == 0 {
-        return Err(Error::request(
-            "train",
-            "--steps and --checkpoint-every must be at least 1",
-        ));
+    if a.steps == 0 {
+        return Err(Error::request("steps", "must be at least 1"));
     }
-    let stage = FerStage {
-        model: FerConfig {
-            arch: a.arch,
-            input_size: a.input_size,
-            channels: if a.grey { 1 } else { 3 },
-            width: a.width.unwrap_or(a.arch.default_width()),
-            classes: class_names(a.contempt),
-            standardize: a.standardize,
-        },
-        batch: a.batch,
-        seed: a.seed,
-        augment: if a.no_augment {
-            Augment::NONE
-        } else {
-            a.augment
-        },
-        balanced: a.balanced,
-        synthetic_share: a.synthetic_share,
-        label_smoothing: a.label_smoothing,
+    let mut stage = a.stage;
+    stage.model = FerConfig {
+        arch: a.arch,
+        input_size: a.input_size,
+        channels: if a.grey { 1 } else { 3 },
+        width: a.width.unwrap_or(a.arch.default_width()),
+        classes: class_names(a.contempt),
+        standardize: a.standardize,
     };
+    if a.no_augment {
+        stage.augment = Augment::NONE;
+    }
     stage.validate()?;
     let session = TrainSession {
         data: DataSpec {
@@ -232,7 +205,7 @@ fn train(a: TrainArgs) -> Result<()> {
         session.stage.model.arch.name(),
         a.steps,
         run.saved_step()?.unwrap_or(0),
-        a.batch,
+        session.stage.batch,
         selected.description
     );
     let bar = synfer::progress::bar(a.steps, "step");

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use synfer::Result;
 use synfer::device::{self, DeviceChoice};
 use synfer::train::adamw::AdamWConfig;
 use synfer::train::denoiser::Trainable;
@@ -10,7 +11,6 @@ use synfer::train::folder::export_run;
 use synfer::train::job::{DiffusionJob, Event, VaeJob};
 use synfer::train::run::LoopConfig;
 use synfer::train::vae::VaeStage;
-use synfer::{Error, Result};
 
 #[derive(clap::Subcommand)]
 pub enum TrainCommand {
@@ -161,14 +161,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
 }
 
-fn loop_config(c: &CommonArgs) -> Result<LoopConfig> {
-    if c.checkpoint_every == 0 || c.batch == 0 {
-        return Err(Error::request(
-            "train",
-            "--checkpoint-every and --batch must be at least 1",
-        ));
-    }
-    Ok(LoopConfig {
+fn loop_config(c: &CommonArgs) -> LoopConfig {
+    LoopConfig {
         steps: c.steps,
         lr: c.lr,
         warmup: c.warmup.max(1),
@@ -176,7 +170,7 @@ fn loop_config(c: &CommonArgs) -> Result<LoopConfig> {
         checkpoint_every: c.checkpoint_every,
         adamw: AdamWConfig::default(),
         cosine: false,
-    })
+    }
 }
 
 /// A bar that follows a training job's events.
@@ -226,7 +220,7 @@ fn vae(args: VaeArgs) -> Result<()> {
             kl_weight: args.kl_weight,
             seed: c.seed,
         },
-        cfg: loop_config(c)?,
+        cfg: loop_config(c),
     };
     let selected = device::select(c.device)?;
     let on_event = follow("vae", c.steps, &selected.description);
@@ -235,14 +229,6 @@ fn vae(args: VaeArgs) -> Result<()> {
 
 fn diffusion(args: DiffusionArgs) -> Result<()> {
     let c = &args.common;
-    for (name, p) in [
-        ("--caption-dropout", args.caption_dropout),
-        ("--au-dropout", args.au_dropout),
-    ] {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Error::request(name, format!("{p} is not a probability")));
-        }
-    }
     let job = DiffusionJob {
         data: c.data.clone(),
         run: c.run.clone(),
@@ -257,7 +243,7 @@ fn diffusion(args: DiffusionArgs) -> Result<()> {
             min_snr_gamma: (args.min_snr_gamma > 0.0).then_some(args.min_snr_gamma),
             lora_rank: matches!(args.train, Trainable::Lora).then_some(args.lora_rank),
         },
-        cfg: loop_config(c)?,
+        cfg: loop_config(c),
     };
     let selected = device::select(c.device)?;
     let on_event = follow("diffusion", c.steps, &selected.description);

@@ -1,4 +1,4 @@
-//! Issue 9's acceptance on real faces: the classifier trained only on synfer-tiny's synthetic
+//! The payoff, measured on real faces: the classifier trained only on synfer-tiny's synthetic
 //! images (`models/fer-synfer-tiny`) separates happy from neutral on scikit-image's LFW faces.
 //!
 //! Labels are the consensus of the ORIGINAL tfjs classifiers (face-api.js and human's

@@ -13,6 +13,10 @@
 //! - **Faces**: the share of expression images in which BlazeFace finds a face
 //!   ([`face_score`]), so that agreement is not read off images that show no face.
 
+mod report;
+
+pub use report::grid;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -26,7 +30,6 @@ use crate::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use crate::image::RgbView;
 use crate::label::{FACE_THRESHOLD, judge, mirror_vote};
 use crate::pipeline::{GenerateRequest, Pipeline};
-use crate::plot::Canvas;
 
 /// The seven classes both judges know, in [`CLASSES`] order.
 pub const EXPRESSIONS: [Expression; 7] = Expression::SEVEN;
@@ -169,74 +172,6 @@ pub struct EvalImages {
     pub aus: Vec<(String, f32, Vec<u8>)>,
     /// Image side.
     pub side: usize,
-}
-
-impl EvalReport {
-    /// Writes `eval.json` and the grid of `images` (`grid.png`, 8 columns) into `out`.
-    #[cfg(not(target_family = "wasm"))]
-    pub fn write(&self, images: &EvalImages, out: &std::path::Path) -> Result<()> {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::json("eval.json", e))?;
-        crate::files::write_atomic(&out.join("eval.json"), &json)?;
-        grid(self, images, 8).save(&out.join("grid.png"))
-    }
-
-    /// The report `synfer eval` prints: agreement and face rate per expression, Spearman's ρ
-    /// and measured means per AU, semantic guidance with and without.
-    pub fn summary(&self, device: &str) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{} on {device}: FER B agreement {:.1} % (average over 7 expressions)",
-            self.model,
-            self.average_agreement * 100.0
-        );
-        let _ = writeln!(
-            out,
-            "  faces found (BlazeFace score ≥ {FACE_THRESHOLD}): {:.1} %",
-            self.face_rate * 100.0
-        );
-        for (name, r) in &self.expressions {
-            let _ = writeln!(
-                out,
-                "  {name:<10} {:5.1} %  (faces {:5.1} %)",
-                r.agreement * 100.0,
-                r.face_rate * 100.0
-            );
-        }
-        for (code, r) in &self.aus {
-            let rho = r.spearman.map_or("undefined".into(), |s| format!("{s:.3}"));
-            let means: Vec<String> = r.measured_mean.iter().map(|m| format!("{m:.2}")).collect();
-            let _ = writeln!(
-                out,
-                "  {code:<5} Spearman {rho:>9}  measured by level: {}",
-                means.join(" ")
-            );
-        }
-        if let Some(s) = &self.semantic {
-            let _ = writeln!(
-                out,
-                "  semantic guidance λ = {} ({} guides, {} judges): {:.1} % → {:.1} %; a guided \
-                 step costs {:.2}× an unguided one",
-                s.settings.scale,
-                s.settings.classifier.name(),
-                s.judge,
-                s.average[0] * 100.0,
-                s.average[1] * 100.0,
-                s.step_cost_ratio
-            );
-            for (name, [a, b]) in &s.agreement {
-                let _ = writeln!(
-                    out,
-                    "    {name:<10} {:5.1} % → {:5.1} %",
-                    a * 100.0,
-                    b * 100.0
-                );
-            }
-        }
-        out
-    }
 }
 
 /// Spearman's rank correlation (average ranks for ties); `None` when either side is constant
@@ -529,84 +464,6 @@ fn semantic_report(
         step_seconds: [unguided_step, guided_step],
         step_cost_ratio: guided_step / unguided_step.max(1e-12),
     })
-}
-
-/// A contact sheet: one row per expression (first `columns` images, FER B's verdict under each,
-/// green when it agrees) and one row per probed AU (levels left to right), each labelled.
-pub fn grid(report: &EvalReport, images: &EvalImages, columns: usize) -> Canvas {
-    let side = images.side.max(1);
-    let (label_w, cell_h) = (130, side + 12);
-    let level_count = report.config.levels.len();
-    let cols = columns.max(level_count).max(1);
-    let rows = EXPRESSIONS.len() + report.aus.len();
-    let mut c = Canvas::new(label_w + cols * (side + 4), 24 + rows * cell_h);
-    c.text(
-        4,
-        6,
-        &format!(
-            "FER B AGREEMENT {:.0}%   FACES {:.0}%   AU ROWS: LEVELS {}",
-            report.average_agreement * 100.0,
-            report.face_rate * 100.0,
-            report
-                .config
-                .levels
-                .iter()
-                .map(|l| format!("{l}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        1,
-        [0, 0, 0],
-    );
-    for (r, e) in EXPRESSIONS.iter().enumerate() {
-        let y = 24 + r * cell_h;
-        let agreement = report
-            .expressions
-            .get(e.name())
-            .map_or(0.0, |x| x.agreement);
-        c.text(4, y + side / 2 - 8, &e.name().to_uppercase(), 1, [0, 0, 0]);
-        c.text(
-            4,
-            y + side / 2 + 2,
-            &format!("{:.0}%", agreement * 100.0),
-            1,
-            [0, 0, 0],
-        );
-        let row = images
-            .expressions
-            .iter()
-            .filter(|(x, _, _)| x == e)
-            .take(cols);
-        for (k, (_, verdict, rgb)) in row.enumerate() {
-            let x = label_w + k * (side + 4);
-            c.blit(x, y, side, side, rgb);
-            let colour = if verdict == e.name() {
-                [0, 130, 0]
-            } else {
-                [180, 0, 0]
-            };
-            c.text(
-                x,
-                y + side + 2,
-                &verdict[..verdict.len().min(5)].to_uppercase(),
-                1,
-                colour,
-            );
-        }
-    }
-    for (r, (code, result)) in report.aus.iter().enumerate() {
-        let y = 24 + (EXPRESSIONS.len() + r) * cell_h;
-        c.text(4, y + side / 2 - 8, code, 1, [0, 0, 0]);
-        let rho = result
-            .spearman
-            .map_or("RHO -".to_string(), |s| format!("RHO {s:.2}"));
-        c.text(4, y + side / 2 + 2, &rho, 1, [0, 0, 0]);
-        let row = images.aus.iter().filter(|(a, _, _)| a == code).take(cols);
-        for (k, (_, _, rgb)) in row.enumerate() {
-            c.blit(label_w + k * (side + 4), y, side, side, rgb);
-        }
-    }
-    c
 }
 
 #[cfg(test)]
