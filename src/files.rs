@@ -76,7 +76,7 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 }
 
 /// Parses JSON Lines (blank lines skipped); `file` names the source in errors, with the line.
-pub fn parse_jsonl<T: DeserializeOwned>(text: &str, file: &str) -> Result<Vec<T>> {
+pub(crate) fn parse_jsonl<T: DeserializeOwned>(text: &str, file: &str) -> Result<Vec<T>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

@@ -100,7 +100,6 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<::image::RgbImage> {
 }
 
 /// Reads and decodes an image file to 8-bit RGB.
-#[cfg(not(target_family = "wasm"))]
 pub fn read(path: &std::path::Path) -> Result<::image::RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode(&bytes, &path.display().to_string())
@@ -127,7 +126,6 @@ pub fn encode_png(rgb: &[u8], width: usize, height: usize, name: &str) -> Result
 
 /// Writes an RGB image as a PNG file, atomically ([`crate::files::write_atomic`]), creating
 /// its folder.
-#[cfg(not(target_family = "wasm"))]
 pub fn write_png(path: &std::path::Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

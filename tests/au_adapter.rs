@@ -239,10 +239,7 @@ fn generate(p: &Pipeline, req: &GenerateRequest) -> GenerateOutput {
     let latents = load_refs(REFS)["e2e.latents"].host_tensor();
     p.generate_with(
         req,
-        &GenerateOptions {
-            latents: Some(&latents),
-            ..GenerateOptions::default()
-        },
+        &GenerateOptions::with_latents(&latents),
         |_| {},
     )
     .unwrap()

@@ -82,10 +82,7 @@ fn end_to_end(name: &str, refs: &str, image_key: &str, guidance_key: Option<&str
     let out = p
         .generate_with(
             &req,
-            &GenerateOptions {
-                latents: Some(&latents),
-                ..GenerateOptions::default()
-            },
+            &GenerateOptions::with_latents(&latents),
             |_| {},
         )
         .unwrap();
@@ -236,10 +233,7 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
     let out = p
         .generate_with(
             &req,
-            &GenerateOptions {
-                latents: Some(&latents),
-                ..GenerateOptions::default()
-            },
+            &GenerateOptions::with_latents(&latents),
             |ev| {
                 assert_eq!(ev.total, want_t.len());
                 seen.push(ev.timestep);

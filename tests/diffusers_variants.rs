@@ -101,10 +101,7 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
     let latents = r["e2e.latents"].host_tensor();
     match p.generate_with(
         &req,
-        &GenerateOptions {
-            latents: Some(&latents),
-            ..GenerateOptions::default()
-        },
+        &GenerateOptions::with_latents(&latents),
         |_| {},
     ) {
         Ok(out) => {

@@ -44,10 +44,7 @@ fn run(device: &Device, name: &str) -> (f64, f64) {
     let out = p
         .generate_with(
             &req,
-            &GenerateOptions {
-                latents: Some(&latents),
-                ..GenerateOptions::default()
-            },
+            &GenerateOptions::with_latents(&latents),
             |_| {},
         )
         .unwrap();

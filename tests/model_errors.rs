@@ -226,10 +226,7 @@ fn bad_requests_are_refused() {
     let err = p
         .generate_with(
             &GenerateRequest::new("x"),
-            &GenerateOptions {
-                latents: Some(&wrong),
-                ..GenerateOptions::default()
-            },
+            &GenerateOptions::with_latents(&wrong),
             |_| {},
         )
         .unwrap_err();

@@ -127,7 +127,7 @@ impl LabelledImages {
 }
 
 /// Decodes one item to `side × side` RGB bytes.
-pub fn decode_item(item: &Item, side: usize) -> Result<Vec<u8>> {
+pub(crate) fn decode_item(item: &Item, side: usize) -> Result<Vec<u8>> {
     let rgb = match &item.source {
         ItemSource::Grey { side: s, pixels } => {
             let grey = image::GrayImage::from_raw(*s as u32, *s as u32, pixels.clone())

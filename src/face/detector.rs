@@ -259,7 +259,7 @@ pub fn anchors() -> Vec<[f32; 2]> {
 /// Boxes `[x1, y1, x2, y2]` (pixels of the 256×256 input) from raw rows (`[896 × 17]`, one
 /// image), with human's float32 `decodeBoxes` arithmetic:
 /// `centre = (offset + anchor) / 256`, `half = size / 256 / 2`, `(centre ∓ half) · 256`.
-pub fn decode_boxes(raw: &[f32]) -> Vec<[f32; 4]> {
+pub(crate) fn decode_boxes(raw: &[f32]) -> Vec<[f32; 4]> {
     let s = INPUT_SIZE as f32;
     raw.chunks_exact(ROW)
         .zip(anchors())
@@ -306,7 +306,7 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
 /// tfjs' hard `nonMaxSuppression`: candidates with `score > score_threshold`, highest score first
 /// (ties: lower index first), each kept unless its IoU with an already kept box is
 /// `≥ iou_threshold`, at most `max_output`. Returns the kept indices in selection order.
-pub fn non_max_suppression(
+pub(crate) fn non_max_suppression(
     boxes: &[[f32; 4]],
     scores: &[f32],
     max_output: usize,

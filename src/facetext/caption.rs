@@ -20,7 +20,7 @@ pub struct Attributes {
 }
 
 /// Words for each expression (the first is the class name).
-pub fn expression_words(e: Expression) -> &'static [&'static str] {
+pub(crate) fn expression_words(e: Expression) -> &'static [&'static str] {
     match e {
         Expression::Neutral => &["neutral", "calm", "expressionless", "relaxed"],
         Expression::Happy => &["happy", "smiling", "joyful", "cheerful"],
@@ -44,7 +44,7 @@ fn article(word: &str) -> &'static str {
 
 /// AU phrases for the units at or above intensity 1.5, strongest first (at most 3), from the
 /// catalogue's descriptions ("raises the inner ends of the eyebrows").
-pub fn au_phrases(aus: &AuVector) -> Vec<String> {
+pub(crate) fn au_phrases(aus: &AuVector) -> Vec<String> {
     let mut active: Vec<(&str, f32)> = aus
         .active()
         .into_iter()

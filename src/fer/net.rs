@@ -66,7 +66,7 @@ impl std::str::FromStr for Arch {
 }
 
 /// Groups of the GroupNorm over `c` channels: `c / 4` capped at 32, rounded down to a divisor.
-pub fn norm_groups(c: usize) -> usize {
+pub(crate) fn norm_groups(c: usize) -> usize {
     let mut g = (c / 4).clamp(1, 32);
     while !c.is_multiple_of(g) {
         g -= 1;

@@ -169,7 +169,7 @@ impl Sampler {
 }
 
 /// Images `idx` of `data` as model input `[b, c, s, s]` on `device`, augmented with `rng`.
-pub fn batch_input(
+pub(crate) fn batch_input(
     model: &FerClassifier,
     data: &LabelledImages,
     idx: &[usize],
@@ -188,7 +188,7 @@ pub fn batch_input(
 
 /// Mean cross-entropy of `logits` against `labels` with label smoothing `eps`, and the number
 /// of correct argmax predictions.
-pub fn cross_entropy(logits: Tensor<2>, labels: &[usize], eps: f64) -> Result<(Tensor<1>, usize)> {
+pub(crate) fn cross_entropy(logits: Tensor<2>, labels: &[usize], eps: f64) -> Result<(Tensor<1>, usize)> {
     let [n, k] = logits.dims();
     let device = logits.device();
     let host: Vec<f32> = logits
@@ -279,7 +279,7 @@ fn write_accuracy(run: &RunDir, entries: &[AccuracyEntry]) -> Result<()> {
 }
 
 /// Accuracy curves: training batches (light) and validation (dark), 0–100 %.
-pub fn plot_accuracy(entries: &[AccuracyEntry]) -> Canvas {
+pub(crate) fn plot_accuracy(entries: &[AccuracyEntry]) -> Canvas {
     let (mut c, [left, top, pw, ph]) = plot_frame();
     c.text(
         8,

@@ -39,6 +39,7 @@ pub struct Voter {
 impl Voter {
     /// Loads the model folders `dirs` on `device`; names must differ from each other and from
     /// the built-in classifiers.
+    #[cfg(not(target_family = "wasm"))]
     pub fn load_all(dirs: &[String], device: &Device) -> Result<Vec<Voter>> {
         let mut names: BTreeSet<String> = ["face-api", "mini-xception", "ensemble"]
             .map(String::from)

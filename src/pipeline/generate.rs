@@ -31,6 +31,16 @@ pub struct GenerateOptions<'a> {
     pub preview_every: usize,
 }
 
+impl<'a> GenerateOptions<'a> {
+    /// Options that only replace the seeded noise with `latents`.
+    pub fn with_latents(latents: &'a HostTensor) -> Self {
+        GenerateOptions {
+            latents: Some(latents),
+            ..GenerateOptions::default()
+        }
+    }
+}
+
 /// One denoising step as semantic guidance sees it: the scaled model input at timestep `t`,
 /// with the AU tokens and the classifier-free scale of the generation.
 #[derive(Debug, Clone)]

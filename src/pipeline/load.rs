@@ -43,7 +43,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
 
 /// Checks `model_index.json`: every component we need is present with a class we support.
 /// Optional components (`safety_checker`, `feature_extractor`, `image_encoder`) are not run.
-pub fn check_model_index(src: &dyn FileSource) -> Result<Value> {
+pub(crate) fn check_model_index(src: &dyn FileSource) -> Result<Value> {
     let file = "model_index.json";
     let bytes = src.require(file)?;
     let index: Value = serde_json::from_slice(&bytes).map_err(|e| Error::json(file, e))?;
@@ -72,7 +72,7 @@ pub fn check_model_index(src: &dyn FileSource) -> Result<Value> {
 
 /// Loads the weights of `component` (e.g. `unet`) whose file stem is `stem`
 /// (`diffusion_pytorch_model` or `model`): a single file, a sharded index, or an fp16 variant.
-pub fn load_store(src: &dyn FileSource, component: &str, stem: &str) -> Result<TensorStore> {
+pub(crate) fn load_store(src: &dyn FileSource, component: &str, stem: &str) -> Result<TensorStore> {
     let single = format!("{component}/{stem}.safetensors");
     if let Some(bytes) = src.read(&single)? {
         return TensorStore::from_bytes(single, bytes);
@@ -122,7 +122,7 @@ pub fn load_store(src: &dyn FileSource, component: &str, stem: &str) -> Result<T
 
 /// Loads every component of `src` on `device`, with `loras` merged and `adapter` attached (the
 /// folder's own `au_adapter/` when `adapter` is `None`).
-pub fn load(
+pub(crate) fn load(
     src: &dyn FileSource,
     device: &Device,
     adapter: Option<AdapterWeights>,
@@ -269,7 +269,7 @@ pub fn load_tokenizer(src: &dyn FileSource) -> Result<ClipTokenizer> {
 /// (for outdated configs): `steps_offset` becomes 1 for every class that has the key, and
 /// `clip_sample` becomes false where it is on (DDIM/DDPM default it to true). Overrides made
 /// with `with_kind` inherit the corrected values, as diffusers' `from_config` does.
-pub fn sd_pipeline_scheduler_fixups(scheduler: &mut SchedulerConfig) {
+pub(crate) fn sd_pipeline_scheduler_fixups(scheduler: &mut SchedulerConfig) {
     if scheduler.steps_offset.is_some() || scheduler.class_name != "LMSDiscreteScheduler" {
         scheduler.steps_offset = Some(1);
     }

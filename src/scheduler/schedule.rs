@@ -95,7 +95,7 @@ pub fn np_round(x: f64) -> f64 {
 /// `np.interp(x, xp, fp)` with the default `left`/`right` (the first and last `fp` values).
 ///
 /// `xp` must be increasing and have the same length as `fp`.
-pub fn np_interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
+pub(crate) fn np_interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
     let n = xp.len().min(fp.len());
     if n == 0 {
         return f64::NAN;
@@ -158,7 +158,7 @@ pub fn squaredcos_cap_v2_betas(n: usize) -> Vec<f32> {
 
 /// `torch.cumprod` of a float32 vector on the CPU: accumulated in float64, each output rounded to
 /// float32.
-pub fn cumprod_f32(values: &[f32]) -> Vec<f32> {
+pub(crate) fn cumprod_f32(values: &[f32]) -> Vec<f32> {
     let mut acc = 1.0f64;
     values
         .iter()
@@ -293,7 +293,7 @@ pub fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize, alpha: f64, beta: f
 }
 
 /// `ln(Gamma(x))` for `x > 0` (Lanczos approximation, g = 7; about 1e-15 relative).
-pub fn ln_gamma(x: f64) -> f64 {
+pub(crate) fn ln_gamma(x: f64) -> f64 {
     const C: [f64; 9] = [
         0.999_999_999_999_809_9,
         676.520_368_121_885_1,
@@ -320,7 +320,7 @@ pub fn ln_gamma(x: f64) -> f64 {
 }
 
 /// The regularised incomplete beta function `I_x(a, b)`, the Beta(`a`, `b`) CDF.
-pub fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
+pub(crate) fn beta_cdf(x: f64, a: f64, b: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
@@ -365,7 +365,7 @@ fn beta_continued_fraction(x: f64, a: f64, b: f64) -> f64 {
 
 /// The quantile (inverse CDF) of Beta(`a`, `b`) at `p`, by bisection on [`beta_cdf`] down to
 /// adjacent floats.
-pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
+pub(crate) fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
     if p.is_nan() {
         return p;
     }

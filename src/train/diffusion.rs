@@ -145,6 +145,7 @@ pub enum Base {
     Folder(std::path::PathBuf),
 }
 
+#[cfg(not(target_family = "wasm"))]
 impl Base {
     /// The model files, VAE and denoiser (initialised from `seed` where fresh) to start from.
     pub fn start(

@@ -7,7 +7,6 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::denoiser::Denoiser;
-use super::diffusion::{Base, DiffusionStage, RunWeights, load_trained};
 use super::export::KeyMap;
 use super::lora;
 use super::model_files::ModelFiles;
@@ -79,16 +78,17 @@ pub fn export_folder(
 
 /// Exports the diffusion run `run` (started from `base`; its `weights`) as a diffusers folder
 /// in `out`. A from-scratch model's VAE config gets the scaling factor the run trained with.
-pub fn export_run(run: &Path, base: &Base, weights: RunWeights, out: &Path) -> Result<()> {
+#[cfg(not(target_family = "wasm"))]
+pub fn export_run(run: &Path, base: &super::diffusion::Base, weights: super::diffusion::RunWeights, out: &Path) -> Result<()> {
     let device = Device::flex();
     let path = run.join("config.json");
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
             .map_err(|e| Error::json(path.display().to_string(), e))?;
-    let stage: DiffusionStage = serde_json::from_value(record["diffusion"].clone())
+    let stage: super::diffusion::DiffusionStage = serde_json::from_value(record["diffusion"].clone())
         .map_err(|e| Error::json(path.display().to_string(), e))?;
     let (mut files, vae, mut denoiser) = base.start(0, &device)?;
-    if let Base::VaeRun { .. } = base {
+    if let super::diffusion::Base::VaeRun { .. } = base {
         let mut cfg: serde_json::Value = serde_json::from_str(super::vae::TINY_VAE_CONFIG)
             .map_err(|e| Error::json("synfer-tiny vae config", e))?;
         cfg["scaling_factor"] = serde_json::json!(stage.scaling_factor);
@@ -102,12 +102,12 @@ pub fn export_run(run: &Path, base: &Base, weights: RunWeights, out: &Path) -> R
     if let Some(rank) = stage.lora_rank {
         denoiser.attach_lora(rank, 0, &device);
     }
-    let denoiser = load_trained(denoiser, run, weights)?;
+    let denoiser = super::diffusion::load_trained(denoiser, run, weights)?;
     export_folder(out, &files, &params::read(&denoiser), &params::read(&vae))
 }
 
 /// The VAE's parameter path → key map for `files`' VAE config.
-pub fn vae_key_map(files: &ModelFiles) -> Result<KeyMap> {
+pub(crate) fn vae_key_map(files: &ModelFiles) -> Result<KeyMap> {
     let device = Device::flex();
     let mut store = TensorStore::tracing("trace", 0);
     let vae = AutoencoderKL::load(&mut store, &files.vae()?, &device)?;

@@ -9,6 +9,7 @@ pub mod diffusion;
 pub mod ema;
 pub mod export;
 pub mod folder;
+#[cfg(not(target_family = "wasm"))]
 pub mod job;
 pub mod lora;
 pub mod model_files;

@@ -194,7 +194,7 @@ impl RunDir {
     }
 
     /// Log entries (after a resume, only those up to the checkpoint are kept).
-    pub fn log_entries(&self) -> Result<Vec<LossEntry>> {
+    pub(crate) fn log_entries(&self) -> Result<Vec<LossEntry>> {
         read_jsonl(&self.root.join("loss.jsonl"))
     }
 
@@ -216,14 +216,14 @@ impl RunDir {
 
     /// Draws `loss.png`: the loss per step (light) and its running mean over 100 steps, log
     /// scale.
-    pub fn plot_loss(&self) -> Result<()> {
+    pub(crate) fn plot_loss(&self) -> Result<()> {
         let entries = self.log_entries()?;
         plot_losses(&entries).save(&self.root.join("loss.png"))
     }
 }
 
 /// A loss curve (log scale) with its 100-step running mean.
-pub fn plot_losses(entries: &[LossEntry]) -> Canvas {
+pub(crate) fn plot_losses(entries: &[LossEntry]) -> Canvas {
     let (mut c, [left, top, pw, ph]) = plot_frame();
     let finite: Vec<&LossEntry> = entries
         .iter()

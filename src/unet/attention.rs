@@ -28,7 +28,7 @@ pub fn query_rows(bh: usize, keys: usize, budget: usize) -> usize {
 }
 
 /// [`multi_head`] with an explicit score budget (bytes).
-pub fn multi_head_within(
+pub(crate) fn multi_head_within(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,

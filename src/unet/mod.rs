@@ -120,7 +120,7 @@ impl UNet2DConditionModel {
     }
 
     /// Loads under an arbitrary cursor without the final unused-key check.
-    pub fn load_from(root: &Weights, cfg: &UNetConfig, file: &str) -> Result<Self> {
+    pub(crate) fn load_from(root: &Weights, cfg: &UNetConfig, file: &str) -> Result<Self> {
         let groups = cfg.groups(file)?;
         let eps = cfg.norm_eps;
         let ch = &cfg.block_out_channels;
@@ -256,7 +256,7 @@ impl UNet2DConditionModel {
     }
 
     /// Sinusoidal timestep features `[b, dim]`, computed on the CPU in f32 as diffusers does.
-    pub fn timestep_features(&self, timesteps: &[f32], device: &Device) -> Tensor<2> {
+    pub(crate) fn timestep_features(&self, timesteps: &[f32], device: &Device) -> Tensor<2> {
         let dim = self.time_proj_dim;
         let half = dim / 2;
         let ln = -(10000f32).ln();
