@@ -21,7 +21,7 @@ fn file_err(file: &str, message: impl Into<String>) -> Error {
 }
 
 /// Parses a little-endian `.npy` array of f32/f64/f16 in C order.
-pub(crate) fn parse_npy(bytes: &[u8], file: &str) -> Result<HostTensor> {
+pub fn parse_npy(bytes: &[u8], file: &str) -> Result<HostTensor> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(file_err(file, "not a .npy file (bad magic)"));
     }
@@ -111,7 +111,7 @@ pub(crate) fn parse_npy(bytes: &[u8], file: &str) -> Result<HostTensor> {
 }
 
 /// Reads tensor `name` from a safetensors file held in memory.
-pub(crate) fn parse_safetensors(bytes: Vec<u8>, file: &str, name: &str) -> Result<HostTensor> {
+pub fn parse_safetensors(bytes: Vec<u8>, file: &str, name: &str) -> Result<HostTensor> {
     let store = crate::weights::TensorStore::from_bytes(file, bytes)?;
     let shape = store
         .shape(name)

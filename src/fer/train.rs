@@ -188,7 +188,11 @@ pub(crate) fn batch_input(
 
 /// Mean cross-entropy of `logits` against `labels` with label smoothing `eps`, and the number
 /// of correct argmax predictions.
-pub(crate) fn cross_entropy(logits: Tensor<2>, labels: &[usize], eps: f64) -> Result<(Tensor<1>, usize)> {
+pub(crate) fn cross_entropy(
+    logits: Tensor<2>,
+    labels: &[usize],
+    eps: f64,
+) -> Result<(Tensor<1>, usize)> {
     let [n, k] = logits.dims();
     let device = logits.device();
     let host: Vec<f32> = logits

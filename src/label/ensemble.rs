@@ -2,15 +2,13 @@
 //! classifiers (face-api.js and mini-Xception) plus any voters trained by `synfer fer train`;
 //! the ensemble's probabilities are the mean of its members'.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeMap;
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::judge::face_score;
 use crate::au::FINEFACE;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::expression::{Probs, average};
 use crate::face::analyzer::FaceAnalyzer;
 use crate::fer::FerClassifier;
@@ -40,7 +38,10 @@ impl Voter {
     /// Loads the model folders `dirs` on `device`; names must differ from each other and from
     /// the built-in classifiers.
     #[cfg(not(target_family = "wasm"))]
-    pub fn load_all(dirs: &[String], device: &Device) -> Result<Vec<Voter>> {
+    pub fn load_all(dirs: &[String], device: &burn::tensor::Device) -> Result<Vec<Voter>> {
+        use crate::error::Error;
+        use std::collections::BTreeSet;
+        use std::path::Path;
         let mut names: BTreeSet<String> = ["face-api", "mini-xception", "ensemble"]
             .map(String::from)
             .into();

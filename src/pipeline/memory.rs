@@ -103,7 +103,11 @@ impl BufferProfile {
     /// The decoder's largest activation for one image: elements, channels, height, width. Up
     /// block `j` (from the latent side) works at `2^j` times the latent size and its first
     /// resnet reads the previous block's (possibly wider) output there.
-    pub(crate) fn vae_widest_activation(&self, height: usize, width: usize) -> (u64, usize, usize, usize) {
+    pub(crate) fn vae_widest_activation(
+        &self,
+        height: usize,
+        width: usize,
+    ) -> (u64, usize, usize, usize) {
         let up: Vec<usize> = self.vae_channels.iter().rev().copied().collect();
         let levels = up.len().max(1);
         let mut best = (0, 0, 0, 0);

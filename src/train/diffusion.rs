@@ -17,18 +17,16 @@ use rand_distr::{Distribution, StandardNormal};
 use super::batches::Batches;
 use super::data::Dataset;
 use super::denoiser::{Denoiser, Trainable};
-use super::model_files::ModelFiles;
 use super::params;
 use super::run::{LoopConfig, LossEntry, RunDir, train};
 use super::tensors::{self, Precision};
-use super::vae::{TINY_VAE_CONFIG, init_vae};
 use crate::au::FINEFACE;
 use crate::error::{Error, Result};
 use crate::rng::step_rng;
 use crate::scheduler::schedule::{alphas_cumprod, scaled_linear_betas};
 use crate::tensor::HostTensor;
 use crate::tokenizer::ClipTokenizer;
-use crate::vae::{AutoencoderKL, VaeConfig};
+use crate::vae::AutoencoderKL;
 
 /// VAE latents of every dataset image (and of its mirror image): mean and standard deviation
 /// of the encoder's Gaussian, `[n, c, h, w]` flattened per image.
@@ -152,7 +150,10 @@ impl Base {
         &self,
         seed: u64,
         device: &Device,
-    ) -> Result<(ModelFiles, AutoencoderKL, Denoiser)> {
+    ) -> Result<(super::model_files::ModelFiles, AutoencoderKL, Denoiser)> {
+        use super::model_files::ModelFiles;
+        use super::vae::{TINY_VAE_CONFIG, init_vae};
+        use crate::vae::VaeConfig;
         match self {
             Base::Folder(dir) => {
                 let pipe = crate::Pipeline::load(dir, device)?;

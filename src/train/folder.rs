@@ -10,7 +10,6 @@ use super::denoiser::Denoiser;
 use super::export::KeyMap;
 use super::lora;
 use super::model_files::ModelFiles;
-use super::params;
 use super::tensors::{self, Precision};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
@@ -79,14 +78,20 @@ pub fn export_folder(
 /// Exports the diffusion run `run` (started from `base`; its `weights`) as a diffusers folder
 /// in `out`. A from-scratch model's VAE config gets the scaling factor the run trained with.
 #[cfg(not(target_family = "wasm"))]
-pub fn export_run(run: &Path, base: &super::diffusion::Base, weights: super::diffusion::RunWeights, out: &Path) -> Result<()> {
+pub fn export_run(
+    run: &Path,
+    base: &super::diffusion::Base,
+    weights: super::diffusion::RunWeights,
+    out: &Path,
+) -> Result<()> {
     let device = Device::flex();
     let path = run.join("config.json");
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
             .map_err(|e| Error::json(path.display().to_string(), e))?;
-    let stage: super::diffusion::DiffusionStage = serde_json::from_value(record["diffusion"].clone())
-        .map_err(|e| Error::json(path.display().to_string(), e))?;
+    let stage: super::diffusion::DiffusionStage =
+        serde_json::from_value(record["diffusion"].clone())
+            .map_err(|e| Error::json(path.display().to_string(), e))?;
     let (mut files, vae, mut denoiser) = base.start(0, &device)?;
     if let super::diffusion::Base::VaeRun { .. } = base {
         let mut cfg: serde_json::Value = serde_json::from_str(super::vae::TINY_VAE_CONFIG)
@@ -103,7 +108,12 @@ pub fn export_run(run: &Path, base: &super::diffusion::Base, weights: super::dif
         denoiser.attach_lora(rank, 0, &device);
     }
     let denoiser = super::diffusion::load_trained(denoiser, run, weights)?;
-    export_folder(out, &files, &params::read(&denoiser), &params::read(&vae))
+    export_folder(
+        out,
+        &files,
+        &super::params::read(&denoiser),
+        &super::params::read(&vae),
+    )
 }
 
 /// The VAE's parameter path → key map for `files`' VAE config.
