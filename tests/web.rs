@@ -11,7 +11,8 @@
 
 use safetensors::SafeTensors;
 use synfer::pipeline::source::MemorySource;
-use synfer::pipeline::{GenerateRequest, HostTensor, Pipeline};
+use synfer::pipeline::{GenerateOptions, GenerateRequest, Pipeline};
+use synfer::tensor::HostTensor;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -91,7 +92,9 @@ async fn end_to_end(webgpu: bool) -> f32 {
     let latents = HostTensor { shape, data };
     let mut steps = 0;
     let out = pipeline
-        .generate(&req, Some(&latents), |_| steps += 1)
+        .generate_async(&req, &GenerateOptions::with_latents(&latents), |_| {
+            steps += 1
+        })
         .await
         .unwrap();
     assert_eq!(steps, req.steps);
