@@ -66,7 +66,7 @@ pub fn to_jsonl<T: Serialize>(items: &[T], file: &str) -> Result<String> {
     Ok(text)
 }
 
-/// Reads a JSON Lines file ([`parse_jsonl`]); a missing file is an empty list.
+/// Reads a JSON Lines file (blank lines skipped, errors naming the file and line); a missing file is an empty list.
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_jsonl(&text, &path.display().to_string()),

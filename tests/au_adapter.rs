@@ -110,7 +110,7 @@ fn check_unet(p: &Pipeline, prefix: &str, tokens_key: &str) {
     assert!(p.unet().has_au_adapter(), "{prefix}: no AU branch attached");
     let adapter = p.au_adapter().expect("AU adapter");
     let [v1, v2] = au_rows();
-    let tokens = adapter.encoder.encode(&[&v1, &v2], &p.device());
+    let tokens = adapter.encoder.encode(&[&v1, &v2], p.device());
     assert_close(
         &format!("{prefix} AU tokens"),
         tokens.clone(),
@@ -119,9 +119,9 @@ fn check_unet(p: &Pipeline, prefix: &str, tokens_key: &str) {
     );
     for (scale, tag) in AU_SCALES {
         let out = p.unet().forward_au(
-            r["unet.sample"].tensor(&p.device()),
+            r["unet.sample"].tensor(p.device()),
             &r["unet.timestep"].data,
-            r["unet.encoder_hidden_states"].tensor(&p.device()),
+            r["unet.encoder_hidden_states"].tensor(p.device()),
             Some(&AuContext {
                 tokens: tokens.clone(),
                 scale,
@@ -145,9 +145,9 @@ fn fineface_unet_with_lora_and_aus() {
     // Without AU tokens the branch is skipped: the LoRA-merged UNet alone.
     let r = load_refs(REFS);
     let out = p.unet().forward(
-        r["unet.sample"].tensor(&p.device()),
+        r["unet.sample"].tensor(p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device()),
+        r["unet.encoder_hidden_states"].tensor(p.device()),
     );
     assert_close("fineface unet, no AU tokens", out, &r["unet.lora.out"], TOL);
 }
@@ -161,11 +161,11 @@ fn fineface_lora_merge_scale() {
         .au_adapter()
         .unwrap()
         .encoder
-        .encode(&[&v1, &v2], &p.device());
+        .encode(&[&v1, &v2], p.device());
     let out = p.unet().forward_au(
-        r["unet.sample"].tensor(&p.device()),
+        r["unet.sample"].tensor(p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device()),
+        r["unet.encoder_hidden_states"].tensor(p.device()),
         Some(&AuContext { tokens, scale: 1.0 }),
     );
     assert_close(
@@ -237,12 +237,8 @@ fn e2e_request(au_scale: Option<f64>) -> GenerateRequest {
 
 fn generate(p: &Pipeline, req: &GenerateRequest) -> GenerateOutput {
     let latents = load_refs(REFS)["e2e.latents"].host_tensor();
-    p.generate_with(
-        req,
-        &GenerateOptions::with_latents(&latents),
-        |_| {},
-    )
-    .unwrap()
+    p.generate_with(req, &GenerateOptions::with_latents(&latents), |_| {})
+        .unwrap()
 }
 
 fn check_image(what: &str, out: &GenerateOutput, reference: &Ref) {
@@ -364,9 +360,9 @@ fn base_unet() {
     assert!(p.au_adapter().is_none() && !p.unet().has_au_adapter());
     let r = load_refs(REFS);
     let out = p.unet().forward(
-        r["unet.sample"].tensor(&p.device()),
+        r["unet.sample"].tensor(p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device()),
+        r["unet.encoder_hidden_states"].tensor(p.device()),
     );
     assert_close("base unet", out, &r["unet.base.out"], TOL);
     // The fixture is sensitive to both extras (else the tests above could pass with one ignored).

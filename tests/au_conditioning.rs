@@ -60,7 +60,7 @@ fn expression_prototype_then_explicit_units() {
     // Unconditional half = encoded zeros, conditional half = encoded request.
     let enc = &p.au_adapter().unwrap().encoder;
     let zeros = AuVector::zeros(FINEFACE);
-    let (_, want) = host(enc.encode(&[&zeros, &expected], &p.device()));
+    let (_, want) = host(enc.encode(&[&zeros, &expected], p.device()));
     let (shape, got) = host(ctx.tokens);
     assert_eq!(shape, vec![2, 1, 16]);
     assert_eq!(got, want);

@@ -39,9 +39,9 @@ fn unet(name: &str, refs: &str) {
     let r = load_refs(refs);
     let ts = &r["unet.timestep"].data;
     let out = p.unet().forward(
-        r["unet.sample"].tensor(&p.device()),
+        r["unet.sample"].tensor(p.device()),
         ts,
-        r["unet.encoder_hidden_states"].tensor(&p.device()),
+        r["unet.encoder_hidden_states"].tensor(p.device()),
     );
     assert_close(&format!("{name} unet"), out, &r["unet.out"], TOL);
 }
@@ -49,7 +49,7 @@ fn unet(name: &str, refs: &str) {
 fn vae(name: &str, refs: &str) {
     let p = pipeline(name);
     let r = load_refs(refs);
-    let dist = p.vae().encode(r["vae.image"].tensor(&p.device()));
+    let dist = p.vae().encode(r["vae.image"].tensor(p.device()));
     assert_close(
         &format!("{name} vae encode mean"),
         dist.mean,
@@ -62,7 +62,7 @@ fn vae(name: &str, refs: &str) {
         &r["vae.enc_logvar"],
         TOL,
     );
-    let dec = p.vae().decode(r["vae.latents"].tensor(&p.device()));
+    let dec = p.vae().decode(r["vae.latents"].tensor(p.device()));
     assert_close(&format!("{name} vae decode"), dec, &r["vae.dec_out"], TOL);
 }
 
@@ -80,11 +80,7 @@ fn end_to_end(name: &str, refs: &str, image_key: &str, guidance_key: Option<&str
         req.guidance_scale = e[k]["guidance_scale"].as_f64().unwrap();
     }
     let out = p
-        .generate_with(
-            &req,
-            &GenerateOptions::with_latents(&latents),
-            |_| {},
-        )
+        .generate_with(&req, &GenerateOptions::with_latents(&latents), |_| {})
         .unwrap();
     let reference = &r[image_key];
     let err = max_abs(&out.images_f32[0], &reference.data);
@@ -201,9 +197,9 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
     assert_eq!(sched.timesteps(), want_t.as_slice());
     let unet_out = &r["e2e.unet_out"];
     let step_latents = &r["e2e.step_latents"];
-    let mut x = r["e2e.latents"].tensor::<4>(&p.device());
+    let mut x = r["e2e.latents"].tensor::<4>(p.device());
     for (i, t) in want_t.iter().enumerate() {
-        let out = unet_out.index(i).tensor::<4>(&p.device());
+        let out = unet_out.index(i).tensor::<4>(p.device());
         let [b2, c, h, w] = out.dims();
         let uncond = out.clone().slice([0..b2 / 2, 0..c, 0..h, 0..w]);
         let cond = out.slice([b2 / 2..b2, 0..c, 0..h, 0..w]);
@@ -231,14 +227,10 @@ fn sd1_end_to_end_pndm_scheduler_from_folder() {
     let latents = r["e2e.latents"].host_tensor();
     let mut seen = Vec::new();
     let out = p
-        .generate_with(
-            &req,
-            &GenerateOptions::with_latents(&latents),
-            |ev| {
-                assert_eq!(ev.total, want_t.len());
-                seen.push(ev.timestep);
-            },
-        )
+        .generate_with(&req, &GenerateOptions::with_latents(&latents), |ev| {
+            assert_eq!(ev.total, want_t.len());
+            seen.push(ev.timestep);
+        })
         .unwrap();
     assert_eq!(
         seen, want_t,

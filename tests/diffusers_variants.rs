@@ -77,15 +77,15 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
     };
 
     let unet = p.unet().forward(
-        r["unet.sample"].tensor(&p.device()),
+        r["unet.sample"].tensor(p.device()),
         &r["unet.timestep"].data,
-        r["unet.encoder_hidden_states"].tensor(&p.device()),
+        r["unet.encoder_hidden_states"].tensor(p.device()),
     );
     judge("unet rel L2", compare(unet, &r, "unet.out"), TOL);
 
-    let dec = p.vae().decode(r["vae.latents"].tensor(&p.device()));
+    let dec = p.vae().decode(r["vae.latents"].tensor(p.device()));
     judge("vae decode rel L2", compare(dec, &r, "vae.dec_out"), TOL);
-    let dist = p.vae().encode(r["vae.image"].tensor(&p.device()));
+    let dist = p.vae().encode(r["vae.image"].tensor(p.device()));
     judge(
         "vae enc mean rel L2",
         compare(dist.mean, &r, "vae.enc_mean"),
@@ -99,11 +99,7 @@ fn check(dir: &Path, meta: &serde_json::Value) -> Result<String, String> {
 
     let req = e2e_request(meta);
     let latents = r["e2e.latents"].host_tensor();
-    match p.generate_with(
-        &req,
-        &GenerateOptions::with_latents(&latents),
-        |_| {},
-    ) {
+    match p.generate_with(&req, &GenerateOptions::with_latents(&latents), |_| {}) {
         Ok(out) => {
             let reference = &r["e2e.image"];
             let err = if out.images_f32[0].len() == reference.data.len() {

@@ -42,11 +42,7 @@ fn run(device: &Device, name: &str) -> (f64, f64) {
     let req = e2e_request(&meta);
     let latents = r["e2e.latents"].host_tensor();
     let out = p
-        .generate_with(
-            &req,
-            &GenerateOptions::with_latents(&latents),
-            |_| {},
-        )
+        .generate_with(&req, &GenerateOptions::with_latents(&latents), |_| {})
         .unwrap();
     let image = &out.images_f32[0];
     assert!(

@@ -11,7 +11,7 @@
 //! - **Semantic guidance** (optional): every expression again with guidance, agreement judged by
 //!   the classifier that did not guide, with and without, and the cost of a guided step.
 //! - **Faces**: the share of expression images in which BlazeFace finds a face
-//!   ([`face_score`]), so that agreement is not read off images that show no face.
+//!   ([`face_score`](crate::label::face_score)), so that agreement is not read off images that show no face.
 
 mod report;
 
@@ -108,7 +108,7 @@ impl Default for EvalConfig {
 pub struct ExpressionResult {
     /// Images generated.
     pub images: usize,
-    /// Share of images in which BlazeFace finds a face ([`face_score`] ≥ [`FACE_THRESHOLD`]).
+    /// Share of images in which BlazeFace finds a face ([`face_score`](crate::label::face_score) ≥ [`FACE_THRESHOLD`]).
     pub face_rate: f64,
     /// Images FER B labelled as requested / images.
     pub agreement: f64,
@@ -136,7 +136,7 @@ pub struct EvalReport {
     pub expressions: BTreeMap<String, ExpressionResult>,
     /// Mean agreement over the seven expressions.
     pub average_agreement: f64,
-    /// Share of the expression images with a face ([`face_score`] ≥ [`FACE_THRESHOLD`]).
+    /// Share of the expression images with a face ([`face_score`](crate::label::face_score) ≥ [`FACE_THRESHOLD`]).
     pub face_rate: f64,
     /// Per AU.
     pub aus: BTreeMap<String, AuResult>,

@@ -13,7 +13,7 @@
 //!    image size, sample `i` of `n` at `y1·(H − 1) + i·(y2 − y1)·(H − 1)/(n − 1)` (corners
 //!    sampled exactly), pixels outside the image 0 — the crop is never rounded to u8, so an
 //!    image already at a model's side enters it unchanged;
-//! 4. FER A and FER B probabilities (canonical order [`CLASSES`](crate::expression::CLASSES)), their mean as the
+//! 4. FER A and FER B probabilities (canonical order [`crate::expression::CLASSES`]), their mean as the
 //!    ensemble, labels by argmax (ties to the earlier class);
 //! 5. FaceMesh on the 192×192 crop; landmarks mapped back to image pixels
 //!    (`x1 + x · side / 192`, z scaled by the same factor);

@@ -22,8 +22,8 @@
 //! pixels of the 256×256 input.
 //!
 //! Decoding, as human's `getBoxes` does it, on host `f32` ([`detect`]): [`anchors`] (cell
-//! centres of the two maps), [`decode_boxes`] (anchor + offset, float32 as tfjs), [`scores`]
-//! (sigmoid), tfjs' hard [`non_max_suppression`], scaling to the original image, and the padded
+//! centres of the two maps), `decode_boxes` (anchor + offset, float32 as tfjs), [`scores`]
+//! (sigmoid), tfjs' hard `non_max_suppression`, scaling to the original image, and the padded
 //! square crop human cuts for FaceMesh ([`square_crop`]); settings in [`DetectorConfig`]
 //! (human's defaults).
 //!

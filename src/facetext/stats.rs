@@ -20,7 +20,7 @@ pub struct Stats {
     pub sources: BTreeMap<String, usize>,
     /// Warped images.
     pub warped: usize,
-    /// Per AU: mean, share ≥ 1, and counts in bins [0,1), [1,2), …, [4,5].
+    /// Per AU: mean, share ≥ 1, and counts in bins `[0,1)`, `[1,2)`, …, `[4,5]`.
     pub aus: BTreeMap<String, AuStats>,
 }
 

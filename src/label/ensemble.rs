@@ -17,7 +17,7 @@ use crate::image::RgbView;
 /// The analysis of one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
-    /// BlazeFace score of the crop ([`face_score`](super::judge::face_score)).
+    /// BlazeFace score of the crop ([`super::judge::face_score`]).
     pub face_score: f32,
     /// Probabilities by classifier name (`face-api`, `mini-xception`).
     pub probs: BTreeMap<String, Probs>,

@@ -2,7 +2,7 @@
 //! read by an ensemble of expression classifiers, and its label rectified where the ensemble
 //! disagrees with the requested expression.
 //!
-//! - [`judge`]: the face score and the analysis every measurement in synfer starts from;
+//! - [`judge`](mod@judge): the face score and the analysis every measurement in synfer starts from;
 //! - [`vote`]: the mirror vote that labels the training data (face-api over an image and its
 //!   mirror image);
 //! - [`ensemble`]: the classifiers that read a synthetic image, and their mean;

@@ -2,7 +2,7 @@
 //! device's per-buffer limit (WebGPU's default is 128 MiB per storage binding; Vulkan drivers
 //! allow a few GiB) fails before it starts, with an error naming the tensor, instead of an
 //! allocation panic inside a kernel. Attention scores are chunked to
-//! [`ATTENTION_SCORE_BUDGET`](crate::unet::attention::ATTENTION_SCORE_BUDGET) and the VAE
+//! [`crate::unet::attention::ATTENTION_SCORE_BUDGET`] and the VAE
 //! decodes in slices of [`DECODE_BUDGET`], so neither grows with the batch.
 
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! Dataset synthesis at scale: a plan ([`plan::Plan`]) of labelled requests, generated in
 //! batches, pseudo-labelled ([`crate::label`]), written atomically with a manifest that makes runs
-//! resumable and shardable ([`run`], [`manifest`]), and turned into dataset files ([`output`]).
+//! resumable and shardable ([`run`](mod@run), [`manifest`]), and turned into dataset files ([`output`]).
 
 pub mod manifest;
 pub mod output;

@@ -3,9 +3,9 @@
 //! weighted): caption dropout and AU dropout (zeros, the pipeline's unconditional AU input) for
 //! classifier-free guidance.
 //!
-//! A model is described by its non-weight files ([`ModelFiles`]: configs, tokenizer,
+//! A model is described by its non-weight files ([`ModelFiles`](super::model_files::ModelFiles): configs, tokenizer,
 //! scheduler), so the same code trains synfer-tiny from scratch and fine-tunes a loaded
-//! diffusers folder; [`export_folder`] writes the result back in diffusers layout.
+//! diffusers folder; [`export_folder`](super::folder::export_folder) writes the result back in diffusers layout.
 use std::collections::BTreeMap;
 use std::path::Path;
 

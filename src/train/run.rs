@@ -4,7 +4,7 @@
 //! A run folder holds `checkpoint/` (`params`, `optimizer` and `ema` safetensors in f32 plus
 //! `state.json`). A checkpoint is written to `checkpoint.tmp/` and swapped in by renames, so a
 //! kill at any moment leaves one complete checkpoint. Because batches and noise depend only on
-//! `(seed, step)` ([`super::schedule`]), a resumed run continues bit for bit.
+//! `(seed, step)` ([`crate::rng`], [`super::batches`]), a resumed run continues bit for bit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
