@@ -5,14 +5,15 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::Pipeline;
 use super::output::{GenerateOutput, StepEvent};
-use super::request::{self, GenerateRequest};
+use super::request::{self, GenerateRequest, StartMode};
+use super::start::{LAYOUT_PROMPT, img2img_start, layout_steps};
 use crate::au::conditioning;
 use crate::error::{Error, Result};
 use crate::guidance::cfg::combine_halves;
 use crate::guidance::semantic::{GuideClassifier, SemanticGuider};
 use crate::image::to_u8;
 use crate::rng::seeded_noise;
-use crate::scheduler::{Scheduler, SchedulerKind};
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
 use crate::tensor::HostTensor;
 use crate::unet::attention::AuContext;
 
@@ -29,6 +30,9 @@ pub struct GenerateOptions<'a> {
     /// [`StepEvent::preview`] every this many steps (0: never; never on the last step, whose
     /// image is the result). Each preview costs one VAE decode of one image and a readback.
     pub preview_every: usize,
+    /// The start images of requests with a [`start`](GenerateRequest::start), one per image
+    /// of the batch in request order, any size (resized to the output size).
+    pub images: Option<&'a [::image::RgbImage]>,
 }
 
 impl<'a> GenerateOptions<'a> {
@@ -187,6 +191,13 @@ impl Pipeline {
                 Some("au_scale")
             } else if r.semantic_guidance != first.semantic_guidance {
                 Some("semantic_guidance")
+            } else if r.start.as_ref().map(|s| (s.mode, s.strength, &s.prompt))
+                != first
+                    .start
+                    .as_ref()
+                    .map(|s| (s.mode, s.strength, &s.prompt))
+            {
+                Some("start")
             } else {
                 None
             };
@@ -200,9 +211,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The scheduler a request runs with, set for its steps.
-    fn scheduler_for(&self, req: &GenerateRequest) -> Result<Scheduler> {
-        let sched_cfg = match req.scheduler {
+    /// The scheduler config a request runs with (see [`ImageStart::scheduler_config`] for
+    /// starts from an image).
+    fn scheduler_config_for(&self, req: &GenerateRequest) -> Result<SchedulerConfig> {
+        if let Some(start) = &req.start {
+            return start.scheduler_config(&self.scheduler, req.scheduler);
+        }
+        Ok(match req.scheduler {
             Some(kind) => self.scheduler.clone().with_kind(kind),
             None if self.scheduler.kind().is_err() => {
                 return Err(Error::request(
@@ -217,13 +232,7 @@ impl Pipeline {
                 ));
             }
             None => self.scheduler.clone(),
-        };
-        sched_cfg
-            .build(req.steps)
-            .map_err(|source| Error::Scheduler {
-                file: "scheduler/scheduler_config.json".into(),
-                source,
-            })
+        })
     }
 
     /// The initial latents `[n, c, h, w]` (given, or seeded noise per image) and each image's
@@ -282,7 +291,15 @@ impl Pipeline {
         }
 
         // 1. Scheduler.
-        let mut scheduler = self.scheduler_for(req)?;
+        let sched_cfg = self.scheduler_config_for(req)?;
+        let mut scheduler = sched_cfg
+            .build(req.steps)
+            .map_err(|source| Error::Scheduler {
+                file: "scheduler/scheduler_config.json".into(),
+                source,
+            })?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let total = timesteps.len();
 
         // 2. Prompt embeddings ([uncond × n; cond × n] with guidance) and AU tokens.
         let cfg = req.uses_cfg();
@@ -302,13 +319,6 @@ impl Pipeline {
         let au_requests: Vec<_> = reqs.iter().map(GenerateRequest::au_request).collect();
         let (aus, au_context) =
             conditioning::condition(self.au_adapter.as_ref(), &au_requests, cfg, &self.device)?;
-
-        // 3. Initial latents.
-        let (host, seeds) = self.initial_latents(reqs, options.latents, shape)?;
-        let mut x = Tensor::<4>::from_data(TensorData::new(host.data, shape), &self.device)
-            * scheduler.init_noise_sigma();
-
-        // 4. Denoising loop (with semantic guidance of the conditional embedding in its window).
         let guidance = match req.semantic_guidance.clone().filter(|sg| sg.scale > 0.0) {
             Some(sg) => {
                 let guider = self.guider(options.guider)?;
@@ -318,12 +328,67 @@ impl Pipeline {
             }
             None => None,
         };
-        let timesteps = scheduler.timesteps().to_vec();
-        let total = timesteps.len();
+
+        // 3. Initial latents: seeded noise, or the start images (layout: inverted up to the
+        // first denoising step; img2img: noised to it). `first` is that step's index.
+        let (host, seeds) = self.initial_latents(reqs, options.latents, shape)?;
+        let noise = Tensor::<4>::from_data(TensorData::new(host.data, shape), &self.device);
+        let mut inverted = 0;
+        let (mut x, first) = match &req.start {
+            None => (noise * scheduler.init_noise_sigma(), 0),
+            Some(start) => {
+                let images = options.images.ok_or_else(|| {
+                    Error::request(
+                        "start",
+                        "starting from an image needs the images (GenerateOptions::images)",
+                    )
+                })?;
+                if images.len() != n {
+                    return Err(Error::request(
+                        "start",
+                        format!("{} start images for a batch of {n} images", images.len()),
+                    ));
+                }
+                let x0 = self.encode_images(images, width, height)?;
+                match start.mode {
+                    StartMode::Layout => {
+                        let k = layout_steps(start.strength, req.steps).min(total);
+                        let prompt = start.prompt.as_deref().unwrap_or(LAYOUT_PROMPT);
+                        let total_events = 2 * k;
+                        let x = self.invert(
+                            x0,
+                            &sched_cfg,
+                            req.steps,
+                            k,
+                            prompt,
+                            clip_skip,
+                            req.au_scale,
+                            |i, t| {
+                                on_step(&StepEvent {
+                                    step: i + 1,
+                                    total: total_events,
+                                    timestep: t,
+                                    preview: None,
+                                })
+                            },
+                        )?;
+                        inverted = k;
+                        (x, total - k)
+                    }
+                    StartMode::Img2img => match img2img_start(start.strength, req.steps) {
+                        s if s >= req.steps || s >= total => (x0, total),
+                        s => (scheduler.add_noise(x0, noise, s), s),
+                    },
+                }
+            }
+        };
+
+        // 4. Denoising loop (with semantic guidance of the conditional embedding in its window).
+        let steps_run = total - first;
         let mut context = context;
-        for (i, &t) in timesteps.iter().enumerate() {
+        for (i, &t) in timesteps.iter().enumerate().skip(first) {
             if let Some((sg, guider, targets)) = &guidance
-                && sg.guides(i, total)
+                && sg.guides(i - first, steps_run)
             {
                 let step = GuidedStep {
                     input: scheduler.scale_model_input(x.clone(), i),
@@ -352,7 +417,8 @@ impl Pipeline {
             let stepped = scheduler.step(noise, i, x);
             x = stepped.prev_sample;
             let every = options.preview_every;
-            let preview = if every > 0 && (i + 1) % every == 0 && i + 1 < total {
+            let done = i + 1 - first;
+            let preview = if every > 0 && done % every == 0 && i + 1 < total {
                 let [_, c, h, w] = stepped.pred_original_sample.dims();
                 let first = stepped.pred_original_sample.slice([0..1, 0..c, 0..h, 0..w]);
                 Some(to_u8(&self.decode_f32(first).await?))
@@ -360,8 +426,8 @@ impl Pipeline {
                 None
             };
             on_step(&StepEvent {
-                step: i + 1,
-                total,
+                step: inverted + done,
+                total: inverted + steps_run,
                 timestep: t,
                 preview,
             });

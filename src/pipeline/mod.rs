@@ -1,7 +1,8 @@
 //! The generation pipeline, in diffusers' phases: load ([`builder`], [`load`]) → check the
 //! request → encode the prompt (text) and the AUs ([`crate::au::conditioning`]) → prepare the
-//! latents → denoise with classifier-free and semantic guidance ([`generate`]) → decode →
-//! 8-bit RGB with its record ([`output`]).
+//! latents (seeded noise, or an image: layout initialisation and img2img, [`start`]) →
+//! denoise with classifier-free and semantic guidance ([`generate`]) → decode → 8-bit RGB with
+//! its record ([`output`]).
 //!
 //! ```no_run
 //! # fn main() -> synfer::Result<()> {
@@ -18,6 +19,7 @@ pub mod memory;
 pub mod output;
 pub mod request;
 pub mod source;
+pub mod start;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -36,7 +38,7 @@ use crate::vae::AutoencoderKL;
 pub use builder::{ModelSource, PipelineBuilder};
 pub use generate::GenerateOptions;
 pub use output::{GenerateOutput, ImageRecord, StepEvent, Timings};
-pub use request::GenerateRequest;
+pub use request::{GenerateRequest, ImageStart, StartMode};
 
 /// Facts about a loaded model that callers need (sizes, channels, names).
 #[derive(Debug, Clone, serde::Serialize)]

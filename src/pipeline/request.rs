@@ -64,6 +64,43 @@ pub struct GenerateRequest {
     /// Semantic guidance toward the request's expression (needs `expression`).
     #[cfg_attr(feature = "native", arg(skip))]
     pub semantic_guidance: Option<SemanticGuidance>,
+    /// Start from an image (layout initialisation or img2img) instead of pure noise; the
+    /// images come in [`GenerateOptions::images`](super::GenerateOptions::images).
+    #[cfg_attr(feature = "native", arg(skip))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<ImageStart>,
+}
+
+/// How a generation starts from an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartMode {
+    /// SynFER's layout initialisation: the image DDIM-inverted `k = round(S · steps)` steps
+    /// with the layout prompt (no classifier-free guidance, all-zero AUs), then denoised over
+    /// the last `k` DDIM timesteps with the request's prompt, AUs and guidance.
+    Layout,
+    /// diffusers' img2img: the image noised to the level of step `steps − ⌊S · steps⌋` with
+    /// the request's noise and denoised from there, with any scheduler.
+    Img2img,
+}
+
+/// Start settings of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageStart {
+    /// Layout initialisation or img2img.
+    pub mode: StartMode,
+    /// Strength `S` in `[0, 1]`: the share of the schedule run from the image (0: the VAE's
+    /// reconstruction of the image, with no denoising step).
+    pub strength: f64,
+    /// The prompt the inversion is conditioned on (layout only; default
+    /// [`LAYOUT_PROMPT`](super::start::LAYOUT_PROMPT)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Where the image came from (`dcgan` with its seed, a file name…), for the record; the
+    /// pipeline reads only the pixels it is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[cfg(feature = "native")]
@@ -94,6 +131,7 @@ impl Default for GenerateRequest {
             aus: None,
             au_scale: None,
             semantic_guidance: None,
+            start: None,
         }
     }
 }
@@ -149,6 +187,7 @@ impl GenerateRequest {
         {
             return Err(Error::request("au_scale", format!("{s} must be finite")));
         }
+        self.start_check()?;
         if let Some(sg) = &self.semantic_guidance {
             sg.validate()?;
             if self.expression.is_none() {

@@ -105,47 +105,64 @@ impl Ddim {
         sample: Tensor<4>,
     ) -> StepOutput {
         let (alpha_prod_t, alpha_prod_t_prev) = self.alphas(step_index);
-        let beta_prod_t = 1.0 - alpha_prod_t;
-        let sqrt_alpha = f64::from(alpha_prod_t.sqrt());
-        let sqrt_beta = f64::from(beta_prod_t.sqrt());
-
-        let (pred_original_sample, pred_epsilon) = match self.params.prediction {
-            PredictionType::Epsilon => (
-                (sample - model_output.clone().mul_scalar(sqrt_beta)).div_scalar(sqrt_alpha),
-                model_output,
-            ),
-            PredictionType::Sample => (
-                model_output.clone(),
-                (sample - model_output.mul_scalar(sqrt_alpha)).div_scalar(sqrt_beta),
-            ),
-            PredictionType::VPrediction => (
-                sample.clone().mul_scalar(sqrt_alpha) - model_output.clone().mul_scalar(sqrt_beta),
-                model_output.mul_scalar(sqrt_alpha) + sample.mul_scalar(sqrt_beta),
-            ),
-        };
-
-        let pred_original_sample = match (self.params.thresholding, self.params.clip_sample_range) {
-            (Some(th), _) => threshold_sample(pred_original_sample, th),
-            (None, Some(range)) => pred_original_sample.clamp(-range, range),
-            (None, None) => pred_original_sample,
-        };
-
-        // eta = 0: no variance term, the direction coefficient is sqrt(1 - alpha_prod_t_prev).
-        let direction = f64::from((1.0 - alpha_prod_t_prev).sqrt());
-        let prev_sample = pred_original_sample
-            .clone()
-            .mul_scalar(f64::from(alpha_prod_t_prev.sqrt()))
-            + pred_epsilon.mul_scalar(direction);
-        StepOutput {
-            prev_sample,
-            pred_original_sample,
-        }
+        ddim_update(
+            &self.params,
+            model_output,
+            sample,
+            alpha_prod_t,
+            alpha_prod_t_prev,
+        )
     }
 
     pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Tensor<4> {
         let alpha = self.alphas_cumprod[self.timesteps[step_index] as usize];
         original.mul_scalar(f64::from(alpha.sqrt()))
             + noise.mul_scalar(f64::from((1.0 - alpha).sqrt()))
+    }
+}
+
+/// One DDIM move (eta = 0) of `sample` from the level `alpha_from` to `alpha_to` given the
+/// model's output there: `x̂0` and `ε̂` by the prediction type, `x̂0` clipped or thresholded
+/// as configured, then `√ᾱ_to · x̂0 + √(1 − ᾱ_to) · ε̂`. Denoising moves down the levels;
+/// [`super::ddim_inverse`] moves up with the same update.
+pub(crate) fn ddim_update(
+    params: &DdimParams,
+    model_output: Tensor<4>,
+    sample: Tensor<4>,
+    alpha_from: f32,
+    alpha_to: f32,
+) -> StepOutput {
+    let beta_from = 1.0 - alpha_from;
+    let sqrt_alpha = f64::from(alpha_from.sqrt());
+    let sqrt_beta = f64::from(beta_from.sqrt());
+    let (pred_original_sample, pred_epsilon) = match params.prediction {
+        PredictionType::Epsilon => (
+            (sample - model_output.clone().mul_scalar(sqrt_beta)).div_scalar(sqrt_alpha),
+            model_output,
+        ),
+        PredictionType::Sample => (
+            model_output.clone(),
+            (sample - model_output.mul_scalar(sqrt_alpha)).div_scalar(sqrt_beta),
+        ),
+        PredictionType::VPrediction => (
+            sample.clone().mul_scalar(sqrt_alpha) - model_output.clone().mul_scalar(sqrt_beta),
+            model_output.mul_scalar(sqrt_alpha) + sample.mul_scalar(sqrt_beta),
+        ),
+    };
+    let pred_original_sample = match (params.thresholding, params.clip_sample_range) {
+        (Some(th), _) => threshold_sample(pred_original_sample, th),
+        (None, Some(range)) => pred_original_sample.clamp(-range, range),
+        (None, None) => pred_original_sample,
+    };
+    // eta = 0: no variance term, the direction coefficient is sqrt(1 - alpha_to).
+    let direction = f64::from((1.0 - alpha_to).sqrt());
+    let prev_sample = pred_original_sample
+        .clone()
+        .mul_scalar(f64::from(alpha_to.sqrt()))
+        + pred_epsilon.mul_scalar(direction);
+    StepOutput {
+        prev_sample,
+        pred_original_sample,
     }
 }
 

@@ -31,6 +31,7 @@
 
 mod config;
 mod ddim;
+mod ddim_inverse;
 mod dpm_solver;
 mod euler;
 mod params;
@@ -43,6 +44,7 @@ use burn::tensor::Tensor;
 pub use config::{SchedulerConfig, SchedulerError, SchedulerKind};
 
 use ddim::{Ddim, DdimParams};
+use ddim_inverse::DdimInverse;
 use dpm_solver::{DpmParams, DpmSolver};
 use euler::{Euler, EulerParams};
 use params::PredictionType;
@@ -168,6 +170,64 @@ impl SchedulerConfig {
             }
         };
         Ok(scheduler)
+    }
+}
+
+/// DDIM run backwards, as diffusers' `DDIMInverseScheduler` (eta = 0), with its timesteps set:
+/// each step moves a latent from one noise level up to the next, so that DDIM denoising the
+/// result over the same timesteps (reversed) gives it back. Built by
+/// [`SchedulerConfig::build_inverse`] from any scheduler config (its DDIM keys, as
+/// `from_config`); `leading` or `trailing` spacing, any other taken as `leading`.
+#[derive(Debug, Clone)]
+pub struct InverseScheduler {
+    inner: DdimInverse,
+    timesteps: Vec<f64>,
+}
+
+impl SchedulerConfig {
+    /// The inverse DDIM scheduler for `num_inference_steps` steps (see [`InverseScheduler`]).
+    pub fn build_inverse(
+        &self,
+        num_inference_steps: usize,
+    ) -> Result<InverseScheduler, SchedulerError> {
+        if !(1..=MAX_INFERENCE_STEPS).contains(&num_inference_steps) {
+            return Err(SchedulerError::InvalidStepCount {
+                steps: num_inference_steps,
+                reason: format!("must be between 1 and {MAX_INFERENCE_STEPS}"),
+            });
+        }
+        let inner = DdimInverse::new(DdimParams::resolve(self)?, num_inference_steps)?;
+        Ok(InverseScheduler {
+            timesteps: inner.timesteps.iter().map(|&t| t as f64).collect(),
+            inner,
+        })
+    }
+}
+
+impl InverseScheduler {
+    /// The timesteps in inversion order (ascending).
+    pub fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    /// The float32 cumulative alpha products of the training schedule.
+    pub fn alphas_cumprod(&self) -> &[f32] {
+        self.inner.alphas_cumprod()
+    }
+
+    /// Step `step_index`: `sample` and the model's output for it at `timesteps()[step_index]`
+    /// give the latent at that timestep's noise level.
+    ///
+    /// # Panics
+    ///
+    /// If `step_index >= timesteps().len()`.
+    pub fn step(&self, model_output: Tensor<4>, step_index: usize, sample: Tensor<4>) -> Tensor<4> {
+        assert!(
+            step_index < self.timesteps.len(),
+            "step_index {step_index} is out of range for {} inverse steps",
+            self.timesteps.len()
+        );
+        self.inner.step(model_output, step_index, sample)
     }
 }
 

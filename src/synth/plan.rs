@@ -483,6 +483,7 @@ impl Plan {
             aus: Some(item.aus.clone()),
             au_scale: self.au_scale,
             semantic_guidance: self.semantic_guidance.clone(),
+            start: None,
         }
     }
 }
