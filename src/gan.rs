@@ -16,10 +16,13 @@
 use burn::module::{Module, Param};
 use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::ConvTransposeOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::weights::{TensorStore, Weights};
+
+/// The package's generator as float16 safetensors (`tools/data/convert_dcgan.py`).
+const EMBEDDED: &[u8] = include_bytes!("../assets/gan/dcgan_generator.safetensors");
 
 /// BatchNorm's ε (PyTorch's default).
 const BN_EPS: f64 = 1e-5;
@@ -119,6 +122,44 @@ impl Generator {
         }
         store.finish()?;
         Ok(Generator { convs, norms })
+    }
+
+    /// The generator of PyPI `gan-face-generate==1.1.1`, embedded (float16; see
+    /// `assets/gan/PROVENANCE.md`).
+    pub fn embedded(device: &Device) -> Result<Self> {
+        let store = TensorStore::from_bytes("dcgan_generator.safetensors", EMBEDDED.to_vec())?;
+        Self::load(&store, device)
+    }
+
+    /// One `64 × 64` RGB face per seed (bytes, row-major), `z` standard normal from the seed
+    /// ([`crate::rng::seeded_noise`]).
+    pub fn sample(&self, seeds: &[u64], device: &Device) -> Result<Vec<Vec<u8>>> {
+        let nz = self.latent_dim();
+        let mut z = Vec::with_capacity(seeds.len() * nz);
+        for &seed in seeds {
+            z.extend(crate::rng::seeded_noise(seed, &[nz]).data);
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(z, [seeds.len(), nz, 1, 1]), device);
+        let out = self.forward(x);
+        let [n, c, h, w] = out.dims();
+        let v = out
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::Device(format!("reading GAN output: {e:?}")))?;
+        Ok((0..n)
+            .map(|b| {
+                let mut rgb = Vec::with_capacity(h * w * 3);
+                for y in 0..h {
+                    for xx in 0..w {
+                        for ch in 0..c.min(3) {
+                            let t = v[((b * c + ch) * h + y) * w + xx];
+                            rgb.push(((t + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
+                        }
+                    }
+                }
+                rgb
+            })
+            .collect())
     }
 
     /// Latent size `nz`.

@@ -39,6 +39,8 @@ pub mod gan;
 pub mod guidance;
 pub mod image;
 pub mod label;
+#[cfg(not(target_family = "wasm"))]
+pub mod layout;
 pub mod nn;
 pub mod pipeline;
 pub mod plot;

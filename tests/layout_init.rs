@@ -222,3 +222,86 @@ fn bad_starts_are_refused_with_what_is_wrong() {
         "{e}"
     );
 }
+
+/// A model folder's `synfer.json` names a default layout: `generate --expression` starts from
+/// it (a relative source is taken from the folder), and a bad strength is refused naming the
+/// key.
+#[test]
+fn a_model_folder_names_its_default_layout() {
+    let dir = std::env::temp_dir().join(format!("synfer-layout-default-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for part in [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "unet",
+        "vae",
+    ] {
+        std::os::unix::fs::symlink(fixture("sd1-tiny").join(part), dir.join(part)).unwrap();
+    }
+    std::fs::copy(fixture("layout/face32.png"), dir.join("face.png")).unwrap();
+    let write = |json: &str| std::fs::write(dir.join("synfer.json"), json).unwrap();
+    write(r#"{"layout": {"source": "face.png", "strength": 1.5}}"#);
+    let err = Pipeline::load(&dir, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("synfer.json") && err.contains("layout.strength"),
+        "{err}"
+    );
+    write(r#"{"layout": {"source": "face.png", "strength": 0.5}}"#);
+    let out = dir.join("out.png");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_synfer"))
+        .args([
+            "generate",
+            "--device",
+            "cpu",
+            "--steps",
+            "4",
+            "--expression",
+            "happy",
+        ])
+        .args(["--prompt", "a face", "--model"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let start = &record["request"]["start"];
+    assert_eq!(start["mode"], "layout");
+    assert_eq!(start["strength"], 0.5);
+    assert!(
+        start["source"].as_str().unwrap().ends_with("face.png"),
+        "{start}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_or_undecodable_start_image_is_named() {
+    let device = Device::flex();
+    let missing = synfer::layout::StartFlags {
+        init_image: Some("/nonexistent/face.png".into()),
+        ..Default::default()
+    };
+    let err = missing.resolve(1, 0, &device).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/face.png"), "{err}");
+    let bad = std::env::temp_dir().join(format!("synfer-not-an-image-{}.png", std::process::id()));
+    std::fs::write(&bad, b"not an image").unwrap();
+    let flags = synfer::layout::StartFlags {
+        layout: Some(bad.display().to_string()),
+        ..Default::default()
+    };
+    let err = flags.resolve(1, 0, &device).unwrap_err().to_string();
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+    let _ = std::fs::remove_file(&bad);
+}

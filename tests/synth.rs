@@ -262,3 +262,43 @@ fn items_are_deterministic_balanced_and_follow_the_plan() {
     let tests = items.iter().filter(|i| i.split == "test").count();
     assert!((20..=50).contains(&tests), "{tests} of 70 in test");
 }
+
+/// A plan with `[layout]` from a folder: item `k` starts from image `k mod n`, the records name
+/// it, and two shards merged equal one unsharded run byte for byte.
+#[test]
+fn layout_faces_are_a_function_of_the_item() {
+    let model = model_dir("layout");
+    let faces = temp_dir("layout-faces");
+    for (i, name) in ["a.png", "b.png"].iter().enumerate() {
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 8) as u8, 60 + 90 * i as u8])
+        });
+        img.save(faces.join(name)).unwrap();
+    }
+    let text = format!(
+        "{}\n[layout]\nsource = \"folder:{}\"\nstrength = 0.5\n",
+        plan_text(&model, 8),
+        faces.display()
+    );
+    let plan = Plan::from_toml(&text, "plan.toml").unwrap();
+    let device = Device::flex();
+    let pipe = Pipeline::load(&model, &device).unwrap();
+    let analyzer = FaceAnalyzer::embedded(&device).unwrap();
+    let whole = temp_dir("layout-whole");
+    let records = run(&pipe, &analyzer, &plan, &whole, Shard::ALL, false, |_| {}).unwrap();
+    for r in &records {
+        let want = faces.join(["a.png", "b.png"][r.index % 2]);
+        assert_eq!(
+            r.layout.as_deref(),
+            Some(want.display().to_string().as_str())
+        );
+    }
+    let (s0, s1) = (temp_dir("layout-s0"), temp_dir("layout-s1"));
+    for (dir, index) in [(&s0, 0), (&s1, 1)] {
+        let shard = Shard { index, count: 2 };
+        run(&pipe, &analyzer, &plan, dir, shard, false, |_| {}).unwrap();
+    }
+    let merged = temp_dir("layout-merged");
+    merge(&[s0, s1], &merged).unwrap();
+    assert_same_tree(&whole, &merged);
+}

@@ -29,7 +29,8 @@ use crate::face::analyzer::FaceAnalyzer;
 use crate::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use crate::image::RgbView;
 use crate::label::{FACE_THRESHOLD, judge, mirror_vote};
-use crate::pipeline::{GenerateRequest, Pipeline};
+use crate::layout::{LayoutFaces, StartFlags};
+use crate::pipeline::{GenerateOptions, GenerateRequest, ImageStart, Pipeline};
 
 /// The seven classes both judges know, in [`CLASSES`] order.
 pub const EXPRESSIONS: [Expression; 7] = Expression::SEVEN;
@@ -83,6 +84,10 @@ pub struct EvalConfig {
         arg(long = "sg-per-expression", default_value_t = 16)
     )]
     pub semantic_per_expression: usize,
+    /// Start every generation from a face (layout initialisation) or an image (img2img);
+    /// the report then holds the same evaluation from pure noise beside it.
+    #[cfg_attr(feature = "native", command(flatten))]
+    pub start: StartFlags,
 }
 
 impl Default for EvalConfig {
@@ -99,6 +104,7 @@ impl Default for EvalConfig {
             batch: 8,
             semantic: None,
             semantic_per_expression: 16,
+            start: StartFlags::default(),
         }
     }
 }
@@ -114,6 +120,9 @@ pub struct ExpressionResult {
     pub agreement: f64,
     /// FER B's labels: class → count.
     pub judged: BTreeMap<String, usize>,
+    /// How different the images are: the mean over pairs of their RMS pixel difference (values
+    /// in `[0, 1]`; near 0: near copies).
+    pub diversity: f64,
 }
 
 /// Results for one AU.
@@ -140,10 +149,35 @@ pub struct EvalReport {
     pub face_rate: f64,
     /// Per AU.
     pub aus: BTreeMap<String, AuResult>,
+    /// Mean diversity over the seven expressions ([`ExpressionResult::diversity`]).
+    pub average_diversity: f64,
     /// Semantic guidance, when measured.
     pub semantic: Option<SemanticReport>,
+    /// How the generations started (`None`: from noise).
+    pub start: Option<ImageStart>,
+    /// With a start from images: the same evaluation from pure noise.
+    pub from_noise: Option<Box<EvalReport>>,
     /// Seconds spent generating and judging.
     pub seconds: f64,
+}
+
+/// Mean RMS difference over all pairs of equally sized RGB images (values scaled to `[0, 1]`);
+/// 0 for fewer than two images.
+pub fn diversity(images: &[&[u8]]) -> f64 {
+    let (mut sum, mut pairs) = (0.0, 0usize);
+    for (i, a) in images.iter().enumerate() {
+        for b in &images[i + 1..] {
+            let mse = a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                .sum::<f64>()
+                / a.len().max(1) as f64;
+            sum += mse.sqrt() / 255.0;
+            pairs += 1;
+        }
+    }
+    if pairs == 0 { 0.0 } else { sum / pairs as f64 }
 }
 
 /// Agreement with and without semantic guidance, judged by the classifier that did not guide.
@@ -248,6 +282,7 @@ impl EvalConfig {
 fn generate_all(
     pipe: &Pipeline,
     base: &GenerateRequest,
+    start: Option<&(ImageStart, LayoutFaces)>,
     count: usize,
     batch: usize,
 ) -> Result<(Vec<Vec<u8>>, usize)> {
@@ -258,9 +293,21 @@ fn generate_all(
         let req = GenerateRequest {
             seed: base.seed + out.len() as u64,
             num_images: n,
+            start: start.map(|(s, _)| s.clone()),
             ..base.clone()
         };
-        let res = pipe.generate(&req)?;
+        let images = start
+            .map(|(_, faces)| {
+                (0..n)
+                    .map(|i| Ok(faces.face(out.len() + i, req.seed + i as u64)?.0))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let options = GenerateOptions {
+            images: images.as_deref(),
+            ..GenerateOptions::default()
+        };
+        let res = pipe.generate_with(&req, &options, |_| {})?;
         side = res.width;
         out.extend(res.images);
     }
@@ -284,7 +331,9 @@ fn expression_request(
     }
 }
 
-/// Runs the evaluation; `progress(done, total)` counts generated images.
+/// Runs the evaluation; `progress(done, total)` counts generated images. With a start from
+/// images ([`EvalConfig::start`]) it runs twice, the second time from pure noise
+/// ([`EvalReport::from_noise`]).
 pub fn evaluate(
     pipe: &Pipeline,
     analyzer: &FaceAnalyzer,
@@ -292,6 +341,33 @@ pub fn evaluate(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(EvalReport, EvalImages)> {
     cfg.validate(pipe)?;
+    let once =
+        EXPRESSIONS.len() * cfg.per_expression + cfg.aus.len() * cfg.levels.len() * cfg.per_level;
+    let Some(started) = cfg.start.open(pipe.device())? else {
+        return evaluate_once(pipe, analyzer, cfg, None, |d, _| progress(d, once));
+    };
+    let (mut report, images) = evaluate_once(pipe, analyzer, cfg, Some(&started), |d, _| {
+        progress(d, 2 * once)
+    })?;
+    let noise_cfg = EvalConfig {
+        start: StartFlags::default(),
+        ..cfg.clone()
+    };
+    let (from_noise, _) = evaluate_once(pipe, analyzer, &noise_cfg, None, |d, _| {
+        progress(once + d, 2 * once)
+    })?;
+    report.from_noise = Some(Box::new(from_noise));
+    Ok((report, images))
+}
+
+/// One evaluation, from noise or from `start`'s images.
+fn evaluate_once(
+    pipe: &Pipeline,
+    analyzer: &FaceAnalyzer,
+    cfg: &EvalConfig,
+    start_from: Option<&(ImageStart, LayoutFaces)>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(EvalReport, EvalImages)> {
     let start = std::time::Instant::now();
     let total =
         EXPRESSIONS.len() * cfg.per_expression + cfg.aus.len() * cfg.levels.len() * cfg.per_level;
@@ -304,8 +380,9 @@ pub fn evaluate(
     for e in EXPRESSIONS {
         let req = expression_request(cfg, e, None);
         let t0 = std::time::Instant::now();
-        let (rgbs, side) = generate_all(pipe, &req, cfg.per_expression, cfg.batch)?;
+        let (rgbs, side) = generate_all(pipe, &req, start_from, cfg.per_expression, cfg.batch)?;
         unguided_seconds += t0.elapsed().as_secs_f64();
+        let variety = diversity(&rgbs.iter().map(Vec::as_slice).collect::<Vec<_>>());
         images.side = side;
         let mut judged: BTreeMap<String, usize> =
             CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
@@ -331,6 +408,7 @@ pub fn evaluate(
                 face_rate: faces as f64 / cfg.per_expression as f64,
                 agreement: hits as f64 / cfg.per_expression as f64,
                 judged,
+                diversity: variety,
             },
         );
     }
@@ -338,12 +416,15 @@ pub fn evaluate(
         expressions.values().map(|r| r.agreement).sum::<f64>() / expressions.len() as f64;
     let face_rate =
         expressions.values().map(|r| r.face_rate).sum::<f64>() / expressions.len() as f64;
+    let average_diversity =
+        expressions.values().map(|r| r.diversity).sum::<f64>() / expressions.len() as f64;
     let semantic = match &cfg.semantic {
         Some(sg) => Some(semantic_report(
             pipe,
             analyzer,
             cfg,
             sg,
+            start_from,
             &unguided_labels,
             unguided_seconds,
         )?),
@@ -363,7 +444,7 @@ pub fn evaluate(
                 aus: Some(BTreeMap::from([(code.clone(), level)])),
                 ..Default::default()
             };
-            let (rgbs, side) = generate_all(pipe, &req, cfg.per_level, cfg.batch)?;
+            let (rgbs, side) = generate_all(pipe, &req, start_from, cfg.per_level, cfg.batch)?;
             let mut sum = 0.0;
             for (i, rgb) in rgbs.into_iter().enumerate() {
                 let value = mirror_vote(analyzer, side, &rgb)?
@@ -396,8 +477,11 @@ pub fn evaluate(
             expressions,
             average_agreement,
             face_rate,
+            average_diversity,
             aus,
             semantic,
+            start: start_from.map(|(s, _)| s.clone()),
+            from_noise: None,
             seconds: start.elapsed().as_secs_f64(),
         },
         images,
@@ -411,6 +495,7 @@ fn semantic_report(
     analyzer: &FaceAnalyzer,
     cfg: &EvalConfig,
     sg: &SemanticGuidance,
+    start_from: Option<&(ImageStart, LayoutFaces)>,
     unguided: &BTreeMap<&str, Vec<[String; 2]>>,
     unguided_seconds: f64,
 ) -> Result<SemanticReport> {
@@ -422,7 +507,7 @@ fn semantic_report(
     for e in EXPRESSIONS {
         let req = expression_request(cfg, e, Some(sg.clone()));
         let t0 = std::time::Instant::now();
-        let (rgbs, side) = generate_all(pipe, &req, count, cfg.batch)?;
+        let (rgbs, side) = generate_all(pipe, &req, start_from, count, cfg.batch)?;
         guided_seconds += t0.elapsed().as_secs_f64();
         let mut hits = 0;
         for rgb in rgbs {

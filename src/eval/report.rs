@@ -21,23 +21,34 @@ impl EvalReport {
     pub fn summary(&self, device: &str) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
+        let start = self.start.as_ref().map_or("from noise".to_string(), |s| {
+            format!(
+                "{:?} from {} at strength {}",
+                s.mode,
+                s.source.as_deref().unwrap_or("images"),
+                s.strength
+            )
+        });
         let _ = writeln!(
             out,
-            "{} on {device}: FER B agreement {:.1} % (average over 7 expressions)",
+            "{} on {device}, {start}: FER B agreement {:.1} % (average over 7 expressions)",
             self.model,
             self.average_agreement * 100.0
         );
         let _ = writeln!(
             out,
-            "  faces found (BlazeFace score ≥ {FACE_THRESHOLD}): {:.1} %",
-            self.face_rate * 100.0
+            "  faces found (BlazeFace score ≥ {FACE_THRESHOLD}): {:.1} %; diversity (mean pairwise \
+             RMS difference of same-expression images) {:.3}",
+            self.face_rate * 100.0,
+            self.average_diversity
         );
         for (name, r) in &self.expressions {
             let _ = writeln!(
                 out,
-                "  {name:<10} {:5.1} %  (faces {:5.1} %)",
+                "  {name:<10} {:5.1} %  (faces {:5.1} %, diversity {:.3})",
                 r.agreement * 100.0,
-                r.face_rate * 100.0
+                r.face_rate * 100.0,
+                r.diversity
             );
         }
         for (code, r) in &self.aus {
@@ -69,6 +80,10 @@ impl EvalReport {
                     b * 100.0
                 );
             }
+        }
+        if let Some(noise) = &self.from_noise {
+            out.push_str("the same from noise:\n");
+            out.push_str(&noise.summary(device));
         }
         out
     }

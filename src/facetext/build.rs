@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -226,32 +226,25 @@ fn gan_faces(
     idx: &[usize],
     device: &Device,
 ) -> Result<Vec<Vec<u8>>> {
-    let nz = generator.latent_dim();
-    let mut z = Vec::with_capacity(idx.len() * nz);
-    for &i in idx {
-        z.extend(crate::rng::seeded_noise(mix(seed ^ mix(i as u64)), &[nz]).data);
-    }
-    let x = Tensor::<4>::from_data(TensorData::new(z, [idx.len(), nz, 1, 1]), device);
-    let out = generator.forward(x);
-    let [n, c, h, w] = out.dims();
-    let v = out
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Device(format!("reading GAN output: {e:?}")))?;
-    Ok((0..n)
-        .map(|b| {
-            let mut rgb = Vec::with_capacity(h * w * 3);
-            for y in 0..h {
-                for xx in 0..w {
-                    for ch in 0..c.min(3) {
-                        let t = v[((b * c + ch) * h + y) * w + xx];
-                        rgb.push(((t + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
-                    }
-                }
-            }
-            rgb
-        })
-        .collect())
+    let seeds: Vec<u64> = idx.iter().map(|&i| mix(seed ^ mix(i as u64))).collect();
+    generator.sample(&seeds, device)
+}
+
+/// A GAN face (`IMAGE_SIZE`² RGB) aligned and framed as the dataset's images are: detected on
+/// a canvas, aligned at twice the size with [`framing`], halved. `None` when no face is found.
+pub fn align_gan_face(analyzer: &FaceAnalyzer, rgb: &[u8]) -> Result<Option<Vec<u8>>> {
+    let (side, canvas) = gan_canvas(rgb);
+    let view = RgbView::new(side, side, &canvas)?;
+    let faces = analyzer.analyze(view)?;
+    let Some(face) = faces.into_iter().max_by(|a, b| {
+        a.detector_score
+            .unwrap_or(0.0)
+            .total_cmp(&b.detector_score.unwrap_or(0.0))
+    }) else {
+        return Ok(None);
+    };
+    let (crop, _) = analyzer.aligned_face(view, &face, framing(WORK_SIZE), 1)?;
+    Ok(Some(halve(WORK_SIZE, &crop)))
 }
 
 /// A GAN face scaled 2× onto a 3× canvas (edge pixels repeated): the detector wants margins.

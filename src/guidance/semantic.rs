@@ -178,6 +178,43 @@ impl SemanticGuidance {
     }
 }
 
+/// The semantic-guidance flags of the command line.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
+pub struct SemanticFlags {
+    /// Semantic guidance strength λ toward `--expression` (SynFER; 0.1 is the paper's scale).
+    #[cfg_attr(feature = "native", arg(long))]
+    pub semantic_guidance: Option<f64>,
+    /// Guided part of the schedule as fractions `FROM:TO` (default 0.4:1.0, the last 60 %).
+    #[cfg_attr(feature = "native", arg(long, requires = "semantic_guidance"))]
+    pub sg_window: Option<String>,
+    /// Classifier whose gradient guides: face-api (default), mini-xception, or trained (a
+    /// classifier trained with `synfer fer train`, the default when one is given).
+    #[cfg_attr(feature = "native", arg(long, requires = "semantic_guidance"))]
+    pub sg_classifier: Option<String>,
+    /// Normalise the guidance gradient per token instead of per image.
+    #[cfg_attr(feature = "native", arg(long, requires = "semantic_guidance"))]
+    pub sg_per_token: bool,
+}
+
+impl SemanticFlags {
+    /// The settings these flags ask for (`None`: no guidance); `trained`: a trained classifier
+    /// is given.
+    pub fn settings(&self, trained: bool) -> Result<Option<SemanticGuidance>> {
+        self.semantic_guidance
+            .map(|scale| {
+                SemanticGuidance::from_flags(
+                    scale,
+                    self.sg_window.as_deref(),
+                    self.sg_classifier.as_deref(),
+                    self.sg_per_token,
+                    trained,
+                )
+            })
+            .transpose()
+    }
+}
+
 /// The guider: the guiding classifiers (on the pipeline's autodiff device, frozen) and the
 /// algorithm that moves the text embedding with them. Generation calls it in the guided
 /// window ([`SemanticGuidance::guides`]) through [`SemanticGuider::update`].

@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use serde_json::Value;
 
 use super::source::FileSource;
-use super::{ModelInfo, Pipeline, memory};
+use super::{ModelDefaults, ModelInfo, Pipeline, memory};
 use crate::au::{AdapterWeights, AuAdapter, AuAdapterConfig};
 use crate::error::{Error, Result};
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
@@ -218,6 +218,21 @@ pub(crate) fn load(
         .as_ref()
         .and_then(|v| v.as_u64().or_else(|| v.get(0).and_then(|x| x.as_u64())))
         .unwrap_or(64) as usize;
+    let defaults_file = "synfer.json";
+    let defaults: ModelDefaults = match src.read(defaults_file)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::json(defaults_file, e))?,
+        None => ModelDefaults::default(),
+    };
+    if let Some(l) = &defaults.layout
+        && !(0.0..=1.0).contains(&l.strength)
+    {
+        return Err(Error::config(
+            defaults_file,
+            "layout.strength",
+            l.strength,
+            "must be in [0, 1]",
+        ));
+    }
     Ok(Pipeline {
         tokenizer,
         text_encoder,
@@ -242,6 +257,7 @@ pub(crate) fn load(
                 vae_factor: vae_scale_factor,
                 decode_budget: memory::DECODE_BUDGET,
             },
+            defaults,
         },
         scheduler,
         device: device.clone(),

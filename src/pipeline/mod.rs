@@ -55,6 +55,29 @@ pub struct ModelInfo {
     pub scheduler_class: String,
     /// What sets the largest buffers of a generation.
     pub buffers: memory::BufferProfile,
+    /// How the model is best used (`synfer.json` in the folder; empty without one).
+    pub defaults: ModelDefaults,
+}
+
+/// `synfer.json` in a model folder: how the model is best used, chosen by measurement when it
+/// was trained.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDefaults {
+    /// Layout initialisation for expression requests that bring no start of their own (the
+    /// CLI's `generate --expression`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutDefault>,
+}
+
+/// A model's default layout initialisation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutDefault {
+    /// The layout source (`dcgan`, or a path relative to the model folder).
+    pub source: String,
+    /// Layout strength S.
+    pub strength: f64,
 }
 
 /// A loaded Stable-Diffusion-class model, ready to generate. Build one with

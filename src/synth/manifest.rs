@@ -50,6 +50,9 @@ pub struct Record {
     pub prompt: String,
     /// Noise seed.
     pub seed: u64,
+    /// The face the item started from (layout initialisation), when the plan has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
 }
 
 impl Record {
@@ -76,7 +79,10 @@ impl Record {
                 ("index".to_string(), self.index.to_string()),
                 ("seed".to_string(), self.seed.to_string()),
                 ("outcome".to_string(), outcome),
-            ]),
+            ])
+            .into_iter()
+            .chain(self.layout.clone().map(|l| ("layout".to_string(), l)))
+            .collect(),
         })
     }
 }
@@ -116,6 +122,7 @@ pub fn record(item: &Item, prompt: String, analysis: &Analysis, d: &Decision) ->
         measured_aus: analysis.aus.clone(),
         prompt,
         seed: item.seed,
+        layout: None,
     }
 }
 

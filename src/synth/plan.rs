@@ -48,7 +48,7 @@ use crate::expression::CLASSES;
 use crate::expression::Expression;
 use crate::guidance::semantic::SemanticGuidance;
 use crate::label::LabelPlan;
-use crate::pipeline::GenerateRequest;
+use crate::pipeline::{GenerateRequest, ImageStart, StartMode};
 use crate::rng::mix;
 use crate::scheduler::SchedulerKind;
 
@@ -162,6 +162,29 @@ pub struct Plan {
     /// `classifier`, `per_token`).
     #[serde(default)]
     pub semantic_guidance: Option<SemanticGuidance>,
+    /// Layout initialisation of every item from a face (absent: from noise).
+    #[serde(default)]
+    pub layout: Option<LayoutPlan>,
+}
+
+/// `[layout]`: where each item's face comes from and how far it is inverted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutPlan {
+    /// `dcgan` (the built-in face generator: item `k` gets the face of its seed) or
+    /// `folder:PATH` (item `k` gets image `k mod n` of the folder's `n` images, in name order;
+    /// a relative path is taken from the plan's folder by the CLI).
+    pub source: String,
+    /// Layout strength S in `[0, 1]`.
+    #[serde(default = "default_layout_strength")]
+    pub strength: f64,
+    /// The prompt the inversion is conditioned on (default "a photo of a face").
+    #[serde(default)]
+    pub prompt: Option<String>,
+}
+
+fn default_layout_strength() -> f64 {
+    0.7
 }
 
 fn default_steps() -> usize {
@@ -207,10 +230,19 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Reads and validates the plan file `path`.
+    /// Reads and validates the plan file `path`; a relative `[layout]` folder is taken from
+    /// the plan's folder.
     pub fn read(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_toml(&text, &path.display().to_string())
+        let mut plan = Self::from_toml(&text, &path.display().to_string())?;
+        if let Some(layout) = &mut plan.layout
+            && let Some(dir) = layout.source.strip_prefix("folder:")
+            && std::path::Path::new(dir).is_relative()
+        {
+            let base = path.parent().unwrap_or(std::path::Path::new("."));
+            layout.source = format!("folder:{}", base.join(dir).display());
+        }
+        Ok(plan)
     }
 
     /// The model folder, a relative `model` taken from the folder of the plan file `path`;
@@ -239,6 +271,18 @@ impl Plan {
         }
         if self.batch == 0 || self.batch > crate::pipeline::request::MAX_IMAGES {
             return bad("batch", &self.batch, "must be 1..=64");
+        }
+        if let Some(layout) = &self.layout {
+            if layout.source != "dcgan" && !layout.source.starts_with("folder:") {
+                return bad(
+                    "layout.source",
+                    &format!("{:?}", layout.source),
+                    "must be \"dcgan\" or \"folder:PATH\"",
+                );
+            }
+            if !(0.0..=1.0).contains(&layout.strength) {
+                return bad("layout.strength", &layout.strength, "must be in [0, 1]");
+            }
         }
         if let Some(s) = &self.scheduler {
             s.parse::<SchedulerKind>()
@@ -483,7 +527,12 @@ impl Plan {
             aus: Some(item.aus.clone()),
             au_scale: self.au_scale,
             semantic_guidance: self.semantic_guidance.clone(),
-            start: None,
+            start: self.layout.as_ref().map(|l| ImageStart {
+                mode: StartMode::Layout,
+                strength: l.strength,
+                prompt: l.prompt.clone(),
+                source: None,
+            }),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::face::analyzer::FaceAnalyzer;
 use crate::files::write_atomic;
 use crate::guidance::semantic::SemanticGuider;
 use crate::label::{Analysis, Voter, decide};
+use crate::layout::LayoutFaces;
 use crate::pipeline::{GenerateOptions, Pipeline};
 
 /// Which part of the plan a process runs.
@@ -148,9 +149,9 @@ pub fn run(
         Some(sg) if sg.scale > 0.0 => Some(SemanticGuider::embedded(pipe.device())?),
         _ => None,
     };
-    let options = GenerateOptions {
-        guider: guider.as_ref(),
-        ..GenerateOptions::default()
+    let layout = match &plan.layout {
+        Some(l) => Some(LayoutFaces::open(l.source.parse()?, pipe.device())?),
+        None => None,
     };
     for block in blocks {
         if block.iter().all(|it| done.contains(&it.index)) {
@@ -166,8 +167,23 @@ pub fn run(
                 r
             })
             .collect();
+        // The face of item k: the generator's for its seed, or the folder's image k mod n.
+        let mut faces = Vec::new();
+        let mut described = Vec::new();
+        for item in block.iter().filter(|_| layout.is_some()) {
+            let source = layout.as_ref().expect("filtered");
+            let index = item.index % source.len().max(1);
+            let (img, what) = source.face(index, item.seed)?;
+            faces.push(img);
+            described.push(what);
+        }
+        let options = GenerateOptions {
+            guider: guider.as_ref(),
+            images: layout.as_ref().map(|_| faces.as_slice()),
+            ..GenerateOptions::default()
+        };
         let outs = pipe.generate_batch(&reqs, &options, |_| {})?;
-        for (item, generated) in block.iter().zip(outs) {
+        for (k, (item, generated)) in block.iter().zip(outs).enumerate() {
             if done.contains(&item.index) {
                 continue;
             }
@@ -175,7 +191,8 @@ pub fn run(
             let rgb = &generated.images[0];
             let analysis = Analysis::of(analyzer, &voters, side, rgb)?;
             let decision = decide(item.expression, &analysis, &plan.label);
-            let rec = record(item, generated.prompt.clone(), &analysis, &decision);
+            let mut rec = record(item, generated.prompt.clone(), &analysis, &decision);
+            rec.layout = described.get(k).cloned();
             if let Some(rel) = &rec.file_name {
                 crate::image::write_png(&out.join(rel), rgb, side, side)?;
             }

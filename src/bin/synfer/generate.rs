@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use synfer::au::adapter::read_adapter;
 use synfer::fer::FerClassifier;
-use synfer::guidance::semantic::SemanticGuidance;
+use synfer::guidance::semantic::SemanticFlags;
+use synfer::layout::StartFlags;
 use synfer::pipeline::output::image_paths;
 use synfer::pipeline::{GenerateOptions, GenerateRequest, Pipeline, Timings};
 use synfer::tensor::read_latents_file;
@@ -22,22 +23,13 @@ pub struct GenerateArgs {
     /// Initial latents (.npy, or .safetensors with a tensor named `latents`), replacing the noise.
     #[arg(long)]
     latents: Option<PathBuf>,
-    /// Semantic guidance strength λ toward `--expression` (SynFER; 0.1 is the paper's scale).
-    #[arg(long)]
-    semantic_guidance: Option<f64>,
-    /// Guided part of the schedule as fractions `FROM:TO` (default 0.4:1.0, the last 60 %).
-    #[arg(long, requires = "semantic_guidance")]
-    sg_window: Option<String>,
-    /// Classifier whose gradient guides: face-api (default), mini-xception, or trained
-    /// (the `--sg-model` one; the default when `--sg-model` is given).
-    #[arg(long, requires = "semantic_guidance")]
-    sg_classifier: Option<String>,
+    #[command(flatten)]
+    start: StartFlags,
+    #[command(flatten)]
+    semantic: SemanticFlags,
     /// A classifier trained with `synfer fer train` (model folder) to guide with.
     #[arg(long, requires = "semantic_guidance")]
     sg_model: Option<PathBuf>,
-    /// Normalise the guidance gradient per token instead of per image.
-    #[arg(long, requires = "semantic_guidance")]
-    sg_per_token: bool,
     /// AU adapter: an `au_adapter` folder (config.json + safetensors), or FineFace's released
     /// files (a folder holding them, or a comma-separated list).
     #[arg(long)]
@@ -72,15 +64,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let mut pipeline = builder.build()?;
     let mut req = args.request;
-    if let Some(scale) = args.semantic_guidance {
+    req.semantic_guidance = args.semantic.settings(args.sg_model.is_some())?;
+    if req.semantic_guidance.is_some() {
         pipeline.enable_semantic_guidance()?;
-        req.semantic_guidance = Some(SemanticGuidance::from_flags(
-            scale,
-            args.sg_window.as_deref(),
-            args.sg_classifier.as_deref(),
-            args.sg_per_token,
-            args.sg_model.is_some(),
-        )?);
     }
     if let Some(dir) = &args.sg_model {
         let (config, weights) = FerClassifier::read_dir(dir)?;
@@ -88,8 +74,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let load_s = start.elapsed().as_secs_f64();
     let latents = args.latents.as_deref().map(read_latents_file).transpose()?;
+    let flags = match &pipeline.info().defaults.layout {
+        Some(d) if args.start.is_none() && req.expression.is_some() => {
+            StartFlags::from_default(d, args.model.as_deref())
+        }
+        _ => args.start,
+    };
+    let (image_start, images) = flags
+        .resolve(req.num_images, req.seed, pipeline.device())?
+        .unzip();
+    req.start = image_start;
     let options = GenerateOptions {
         latents: latents.as_ref(),
+        images: images.as_deref(),
         ..GenerateOptions::default()
     };
     let bar = synfer::progress::bar(req.steps as u64, "step");
