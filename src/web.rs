@@ -283,14 +283,17 @@ impl WebPipeline {
     /// `{step, total, timestep, preview?}` after every denoising step, `preview` being the
     /// first image's decoded `x̂0` (RGB bytes, output size) every `preview_every` steps (0 or
     /// absent: never). `latents` (flat f32, the request's latent shape) replaces the seeded
-    /// noise. Returns `{width, height, images, records}`: RGB bytes per image and one metadata
-    /// record per image.
+    /// noise. `start_images` (an array of RGB `Uint8Array`s of the output size, one per image)
+    /// are the images of a request with a `start` (layout initialisation or img2img). Returns
+    /// `{width, height, images, records}`: RGB bytes per image and one metadata record per
+    /// image.
     pub async fn generate(
         &self,
         request: JsValue,
         on_step: Option<js_sys::Function>,
         latents: Option<Vec<f32>>,
         preview_every: Option<u32>,
+        start_images: Option<js_sys::Array>,
     ) -> Result<JsValue, JsError> {
         let req: GenerateRequest = serde_wasm_bindgen::from_value(request)
             .map_err(|e| js_error(Error::request("request", e.to_string())))?;
@@ -315,10 +318,32 @@ impl WebPipeline {
             None => None,
         };
         let start = performance_now();
+        let (w, h) = self.pipeline.output_size(&req);
+        let images = match start_images {
+            Some(list) => Some(
+                list.iter()
+                    .map(|v| {
+                        let bytes = v.dyn_into::<js_sys::Uint8Array>().map_err(|_| {
+                            js_error(Error::request("start_images", "not a Uint8Array"))
+                        })?;
+                        ::image::RgbImage::from_raw(w as u32, h as u32, bytes.to_vec()).ok_or_else(
+                            || {
+                                js_error(Error::request(
+                                    "start_images",
+                                    format!("an image is not {w}×{h} RGB"),
+                                ))
+                            },
+                        )
+                    })
+                    .collect::<Result<Vec<_>, JsError>>()?,
+            ),
+            None => None,
+        };
         let options = GenerateOptions {
             guider: self.guider.as_ref(),
             latents: latents.as_ref(),
             preview_every: preview_every.unwrap_or(0) as usize,
+            images: images.as_deref(),
         };
         let out = self
             .pipeline
@@ -389,6 +414,35 @@ impl WebAnalyzer {
         let analyzer = FaceAnalyzer::from_bytes(fer_a, fer_b, mesh, detector, &Device::flex())
             .map_err(js_error)?;
         Ok(WebAnalyzer { analyzer })
+    }
+
+    /// The most confident face of an RGB image (`width · height · 3` bytes) aligned and framed
+    /// as the built-in model's training images, `side × side`: `{rgb, detected}`; without a
+    /// detected face, the image's centre square resized (`detected: false`).
+    pub fn align(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        side: usize,
+    ) -> Result<JsValue, JsError> {
+        let view = RgbView::new(width, height, rgb).map_err(js_error)?;
+        let aligned =
+            crate::facetext::build::align_face(&self.analyzer, view, side).map_err(js_error)?;
+        let detected = aligned.is_some();
+        let crop = match aligned {
+            Some(crop) => crop,
+            None => {
+                let img = ::image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec())
+                    .ok_or_else(|| JsError::new("the image does not fill its size"))?;
+                crate::image::square_resize(&img, side)
+            }
+        };
+        Ok(object(&[
+            ("rgb", js_sys::Uint8Array::from(crop.as_slice()).into()),
+            ("detected", JsValue::from(detected)),
+        ])
+        .into())
     }
 
     /// Analyses an RGB image (`width · height · 3` bytes): `{detected, faces: [FaceReport]}`

@@ -71,9 +71,8 @@ fn check_image(what: &str, ours: &[f32], reference: &common::Ref) {
     assert!(err <= 2.0 / 255.0, "{what}: {err} > 2/255");
 }
 
-fn layout_matches_diffusers(family: &str) {
-    let device = Device::flex();
-    let p = pipeline(&format!("{family}-tiny"), &device);
+fn layout_matches_diffusers(family: &str, device: &Device) {
+    let p = pipeline(&format!("{family}-tiny"), device);
     let r = load_refs(&format!("reference/layout_{family}.safetensors"));
     let m = meta(family);
     let settings = &m["layout"];
@@ -110,12 +109,25 @@ fn layout_matches_diffusers(family: &str) {
 
 #[test]
 fn sd1_layout_initialisation_matches_diffusers() {
-    layout_matches_diffusers("sd1");
+    layout_matches_diffusers("sd1", &Device::flex());
 }
 
 #[test]
 fn sd2_v_prediction_layout_initialisation_matches_diffusers() {
-    layout_matches_diffusers("sd2");
+    layout_matches_diffusers("sd2", &Device::flex());
+}
+
+/// The same on a wgpu device (lavapipe in CI): layout initialisation on both families and
+/// v-prediction img2img with DPM-Solver++.
+#[test]
+fn layout_and_img2img_on_wgpu_match_diffusers() {
+    let gpu = Device::wgpu_options()
+        .graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan)
+        .init()
+        .expect("a Vulkan adapter (install mesa-vulkan-drivers for lavapipe)");
+    layout_matches_diffusers("sd1", &gpu);
+    layout_matches_diffusers("sd2", &gpu);
+    img2img_matches_diffusers_on("sd2", "img2img_dpm", None, &gpu);
 }
 
 #[test]
@@ -151,7 +163,16 @@ fn strength_zero_is_the_vae_round_trip_and_one_reconstructs() {
 }
 
 fn img2img_matches_diffusers(family: &str, case: &str, scheduler: Option<SchedulerKind>) {
-    let p = pipeline(&format!("{family}-tiny"), &Device::flex());
+    img2img_matches_diffusers_on(family, case, scheduler, &Device::flex());
+}
+
+fn img2img_matches_diffusers_on(
+    family: &str,
+    case: &str,
+    scheduler: Option<SchedulerKind>,
+    device: &Device,
+) {
+    let p = pipeline(&format!("{family}-tiny"), device);
     let r = load_refs(&format!("reference/layout_{family}.safetensors"));
     let m = meta(family);
     let settings = &m["img2img"];
@@ -304,4 +325,20 @@ fn a_missing_or_undecodable_start_image_is_named() {
     let err = flags.resolve(1, 0, &device).unwrap_err().to_string();
     assert!(err.contains(&bad.display().to_string()), "{err}");
     let _ = std::fs::remove_file(&bad);
+    // A layout folder with fewer images than the batch.
+    let dir = std::env::temp_dir().join(format!("synfer-layout-folder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("layout/face32.png"), dir.join("a.png")).unwrap();
+    let flags = synfer::layout::StartFlags {
+        layout: Some(dir.display().to_string()),
+        ..Default::default()
+    };
+    assert_eq!(flags.resolve(1, 0, &device).unwrap().unwrap().1.len(), 1);
+    let err = flags.resolve(2, 0, &device).unwrap_err().to_string();
+    assert!(
+        err.contains(&dir.display().to_string()) && err.contains("holds 1 images"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -162,7 +162,7 @@ async fn webgpu_generation_over_the_binding_limit_is_refused() {
         r#"{"prompt": "a face", "num_images": 16, "width": 512, "height": 512, "steps": 1}"#,
     )
     .unwrap();
-    let Err(err) = pipeline.generate(request, None, None, None).await else {
+    let Err(err) = pipeline.generate(request, None, None, None, None).await else {
         panic!("a generation over the limit ran");
     };
     let message: String = js_sys::Error::from(wasm_bindgen::JsValue::from(err))

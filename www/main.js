@@ -21,6 +21,7 @@ const state = {
   nextId: 1,
   running: null, // {id, request, started}
   items: [], // gallery entries {request, record, png: Uint8Array, name}
+  photo: null, // {rgb: Uint8Array, width, height, name}: the photo to start from
 };
 
 function setStatus(text, kind = 'info') {
@@ -92,6 +93,17 @@ function onWorkerMessage(msg) {
       if (state.running && msg.id === state.running.id) addResults(msg);
       finishRun();
       break;
+    case 'photo': {
+      const img = $('photo-preview');
+      if (img.src) URL.revokeObjectURL(img.src);
+      img.src = URL.createObjectURL(new Blob([msg.png], { type: 'image/png' }));
+      img.width = 128;
+      img.hidden = false;
+      $('photo-note').textContent = msg.detected
+        ? `face found and aligned; ${describeMeasured(summarise(msg.measured))}`
+        : 'no face found: the centre of the photo is used as it is';
+      break;
+    }
     case 'error':
       fail(`Error: ${msg.message}`);
       break;
@@ -194,6 +206,9 @@ function currentRequest() {
   if ($('sg-on').checked && request.expression) {
     request.semantic_guidance = { scale: Number($('sg-scale').value) };
   }
+  if (state.photo) {
+    request.start = { mode: 'layout', strength: Number($('layout-strength').value), source: state.photo.name };
+  }
   return request;
 }
 
@@ -208,7 +223,8 @@ function onGenerate(event) {
   $('cancel').disabled = false;
   $('progress').value = 0;
   $('step-label').textContent = 'encoding the prompt…';
-  state.worker.postMessage({ type: 'generate', id, request });
+  const photo = state.photo && { rgb: state.photo.rgb.slice(0), width: state.photo.width, height: state.photo.height };
+  state.worker.postMessage({ type: 'generate', id, request, photo });
 }
 
 function onCancel() {
@@ -232,6 +248,7 @@ function finishRun() {
 function addResults(msg) {
   msg.images.forEach((image, i) => {
     const record = { ...msg.records[i], measured: summarise(image.measured) };
+    if (msg.source) record.source_measured = summarise(msg.source.measured);
     const png = new Uint8Array(image.png);
     const index = state.items.length;
     const name = `synfer-${String(index).padStart(4, '0')}-seed${record.seed ?? 'x'}`;
@@ -263,7 +280,31 @@ function addResults(msg) {
     dl.textContent = 'Download PNG + JSON';
     dl.addEventListener('click', () => downloadOne(index));
     labels.append(json, dl);
-    li.append(img, labels);
+    if (msg.source) {
+      // The face the image started from, beside it, with what was measured on each.
+      const pair = document.createElement('div');
+      pair.className = 'pair';
+      const from = document.createElement('img');
+      from.className = 'source';
+      from.src = URL.createObjectURL(new Blob([msg.source.png], { type: 'image/png' }));
+      from.alt = 'the photo it started from';
+      from.width = img.width;
+      const figure = (el, caption) => {
+        const f = document.createElement('figure');
+        const c = document.createElement('figcaption');
+        c.textContent = caption;
+        f.append(el, c);
+        return f;
+      };
+      pair.append(figure(from, 'source'), figure(img, 'result'));
+      const source = document.createElement('p');
+      source.className = 'source-measured';
+      source.textContent = `source ${describeMeasured(record.source_measured)}`;
+      labels.querySelector('.measured').after(source);
+      li.append(pair, labels);
+    } else {
+      li.append(img, labels);
+    }
     $('gallery').prepend(li);
   });
   $('download-all').disabled = state.items.length === 0;
@@ -387,6 +428,70 @@ async function clearCache() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// start from a photo (decoded and aligned here; nothing leaves the machine)
+
+/** RGB bytes of a drawable (image bitmap, video frame) at its own size. */
+function rgbOf(source, width, height) {
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(source, 0, 0, width, height);
+  const rgba = ctx.getImageData(0, 0, width, height).data;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    rgb[j] = rgba[i];
+    rgb[j + 1] = rgba[i + 1];
+    rgb[j + 2] = rgba[i + 2];
+  }
+  return rgb;
+}
+
+function usePhoto(rgb, width, height, name) {
+  state.photo = { rgb, width, height, name };
+  $('photo-clear').disabled = false;
+  $('photo-note').textContent = 'finding the face…';
+  state.worker.postMessage({ type: 'photo', photo: { rgb: rgb.slice(0), width, height }, side: Number($('size').value) });
+}
+
+async function onPhoto(event) {
+  const file = event.target.files[0];
+  if (!file) return;
+  try {
+    const bitmap = await createImageBitmap(file);
+    usePhoto(rgbOf(bitmap, bitmap.width, bitmap.height), bitmap.width, bitmap.height, file.name);
+  } catch (e) {
+    $('photo-note').textContent = `${file.name}: not an image this browser can read (${e.message})`;
+  }
+}
+
+async function onCamera() {
+  const video = $('camera-view');
+  try {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    video.hidden = false;
+    $('camera-take').hidden = false;
+  } catch (e) {
+    $('photo-note').textContent = `no camera: ${e.message}`;
+  }
+}
+
+function onCameraTake() {
+  const video = $('camera-view');
+  const { videoWidth: w, videoHeight: h } = video;
+  if (w && h) usePhoto(rgbOf(video, w, h), w, h, 'camera snapshot');
+  for (const track of video.srcObject ? video.srcObject.getTracks() : []) track.stop();
+  video.hidden = true;
+  $('camera-take').hidden = true;
+}
+
+function clearPhoto() {
+  state.photo = null;
+  $('photo').value = '';
+  $('photo-preview').hidden = true;
+  $('photo-note').textContent = '';
+  $('photo-clear').disabled = true;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function main() {
   const gpu = await detectWebgpu();
@@ -407,6 +512,13 @@ async function main() {
   }
   $('model-default').addEventListener('click', () => { state.model = null; localStorage.removeItem(CACHED_MODEL_KEY); startWorker(); });
   $('cache-clear').addEventListener('click', clearCache);
+  $('photo').addEventListener('change', onPhoto);
+  $('camera').addEventListener('click', onCamera);
+  $('camera-take').addEventListener('click', onCameraTake);
+  $('photo-clear').addEventListener('click', clearPhoto);
+  $('layout-strength').addEventListener('input', () => {
+    $('layout-value').textContent = Number($('layout-strength').value).toFixed(2);
+  });
   state.model = await cachedModel().catch(() => null);
   startWorker();
 }

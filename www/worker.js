@@ -1,10 +1,13 @@
 // The Web Worker that owns the wasm module and the loaded model, so the page never freezes.
 //
 // Messages in:  {type: 'load', webgpu, model: {name, files: [[relPath, ArrayBuffer], ...]} | null}
-//               {type: 'generate', id, request}
+//               {type: 'generate', id, request, photo?: {rgb, width, height}}
+//               {type: 'photo', photo: {rgb, width, height}, side}
 // Messages out: {type: 'ready', info, catalogue, backend}
 //               {type: 'step', id, step, total, preview?: ArrayBuffer (PNG of x̂0)}
-//               {type: 'done', id, width, height, images: [{png: ArrayBuffer, measured}], records}
+//               {type: 'done', id, width, height, images: [{png: ArrayBuffer, measured}], records,
+//                source?: {png, measured}}  (source: the aligned face of a photo start)
+//               {type: 'photo', png, detected, measured}  (the photo's face, aligned)
 //               (measured: the face analysis of the image, {detected, faces: [...]}, or null)
 //               {type: 'error', id?, message}
 
@@ -97,8 +100,31 @@ async function load({ webgpu, model }) {
   postMessage({ type: 'ready', info: { ...info, name: chosen.name, semantic }, catalogue: auCatalogue() });
 }
 
-async function generate({ id, request }) {
+/** The photo's face aligned to `side` pixels (the analyser's framing), or its centre square. */
+function alignPhoto(photo, side) {
+  if (!analyzer) throw new Error('face analysis is unavailable: cannot start from a photo');
+  return analyzer.align(new Uint8Array(photo.rgb), photo.width, photo.height, side);
+}
+
+function measure(rgb, side) {
+  return analyzer ? analyzer.analyze(rgb, side, side) : null;
+}
+
+async function showPhoto({ photo, side }) {
+  const aligned = alignPhoto(photo, side);
+  const png = encodePng(aligned.rgb, side, side).buffer;
+  postMessage({ type: 'photo', png, detected: aligned.detected, measured: measure(aligned.rgb, side) }, [png]);
+}
+
+async function generate({ id, request, photo }) {
   if (!pipeline) throw new Error('no model is loaded');
+  let source = null;
+  let startImages;
+  if (photo && request.start) {
+    const aligned = alignPhoto(photo, request.width);
+    startImages = Array.from({ length: request.num_images }, () => aligned.rgb);
+    source = { png: encodePng(aligned.rgb, request.width, request.height).buffer, measured: measure(aligned.rgb, request.width) };
+  }
   // A preview of x̂0 about five times per run (each costs one VAE decode).
   const every = Math.max(1, Math.round(request.steps / 5));
   const onStep = (e) => {
@@ -111,19 +137,21 @@ async function generate({ id, request }) {
       postMessage(msg);
     }
   };
-  const out = await pipeline.generate(request, onStep, undefined, every);
+  const out = await pipeline.generate(request, onStep, undefined, every, startImages);
   const images = out.images.map((rgb) => ({
     png: encodePng(rgb, out.width, out.height).buffer,
     measured: analyzer ? analyzer.analyze(rgb, out.width, out.height) : null,
   }));
-  postMessage({ type: 'done', id, width: out.width, height: out.height, images, records: out.records },
-    images.map((i) => i.png));
+  const transfer = images.map((i) => i.png).concat(source ? [source.png] : []);
+  postMessage({ type: 'done', id, width: out.width, height: out.height, images, records: out.records, source },
+    transfer);
 }
 
 onmessage = async ({ data }) => {
   try {
     if (data.type === 'load') await load(data);
     else if (data.type === 'generate') await generate(data);
+    else if (data.type === 'photo') await showPhoto(data);
   } catch (e) {
     postMessage({ type: 'error', id: data.id, message: String(e && e.message ? e.message : e) });
   }

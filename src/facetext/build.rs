@@ -234,7 +234,12 @@ fn gan_faces(
 /// a canvas, aligned at twice the size with [`framing`], halved. `None` when no face is found.
 pub fn align_gan_face(analyzer: &FaceAnalyzer, rgb: &[u8]) -> Result<Option<Vec<u8>>> {
     let (side, canvas) = gan_canvas(rgb);
-    let view = RgbView::new(side, side, &canvas)?;
+    align_face(analyzer, RgbView::new(side, side, &canvas)?, IMAGE_SIZE)
+}
+
+/// The most confident face of `image` as a `side`² RGB crop framed as the dataset's images
+/// ([`framing`], aligned at twice the size and halved); `None` when no face is found.
+pub fn align_face(analyzer: &FaceAnalyzer, view: RgbView, side: usize) -> Result<Option<Vec<u8>>> {
     let faces = analyzer.analyze(view)?;
     let Some(face) = faces.into_iter().max_by(|a, b| {
         a.detector_score
@@ -243,8 +248,8 @@ pub fn align_gan_face(analyzer: &FaceAnalyzer, rgb: &[u8]) -> Result<Option<Vec<
     }) else {
         return Ok(None);
     };
-    let (crop, _) = analyzer.aligned_face(view, &face, framing(WORK_SIZE), 1)?;
-    Ok(Some(halve(WORK_SIZE, &crop)))
+    let (crop, _) = analyzer.aligned_face(view, &face, framing(2 * side), 1)?;
+    Ok(Some(halve(2 * side, &crop)))
 }
 
 /// A GAN face scaled 2× onto a 3× canvas (edge pixels repeated): the detector wants margins.

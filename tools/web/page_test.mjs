@@ -1,6 +1,7 @@
 // End-to-end test of the page in Debian's headless Chromium, driven by playwright-core:
 // load the page, set a prompt, move an AU slider, generate, wait for the gallery entry, check
-// its request JSON, download the zip and check its contents. Run once on WebGPU (SwiftShader)
+// its request JSON, download the zip and check its contents; start from a photo (a franck frame:
+// face found, aligned, inverted, regenerated; source and result side by side). Run once on WebGPU (SwiftShader)
 // and once forcing the CPU fallback (?cpu=1). Screenshots go to $SYNFER_ARTIFACTS (default
 // out/web). `bash tools/web.sh page-test` installs what it needs, builds pkg/ and runs it.
 //
@@ -152,6 +153,7 @@ async function run(base, { cpu }) {
       `${label}: guided request ${JSON.stringify(guidedRequest.semantic_guidance)}`);
     const guided = Number(/([0-9.]+) s\/step/.exec(await page.textContent('#gallery li .meta'))[1]);
     await page.uncheck('#sg-on');
+    await startFromPhoto(page, label);
     if (cpu) await bringYourOwnModel(page);
     console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, first_image_ms: firstImageMs,
       first_per_step_s: perStep, warm_per_step_s: warm, warm_steps: WARM_STEPS, size: `${rec.width}x${rec.height}`,
@@ -167,6 +169,32 @@ async function run(base, { cpu }) {
 }
 
 const WARM_STEPS = 5;
+
+/** "Start from a photo": a franck video frame through the file input, its face found and
+ * aligned in the worker, inverted and regenerated as happy; the gallery shows the source beside
+ * the result with what was measured on each. */
+async function startFromPhoto(page, label) {
+  await page.setInputFiles('#photo', path.join(ROOT, 'tests/fixtures/face/franck/franck_02045.png'));
+  await page.waitForFunction(() => !document.getElementById('photo-preview').hidden
+    && !/finding/.test(document.getElementById('photo-note').textContent), null, { timeout: 120000 });
+  const note = await page.textContent('#photo-note');
+  check(/face found and aligned; measured/.test(note), `${label}: photo note ${note}`);
+  await page.selectOption('#expression', 'happy');
+  await page.fill('#steps', '4');
+  const before = await page.locator('#gallery li').count();
+  await page.click('#generate');
+  await page.waitForFunction((n) => document.querySelectorAll('#gallery li').length === n + 1, before, { timeout: 600000 });
+  const request = JSON.parse(await page.textContent('#gallery li .request-json'));
+  check(request.start && request.start.mode === 'layout' && request.start.strength === 0.7
+    && request.start.source === 'franck_02045.png', `${label}: photo request ${JSON.stringify(request.start)}`);
+  check(await page.locator('#gallery li:first-child .pair img').count() === 2, `${label}: source and result side by side`);
+  const source = await page.textContent('#gallery li:first-child .source-measured');
+  check(/^source measured.*(neutral|happy|sad|angry|fearful|disgusted|surprised)/.test(source), `${label}: source labels ${source}`);
+  const result = await page.textContent('#gallery li:first-child .measured');
+  check(/^measured/.test(result), `${label}: result labels ${result}`);
+  await page.screenshot({ path: path.join(ARTIFACTS, `page-${label}-photo.png`), fullPage: true });
+  await page.click('#photo-clear');
+}
 
 /** Loads tests/fixtures/sd1-tiny (no AU adapter) through the folder input, generates, reloads
  * the page (the model comes back from the Cache API), then returns to the default model. */
