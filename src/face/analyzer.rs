@@ -152,6 +152,15 @@ pub struct FaceReport {
 }
 
 impl FaceReport {
+    /// The face with the highest detector score in `faces` (`None` for none).
+    pub fn most_confident(faces: Vec<FaceReport>) -> Option<FaceReport> {
+        faces.into_iter().max_by(|a, b| {
+            a.detector_score
+                .unwrap_or(0.0)
+                .total_cmp(&b.detector_score.unwrap_or(0.0))
+        })
+    }
+
     /// The header of [`FaceReport::table_row`]'s table.
     pub const TABLE_HEADER: &'static str =
         "file\tface\tbbox(x,y,w,h)\tscore\tensemble\tface-api\tmini-xception\ttop AUs";

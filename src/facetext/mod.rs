@@ -17,5 +17,6 @@
 pub mod audit;
 pub mod build;
 pub mod caption;
+pub mod sources;
 pub mod stats;
 pub mod warp;

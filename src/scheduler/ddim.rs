@@ -60,15 +60,7 @@ impl Ddim {
             });
         }
         let timesteps = ddim_timesteps(params.spacing, num_train, n, params.steps_offset);
-        if let Some(&bad) = timesteps.iter().find(|&&t| t < 0 || t >= num_train as i64) {
-            return Err(SchedulerError::InvalidValue {
-                key: "steps_offset",
-                value: params.steps_offset.to_string(),
-                reason: format!(
-                    "gives timestep {bad}, outside 0..{num_train} for {n} inference steps"
-                ),
-            });
-        }
+        check_offset_timesteps(&timesteps, num_train, n, params.steps_offset)?;
         let alphas_cumprod = schedule::alphas_cumprod(&params.beta.betas());
         let final_alpha_cumprod =
             schedule::final_alpha_cumprod(&alphas_cumprod, params.set_alpha_to_one);
@@ -203,6 +195,24 @@ impl DdimParams {
             set_alpha_to_one: c.set_alpha_to_one.unwrap_or(true),
             thresholding: thresholding(c)?,
         })
+    }
+}
+
+/// Refuses timesteps outside `0..num_train` (what a large `steps_offset` gives for `n`
+/// inference steps), naming the key.
+pub(super) fn check_offset_timesteps(
+    timesteps: &[i64],
+    num_train: usize,
+    n: usize,
+    steps_offset: i64,
+) -> Result<(), SchedulerError> {
+    match timesteps.iter().find(|&&t| t < 0 || t >= num_train as i64) {
+        Some(&bad) => Err(SchedulerError::InvalidValue {
+            key: "steps_offset",
+            value: steps_offset.to_string(),
+            reason: format!("gives timestep {bad}, outside 0..{num_train} for {n} inference steps"),
+        }),
+        None => Ok(()),
     }
 }
 

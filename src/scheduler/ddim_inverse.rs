@@ -53,15 +53,7 @@ impl DdimInverse {
                     .collect()
             }
         };
-        if let Some(&bad) = timesteps.iter().find(|&&t| t < 0 || t >= num_train as i64) {
-            return Err(SchedulerError::InvalidValue {
-                key: "steps_offset",
-                value: params.steps_offset.to_string(),
-                reason: format!(
-                    "gives timestep {bad}, outside 0..{num_train} for {n} inference steps"
-                ),
-            });
-        }
+        super::ddim::check_offset_timesteps(&timesteps, num_train, n, params.steps_offset)?;
         let alphas_cumprod = schedule::alphas_cumprod(&params.beta.betas());
         let initial_alpha_cumprod =
             schedule::final_alpha_cumprod(&alphas_cumprod, params.set_alpha_to_one);

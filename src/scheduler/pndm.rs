@@ -94,19 +94,12 @@ impl Pndm {
         if let Some(&bad) = timesteps.iter().find(|&&t| t < 0 || t >= num_train as i64) {
             // Only `leading` spacing adds the offset; `trailing` goes below 0 when there are
             // more steps than training timesteps (diffusers then indexes alphas from the end).
-            return Err(if params.spacing == TimestepSpacing::Leading {
-                SchedulerError::InvalidValue {
-                    key: "steps_offset",
-                    value: params.steps_offset.to_string(),
-                    reason: format!(
-                        "gives timestep {bad}, outside 0..{num_train} for {n} inference steps"
-                    ),
-                }
-            } else {
-                SchedulerError::InvalidStepCount {
-                    steps: n,
-                    reason: format!("gives timestep {bad}, outside 0..{num_train}"),
-                }
+            if params.spacing == TimestepSpacing::Leading {
+                super::ddim::check_offset_timesteps(&timesteps, num_train, n, params.steps_offset)?;
+            }
+            return Err(SchedulerError::InvalidStepCount {
+                steps: n,
+                reason: format!("gives timestep {bad}, outside 0..{num_train}"),
             });
         }
         let alphas_cumprod = schedule::alphas_cumprod(&params.beta.betas());
