@@ -13,6 +13,7 @@
 //! - **Faces**: the share of expression images in which BlazeFace finds a face
 //!   ([`face_score`](crate::label::face_score)), so that agreement is not read off images that show no face.
 
+pub mod reconstruction;
 mod report;
 
 pub use report::grid;
@@ -88,6 +89,10 @@ pub struct EvalConfig {
     /// the report then holds the same evaluation from pure noise beside it.
     #[cfg_attr(feature = "native", command(flatten))]
     pub start: StartFlags,
+    /// Also measure the VAE round trip (PSNR, sharpness ratio) on the face images under this
+    /// folder (e.g. the real-face dev set).
+    #[cfg_attr(feature = "native", arg(long))]
+    pub vae_dev: Option<std::path::PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -105,6 +110,7 @@ impl Default for EvalConfig {
             semantic: None,
             semantic_per_expression: 16,
             start: StartFlags::default(),
+            vae_dev: None,
         }
     }
 }
@@ -120,6 +126,11 @@ pub struct ExpressionResult {
     pub agreement: f64,
     /// FER B's labels: class → count.
     pub judged: BTreeMap<String, usize>,
+    /// Images FER A (face-api.js) labelled as requested / images. FER A labels the training
+    /// data, so it is not an independent judge of a model trained on it.
+    pub face_api_agreement: f64,
+    /// FER A's labels: class → count.
+    pub face_api_judged: BTreeMap<String, usize>,
     /// How different the images are: the mean over pairs of their RMS pixel difference (values
     /// in `[0, 1]`; near 0: near copies).
     pub diversity: f64,
@@ -145,6 +156,8 @@ pub struct EvalReport {
     pub expressions: BTreeMap<String, ExpressionResult>,
     /// Mean agreement over the seven expressions.
     pub average_agreement: f64,
+    /// Mean FER A agreement over the seven expressions.
+    pub average_face_api_agreement: f64,
     /// Share of the expression images with a face ([`face_score`](crate::label::face_score) ≥ [`FACE_THRESHOLD`]).
     pub face_rate: f64,
     /// Per AU.
@@ -157,6 +170,8 @@ pub struct EvalReport {
     pub start: Option<ImageStart>,
     /// With a start from images: the same evaluation from pure noise.
     pub from_noise: Option<Box<EvalReport>>,
+    /// The VAE round trip on `--vae-dev`, when asked for.
+    pub reconstruction: Option<reconstruction::ReconstructionReport>,
     /// Seconds spent generating and judging.
     pub seconds: f64,
 }
@@ -344,7 +359,8 @@ pub fn evaluate(
     let once =
         EXPRESSIONS.len() * cfg.per_expression + cfg.aus.len() * cfg.levels.len() * cfg.per_level;
     let Some(started) = cfg.start.open(pipe.device())? else {
-        return evaluate_once(pipe, analyzer, cfg, None, |d, _| progress(d, once));
+        let once = evaluate_once(pipe, analyzer, cfg, None, |d, _| progress(d, once))?;
+        return with_reconstruction(pipe, cfg, once);
     };
     let (mut report, images) = evaluate_once(pipe, analyzer, cfg, Some(&started), |d, _| {
         progress(d, 2 * once)
@@ -357,6 +373,18 @@ pub fn evaluate(
         progress(once + d, 2 * once)
     })?;
     report.from_noise = Some(Box::new(from_noise));
+    with_reconstruction(pipe, cfg, (report, images))
+}
+
+/// [`evaluate`]'s report gains the VAE round trip on `cfg.vae_dev`.
+fn with_reconstruction(
+    pipe: &Pipeline,
+    cfg: &EvalConfig,
+    (mut report, images): (EvalReport, EvalImages),
+) -> Result<(EvalReport, EvalImages)> {
+    if let Some(dir) = &cfg.vae_dev {
+        report.reconstruction = Some(reconstruction::reconstruction(pipe, dir, cfg.batch)?);
+    }
     Ok((report, images))
 }
 
@@ -386,6 +414,7 @@ fn evaluate_once(
         images.side = side;
         let mut judged: BTreeMap<String, usize> =
             CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
+        let mut face_api_judged = judged.clone();
         let mut faces = 0;
         for rgb in rgbs {
             let (score, report) = judge(analyzer, side, &rgb)?;
@@ -396,11 +425,15 @@ fn evaluate_once(
                 verdict.clone(),
             ]);
             *judged.entry(verdict.clone()).or_default() += 1;
+            *face_api_judged
+                .entry(report.expression.face_api.label.to_string())
+                .or_default() += 1;
             images.expressions.push((e, verdict, rgb));
             done += 1;
             progress(done, total);
         }
         let hits = judged.get(e.name()).copied().unwrap_or(0);
+        let face_api_hits = face_api_judged.get(e.name()).copied().unwrap_or(0);
         expressions.insert(
             e.name().to_string(),
             ExpressionResult {
@@ -408,12 +441,19 @@ fn evaluate_once(
                 face_rate: faces as f64 / cfg.per_expression as f64,
                 agreement: hits as f64 / cfg.per_expression as f64,
                 judged,
+                face_api_agreement: face_api_hits as f64 / cfg.per_expression as f64,
+                face_api_judged,
                 diversity: variety,
             },
         );
     }
     let average_agreement =
         expressions.values().map(|r| r.agreement).sum::<f64>() / expressions.len() as f64;
+    let average_face_api_agreement = expressions
+        .values()
+        .map(|r| r.face_api_agreement)
+        .sum::<f64>()
+        / expressions.len() as f64;
     let face_rate =
         expressions.values().map(|r| r.face_rate).sum::<f64>() / expressions.len() as f64;
     let average_diversity =
@@ -476,12 +516,14 @@ fn evaluate_once(
             config: cfg.clone(),
             expressions,
             average_agreement,
+            average_face_api_agreement,
             face_rate,
             average_diversity,
             aus,
             semantic,
             start: start_from.map(|(s, _)| s.clone()),
             from_noise: None,
+            reconstruction: None,
             seconds: start.elapsed().as_secs_f64(),
         },
         images,

@@ -31,9 +31,11 @@ impl EvalReport {
         });
         let _ = writeln!(
             out,
-            "{} on {device}, {start}: FER B agreement {:.1} % (average over 7 expressions)",
+            "{} on {device}, {start}: FER B agreement {:.1} %, FER A {:.1} % (averages over 7 \
+             expressions)",
             self.model,
-            self.average_agreement * 100.0
+            self.average_agreement * 100.0,
+            self.average_face_api_agreement * 100.0
         );
         let _ = writeln!(
             out,
@@ -45,8 +47,9 @@ impl EvalReport {
         for (name, r) in &self.expressions {
             let _ = writeln!(
                 out,
-                "  {name:<10} {:5.1} %  (faces {:5.1} %, diversity {:.3})",
+                "  {name:<10} FER B {:5.1} %, FER A {:5.1} %  (faces {:5.1} %, diversity {:.3})",
                 r.agreement * 100.0,
+                r.face_api_agreement * 100.0,
                 r.face_rate * 100.0,
                 r.diversity
             );
@@ -58,6 +61,13 @@ impl EvalReport {
                 out,
                 "  {code:<5} Spearman {rho:>9}  measured by level: {}",
                 means.join(" ")
+            );
+        }
+        if let Some(r) = &self.reconstruction {
+            let _ = writeln!(
+                out,
+                "  VAE round trip on {} ({} images): PSNR {:.2} dB, sharpness ratio {:.3}",
+                r.folder, r.images, r.psnr_db, r.sharpness_ratio
             );
         }
         if let Some(s) = &self.semantic {

@@ -465,7 +465,7 @@ impl Pipeline {
     /// Latents `[n, c, h, w]` decoded to `[0, 1]` and read back, `n × height × width × 3`.
     /// Decodes in slices of [`super::memory::BufferProfile::images_per_decode`] images, so that the
     /// VAE's full-resolution activations stay bounded whatever the batch.
-    async fn decode_f32(&self, latents: Tensor<4>) -> Result<Vec<f32>> {
+    pub(super) async fn decode_f32(&self, latents: Tensor<4>) -> Result<Vec<f32>> {
         let [n, _, h, w] = latents.dims();
         let f = self.info.vae_scale_factor;
         let per = self.info.buffers.images_per_decode(h * f, w * f);

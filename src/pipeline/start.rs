@@ -106,6 +106,23 @@ impl Pipeline {
         Ok(self.vae.encode(x).mean * self.vae.scaling_factor)
     }
 
+    /// The VAE round trip of `images` at `width × height` (each resized first when it has
+    /// another size): decode(posterior mean), RGB bytes per image (blocking).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn reconstruct(
+        &self,
+        images: &[::image::RgbImage],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let latents = self.encode_images(images, width, height)?;
+        let values = pollster::block_on(self.decode_f32(latents))?;
+        Ok(values
+            .chunks_exact(width * height * 3)
+            .map(crate::image::to_u8)
+            .collect())
+    }
+
     /// DDIM inversion (diffusers' `DDIMInverseScheduler` from `config`, `steps` steps) of
     /// latents `x0` over the first `k` timesteps, the UNet conditioned on `prompt` with no
     /// classifier-free guidance and all-zero AUs (weight `au_scale`); `on_step` after each.
