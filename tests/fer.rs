@@ -491,6 +491,45 @@ fn the_cli_trains_resumes_evaluates_and_predicts() {
     assert_eq!(report["metrics"]["images"], 2, "RAF-DB's two test images");
     assert!(eval.join("confusion.png").is_file());
 
+    // Real faces labelled by a classifier: only the sure labels count, and balanced accuracy
+    // is over the classes with enough of them.
+    let labelled = dir.join("labelled");
+    std::fs::create_dir_all(labelled.join("images")).unwrap();
+    let face = fixture("fer/imagefolder/train/happiness/x.png");
+    let mut lines = String::new();
+    for (i, (label, confidence)) in [("happy", 0.95), ("happy", 0.5), ("sad", 0.9), ("sad", 0.81)]
+        .iter()
+        .enumerate()
+    {
+        std::fs::copy(&face, labelled.join(format!("images/{i}.png"))).unwrap();
+        lines.push_str(&format!(
+            "{{\"file_name\": \"images/{i}.png\", \"label\": \"{label}\", \"confidence\": {confidence}}}\n"
+        ));
+    }
+    std::fs::write(labelled.join("metadata.jsonl"), lines).unwrap();
+    let mut cmd = Command::new(synfer);
+    cmd.args(["fer", "eval", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&labelled)
+        .args([
+            "--split",
+            "all",
+            "--device",
+            "cpu",
+            "--min-label-confidence",
+            "0.8",
+        ])
+        .args(["--min-support", "2", "--out"])
+        .arg(&eval);
+    succeed(&mut cmd);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("eval.json")).unwrap()).unwrap();
+    let m = &report["metrics"];
+    assert_eq!(m["images"], 3, "the 0.5 label is left out");
+    assert_eq!(m["balanced"]["classes"], serde_json::json!(["sad"]));
+    assert_eq!(m["balanced"]["chance"], 1.0);
+
     let img = fixture("fer/imagefolder/train/happiness/x.png");
     let out = Command::new(synfer)
         .args([

@@ -115,6 +115,7 @@ pub(crate) fn list_csv(file: &Path) -> Result<Listing> {
                 split,
                 id: format!("row{}", row.line),
                 pseudo: None,
+                label_confidence: None,
             });
         }
         return Ok(Listing {
@@ -183,6 +184,7 @@ pub(crate) fn list_csv(file: &Path) -> Result<Listing> {
             split: split.clone(),
             id: rel.to_string(),
             pseudo: None,
+            label_confidence: None,
         });
     }
     Ok(Listing {

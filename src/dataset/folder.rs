@@ -63,6 +63,7 @@ pub(crate) fn list_raf(root: &Path, list: &Path) -> Result<Listing> {
             split,
             id: name.to_string(),
             pseudo: None,
+            label_confidence: None,
         });
     }
     Ok(Listing {
@@ -145,6 +146,7 @@ pub(crate) fn list_image_folder(root: &Path) -> Result<Listing> {
                     split: split.clone(),
                     id,
                     pseudo: None,
+                    label_confidence: None,
                 });
             }
         }

@@ -83,6 +83,9 @@ pub struct Item {
     /// synfer pseudo-labels: the ensemble probability of the label (`confidence`) and whether
     /// every classifier's argmax is the label.
     pub pseudo: Option<PseudoLabel>,
+    /// How sure the labeller was (`metadata.jsonl`'s `confidence`, real or synthetic); `None`
+    /// for the published layouts, whose labels are human.
+    pub label_confidence: Option<f32>,
 }
 
 /// How sure synfer's pseudo-label generator was of an item's label.
@@ -237,6 +240,7 @@ fn list_synfer(dir: &Path) -> Result<Listing> {
             split: r.split.as_deref().and_then(normalise_split),
             id: r.file_name.clone(),
             pseudo: pseudo_label(r),
+            label_confidence: Some(r.label_probability()),
         });
     }
     Ok(Listing {

@@ -42,9 +42,49 @@ pub struct Metrics {
     pub per_class: Vec<(String, ClassMetrics)>,
     /// The confusion matrix.
     pub confusion: Confusion,
+    /// Balanced accuracy over the classes with enough images, when asked for
+    /// ([`Metrics::with_balanced`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balanced: Option<Balanced>,
+}
+
+/// Balanced accuracy (mean recall) over the classes with at least `min_support` images.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Balanced {
+    /// The support threshold.
+    pub min_support: usize,
+    /// The classes that reach it.
+    pub classes: Vec<String>,
+    /// Mean recall over them (0 when none does).
+    pub accuracy: f64,
+    /// Chance for that many classes (1 / classes).
+    pub chance: f64,
 }
 
 impl Metrics {
+    /// These metrics with [`Metrics::balanced`] over the classes of at least `min_support`
+    /// images.
+    pub fn with_balanced(mut self, min_support: usize) -> Self {
+        let kept: Vec<(String, f64)> = self
+            .per_class
+            .iter()
+            .filter(|(_, c)| c.support >= min_support.max(1))
+            .filter_map(|(name, c)| c.accuracy.map(|a| (name.clone(), a)))
+            .collect();
+        let n = kept.len();
+        self.balanced = Some(Balanced {
+            min_support,
+            accuracy: if n == 0 {
+                0.0
+            } else {
+                kept.iter().map(|(_, a)| a).sum::<f64>() / n as f64
+            },
+            chance: if n == 0 { 0.0 } else { 1.0 / n as f64 },
+            classes: kept.into_iter().map(|(name, _)| name).collect(),
+        });
+        self
+    }
+
     /// The report `synfer fer` prints: the headline numbers under `title`, then a line per
     /// class (support, accuracy, precision, F1).
     pub fn report(&self, title: &str) -> String {
@@ -55,6 +95,22 @@ impl Metrics {
             self.macro_f1,
             self.images
         );
+        if let Some(b) = &self.balanced {
+            out.push_str(&format!(
+                "  balanced accuracy over the {} classes with ≥ {} images ({}): {:.2} % (chance \
+                 {:.2} %, ×{:.2})\n",
+                b.classes.len(),
+                b.min_support,
+                b.classes.join(", "),
+                100.0 * b.accuracy,
+                100.0 * b.chance,
+                if b.chance > 0.0 {
+                    b.accuracy / b.chance
+                } else {
+                    0.0
+                }
+            ));
+        }
         let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
         for (name, c) in &self.per_class {
             out.push_str(&format!(
@@ -144,6 +200,7 @@ impl Confusion {
             macro_f1: mean(|m| m.f1),
             per_class,
             confusion: self.clone(),
+            balanced: None,
         }
     }
 
@@ -213,5 +270,13 @@ mod tests {
         assert!((m.mean_class_accuracy - (5.0 / 6.0 + 0.5) / 2.0).abs() < 1e-12);
         let png = c.plot("TEST");
         assert!(png.width > 0);
+        // Balanced over classes with ≥ 6 images: a and b, (5/6 + 3/6) / 2, chance 1/2; with
+        // ≥ 7 none qualifies.
+        let b6 = m.clone().with_balanced(6).balanced.unwrap();
+        assert_eq!(b6.classes, ["a", "b"]);
+        assert!((b6.accuracy - (5.0 / 6.0 + 0.5) / 2.0).abs() < 1e-12);
+        assert_eq!(b6.chance, 0.5);
+        let b7 = m.with_balanced(7).balanced.unwrap();
+        assert!(b7.classes.is_empty() && b7.accuracy == 0.0);
     }
 }

@@ -223,20 +223,51 @@ impl TrainSession {
     }
 }
 
-/// Evaluates the model of folder `model` on `data`, restricted to `classes` (names or aliases;
-/// empty: all of the model's): the metrics, with `eval.json` and `confusion.png` written to
+/// Which images and classes `synfer fer eval` counts.
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "native", derive(clap::Args))]
+pub struct EvalOptions {
+    /// Evaluate only these classes (comma-separated; images of others are skipped and the
+    /// prediction is the most probable of these).
+    #[cfg_attr(feature = "native", arg(long, value_delimiter = ','))]
+    pub classes: Vec<String>,
+    /// Skip images whose labeller was less sure than this (`metadata.jsonl`'s `confidence`,
+    /// e.g. face-api.js labels of real faces; human-labelled layouts are always kept).
+    #[cfg_attr(feature = "native", arg(long))]
+    pub min_label_confidence: Option<f32>,
+    /// Also report balanced accuracy (mean recall) over the classes with at least this many
+    /// images, against chance for that many classes.
+    #[cfg_attr(feature = "native", arg(long))]
+    pub min_support: Option<usize>,
+}
+
+/// Evaluates the model of folder `model` on `data` as `options` say (classes by name or alias;
+/// none: all of the model's): the metrics, with `eval.json` and `confusion.png` written to
 /// `out`.
 pub fn evaluate_dir(
     model: &Path,
     data: &DataSpec,
-    classes: &[String],
+    options: &EvalOptions,
     out: &Path,
     device: &Device,
 ) -> Result<(Decoded, Metrics)> {
     let classifier = FerClassifier::load_dir(model, device)?;
     let contempt = classifier.canonical.contains(&7);
-    let decoded = decode(data.list()?, data.choice(), classifier.input_size, contempt)?;
+    let mut listings = data.list()?;
+    if let Some(min) = options.min_label_confidence {
+        for l in &mut listings {
+            let before = l.items.len();
+            l.items
+                .retain(|item| item.label_confidence.is_none_or(|c| c >= min));
+            let dropped = before - l.items.len();
+            if dropped > 0 {
+                *l.skipped.entry("label confidence".into()).or_default() += dropped;
+            }
+        }
+    }
+    let decoded = decode(listings, data.choice(), classifier.input_size, contempt)?;
     let n = decoded.images.classes.len();
+    let classes = &options.classes;
     let classes: Vec<usize> = if classes.is_empty() {
         (0..n).collect()
     } else {
@@ -259,10 +290,14 @@ pub fn evaluate_dir(
             ),
         ));
     }
-    let metrics = confusion.metrics();
+    let mut metrics = confusion.metrics();
+    if let Some(min) = options.min_support {
+        metrics = metrics.with_balanced(min);
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let record = serde_json::json!({
-        "model": model, "data": data.paths, "split": data.split, "metrics": metrics,
+        "model": model, "data": data.paths, "split": data.split, "options": options,
+        "metrics": metrics,
     });
     let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::json("eval.json", e))?;
     write_atomic(&out.join("eval.json"), &json)?;

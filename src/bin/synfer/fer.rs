@@ -7,7 +7,7 @@ use synfer::device::{self, DeviceChoice};
 use synfer::expression::class_names;
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::fer::augment::Augment;
-use synfer::fer::session::{DataSpec, TrainSession, evaluate_dir};
+use synfer::fer::session::{DataSpec, EvalOptions, TrainSession, evaluate_dir};
 use synfer::fer::train::FerStage;
 use synfer::fer::{Arch, FerClassifier, FerConfig};
 use synfer::train::adamw::AdamWConfig;
@@ -109,10 +109,8 @@ pub struct EvalArgs {
     /// Split to evaluate where a layout has splits (`all`: every image).
     #[arg(long, default_value = "test")]
     split: String,
-    /// Evaluate only these classes (comma-separated; images of others are skipped and the
-    /// prediction is the most probable of these).
-    #[arg(long, value_delimiter = ',')]
-    classes: Vec<String>,
+    #[command(flatten)]
+    options: EvalOptions,
     /// Output folder for eval.json and confusion.png (default: MODEL/eval).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -239,7 +237,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         paths: a.data,
         split: a.split,
     };
-    let (decoded, metrics) = evaluate_dir(&a.model, &data, &a.classes, &out, &selected.device)?;
+    let (decoded, metrics) = evaluate_dir(&a.model, &data, &a.options, &out, &selected.device)?;
     eprintln!("evaluation: {}", decoded.summary());
     eprint!("{}", metrics.report("evaluation"));
     eprintln!("wrote {}/eval.json and confusion.png", out.display());
