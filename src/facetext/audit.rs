@@ -61,18 +61,72 @@ pub struct AuditItem {
     pub face_score: f32,
 }
 
-/// The whole audit (`audit.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Audit {
+/// The audit of one set of records (the whole dataset, or one source).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetAudit {
     /// Records audited.
     pub images: usize,
     /// Mean over the classes present of [`ClassAudit::judge_agreement`] (as `synfer eval`'s
     /// mean agreement).
     pub mean_agreement: f64,
-    /// Share of all images with a face.
+    /// Share of the images with a face.
     pub face_rate: f64,
     /// Per class (canonical names).
     pub classes: BTreeMap<String, ClassAudit>,
+}
+
+/// Counts per class while auditing: images, judge hits, faces, the judge's labels.
+#[derive(Default)]
+struct Tally(BTreeMap<String, (usize, usize, usize, BTreeMap<String, usize>)>);
+
+impl Tally {
+    fn add(&mut self, label: &str, verdict: &str, face: bool) {
+        let entry = self.0.entry(label.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(verdict == label);
+        entry.2 += usize::from(face);
+        *entry.3.entry(verdict.to_string()).or_default() += 1;
+    }
+
+    fn finish(self) -> SetAudit {
+        let images: usize = self.0.values().map(|e| e.0).sum();
+        let faces: usize = self.0.values().map(|e| e.2).sum();
+        let classes: BTreeMap<String, ClassAudit> = self
+            .0
+            .into_iter()
+            .map(|(name, (n, hits, faces, judged))| {
+                let audit = ClassAudit {
+                    images: n,
+                    judge_agreement: hits as f64 / n as f64,
+                    face_rate: faces as f64 / n as f64,
+                    judged,
+                };
+                (name, audit)
+            })
+            .collect();
+        let mean_agreement = if classes.is_empty() {
+            0.0
+        } else {
+            classes.values().map(|c| c.judge_agreement).sum::<f64>() / classes.len() as f64
+        };
+        SetAudit {
+            images,
+            mean_agreement,
+            face_rate: faces as f64 / images.max(1) as f64,
+            classes,
+        }
+    }
+}
+
+/// The whole audit (`audit.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Audit {
+    /// Every record.
+    #[serde(flatten)]
+    pub all: SetAudit,
+    /// Per source (the records' `source`: `franck`, `celeba`, `gan-face-generate`, …).
+    #[serde(default)]
+    pub sources: BTreeMap<String, SetAudit>,
     /// Per FineFace AU.
     pub aus: BTreeMap<String, AuPercentiles>,
     /// Every image (written to `audit.jsonl`, not to `audit.json`).
@@ -100,9 +154,8 @@ pub fn audit(
     records: &[Record],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Audit> {
-    let mut classes: BTreeMap<String, (usize, usize, usize, BTreeMap<String, usize>)> =
-        BTreeMap::new();
-    let mut faces_total = 0usize;
+    let mut all = Tally::default();
+    let mut sources: BTreeMap<String, Tally> = BTreeMap::new();
     let mut items = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let path = dir.join(&r.file_name);
@@ -120,12 +173,11 @@ pub fn audit(
         let (score, report) = judge(analyzer, w, &rgb)?;
         let face = score >= FACE_THRESHOLD;
         let verdict = report.expression.mini_xception.label;
-        let entry = classes.entry(r.label.clone()).or_default();
-        entry.0 += 1;
-        entry.1 += usize::from(verdict == r.label);
-        entry.2 += usize::from(face);
-        *entry.3.entry(verdict.to_string()).or_default() += 1;
-        faces_total += usize::from(face);
+        all.add(&r.label, verdict, face);
+        sources
+            .entry(r.source.clone())
+            .or_default()
+            .add(&r.label, verdict, face);
         items.push(AuditItem {
             file_name: r.file_name.clone(),
             label: r.label.clone(),
@@ -134,28 +186,12 @@ pub fn audit(
         });
         progress(i + 1, records.len());
     }
-    let classes: BTreeMap<String, ClassAudit> = classes
-        .into_iter()
-        .map(|(name, (n, hits, faces, judged))| {
-            let audit = ClassAudit {
-                images: n,
-                judge_agreement: hits as f64 / n as f64,
-                face_rate: faces as f64 / n as f64,
-                judged,
-            };
-            (name, audit)
-        })
-        .collect();
-    let mean_agreement = if classes.is_empty() {
-        0.0
-    } else {
-        classes.values().map(|c| c.judge_agreement).sum::<f64>() / classes.len() as f64
-    };
     Ok(Audit {
-        images: records.len(),
-        mean_agreement,
-        face_rate: faces_total as f64 / records.len().max(1) as f64,
-        classes,
+        all: all.finish(),
+        sources: sources
+            .into_iter()
+            .map(|(name, t)| (name, t.finish()))
+            .collect(),
         aus: au_percentiles(records),
         items,
     })
@@ -191,8 +227,19 @@ pub fn au_percentiles(records: &[Record]) -> BTreeMap<String, AuPercentiles> {
         .collect()
 }
 
-/// A one-line-per-class table for the terminal.
+/// A one-line-per-class table for the terminal, then one line per source.
 pub fn table(a: &Audit) -> String {
+    let mut out = set_table(&a.all);
+    if a.sources.len() > 1 {
+        for (name, s) in &a.sources {
+            out.push_str(&format!("\nsource {name}:\n"));
+            out.push_str(&set_table(s));
+        }
+    }
+    out
+}
+
+fn set_table(a: &SetAudit) -> String {
     let mut out = format!(
         "{:<10} {:>7} {:>9} {:>7}  mini-Xception labels\n",
         "class", "images", "agreement", "faces"
@@ -232,6 +279,23 @@ mod tests {
             label: "neutral".into(),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn tallies_give_per_class_agreement_and_the_mean_over_classes() {
+        let mut t = Tally::default();
+        // happy: 3 images, the judge agrees on 2, faces in 3; sad: 1 image, judged happy, no face.
+        t.add("happy", "happy", true);
+        t.add("happy", "happy", true);
+        t.add("happy", "neutral", true);
+        t.add("sad", "happy", false);
+        let a = t.finish();
+        assert_eq!(a.images, 4);
+        assert!((a.classes["happy"].judge_agreement - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(a.classes["sad"].judge_agreement, 0.0);
+        assert_eq!(a.classes["sad"].judged["happy"], 1);
+        assert!((a.mean_agreement - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(a.face_rate, 0.75);
     }
 
     #[test]

@@ -21,7 +21,7 @@ Three steps:
                                scaling_factor; encoder mean quantised to uint8 per channel plus the
                                posterior σ per image and channel), caption ids (MODEL's
                                tokenizer), AU labels, the labeller's confidence. A few MB: it travels to a device.
-  train   --pack P --init MODEL --run RUN [--minutes M | --steps N] ...
+  train   --pack P [P ...] --init MODEL --run RUN [--minutes M | --steps N] ...
                                resumes RUN/checkpoint.pt when present.
   export  --run RUN --base MODEL --out DIR [--au-range AUDIT.json]
                                EMA weights as a synfer/diffusers folder (fp16): text_encoder/,
@@ -224,19 +224,30 @@ def train(args) -> None:
     init = Path(args.init)
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "minutes", "steps", "device", "run")}
     ckpt_path = run / "checkpoint.pt"
-    pk = np.load(args.pack)
-    lat_q = torch.from_numpy(pk["latents"]).to(dev)
-    lo = torch.from_numpy(pk["lo"]).to(dev)[None, :, None, None]
-    qs = torch.from_numpy(pk["scale"]).to(dev)[None, :, None, None]
-    post_std = torch.from_numpy(pk["std"].astype(np.float32)).to(dev)[:, :, None, None]
-    ids_all = torch.from_numpy(pk["ids"].astype(np.int64)).to(dev)
-    empty = torch.from_numpy(pk["empty_ids"].astype(np.int64)).to(dev)
-    aus_all = torch.from_numpy(pk["aus"].astype(np.float32)).to(dev)
-    n = lat_q.shape[0]
+    # Several packs (each quantised with its own range) are dequantised and concatenated; they
+    # must come from the same VAE and tokenizer.
+    packs = [np.load(p) for p in args.pack]
+    for p, pk in zip(args.pack[1:], packs[1:]):
+        if pk["ids"].shape[1] != packs[0]["ids"].shape[1] or float(pk["scaling_factor"]) != float(packs[0]["scaling_factor"]):
+            sys.exit(f"{p}: another tokenizer length or VAE scaling factor than {args.pack[0]}")
+
+    def cat(key, dtype):
+        return torch.from_numpy(np.concatenate([pk[key].astype(dtype) for pk in packs])).to(dev)
+
+    lat = torch.cat([
+        torch.from_numpy(pk["latents"]).float() * torch.from_numpy(pk["scale"])[None, :, None, None]
+        + torch.from_numpy(pk["lo"])[None, :, None, None]
+        for pk in packs
+    ]).to(dev)
+    post_std = cat("std", np.float32)[:, :, None, None]
+    ids_all = cat("ids", np.int64)
+    empty = torch.from_numpy(packs[0]["empty_ids"].astype(np.int64)).to(dev)
+    aus_all = cat("aus", np.float32)
+    n = lat.shape[0]
     # Class-balanced sampling: p(class) ∝ count^power (1: as in the data, 0: uniform).
     # Images whose label the labeller gave with less than --min-confidence are never drawn.
-    labels = torch.from_numpy(pk["labels"].astype(np.int64)).to(dev)
-    keep = torch.from_numpy(pk["conf"].astype(np.float32)).to(dev) >= args.min_confidence
+    labels = cat("labels", np.int64)
+    keep = cat("conf", np.float32) >= args.min_confidence
     counts = torch.bincount(labels[keep], minlength=len(CLASSES)).float().clamp(min=1)
     sample_w = counts[labels] ** (args.class_power - 1.0) * keep
     print("images per class drawn from: " + ", ".join(f"{c} {int(k)}" for c, k in
@@ -300,7 +311,7 @@ def train(args) -> None:
         t = torch.randint(0, acp.shape[0], (b,), device=dev, generator=g)
         drop_text = torch.rand(b, device=dev, generator=g) < args.caption_dropout
         drop_au = torch.rand(b, device=dev, generator=g) < args.au_dropout
-        x0 = lat_q[idx].float() * qs + lo
+        x0 = lat[idx]
         x0 = x0 + post_std[idx] * torch.randn(x0.shape, device=dev, generator=g)
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
         noise = torch.randn(x0.shape, device=dev, generator=g)
@@ -409,7 +420,7 @@ def main() -> None:
                    help="leave out images whose label the labeller gave with less than this probability")
     p.set_defaults(func=pack)
     p = sub.add_parser("train")
-    p.add_argument("--pack", required=True)
+    p.add_argument("--pack", nargs="+", required=True, help="one or more packs, trained on together")
     p.add_argument("--init", required=True, help="model folder: configs, and weights unless --fresh")
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--run", required=True)

@@ -47,16 +47,20 @@ from face_api_torch import FaceApiExpression  # noqa: E402
 
 
 def load_images(folders: list[str]) -> torch.Tensor:
-    """Every image of the folders' metadata.jsonl, uint8 [n, 3, 64, 64]."""
+    """Every image of the folders' metadata.jsonl (every png under a folder without one),
+    uint8 [n, 3, 64, 64]."""
     from PIL import Image
 
     out = []
     for d in folders:
-        for line in (Path(d) / "metadata.jsonl").read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                img = np.asarray(Image.open(Path(d) / r["file_name"]).convert("RGB"))
-                out.append(torch.from_numpy(img.copy()).permute(2, 0, 1))
+        meta = Path(d) / "metadata.jsonl"
+        if meta.exists():
+            files = [Path(d) / json.loads(line)["file_name"] for line in meta.read_text().splitlines() if line.strip()]
+        else:
+            files = sorted(Path(d).rglob("*.png"))
+        for f in files:
+            img = np.asarray(Image.open(f).convert("RGB"))
+            out.append(torch.from_numpy(img.copy()).permute(2, 0, 1))
     if not out:
         sys.exit(f"no images in {folders}")
     return torch.stack(out)
@@ -117,7 +121,7 @@ def save_atomic(obj, path: Path) -> None:
 
 def train(args) -> None:
     torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 2)
+    torch.set_num_threads(args.threads or os.cpu_count() or 2)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     images = load_images(args.data)
@@ -262,6 +266,7 @@ def main() -> None:
     p.add_argument("--disc-start", type=int, default=500)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.set_defaults(fn=train)
