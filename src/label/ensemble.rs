@@ -99,6 +99,38 @@ impl Analysis {
 
     /// The mean of the classifiers' probabilities.
     pub fn ensemble(&self) -> Probs {
-        average(&self.probs.values().copied().collect::<Vec<_>>())
+        self.ensemble_of(&[])
     }
+
+    /// The mean of the named classifiers' probabilities (every classifier when `judges` is
+    /// empty). Names are checked by [`check_judges`] before any image is analysed.
+    pub fn ensemble_of(&self, judges: &[String]) -> Probs {
+        let members: Vec<Probs> = self
+            .probs
+            .iter()
+            .filter(|(name, _)| judges.is_empty() || judges.contains(name))
+            .map(|(_, p)| *p)
+            .collect();
+        average(&members)
+    }
+}
+
+/// Checks that every name in `judges` is a built-in classifier (`face-api`, `mini-xception`)
+/// or one of `voters`.
+pub fn check_judges(judges: &[String], voters: &[Voter]) -> Result<()> {
+    for j in judges {
+        let known = j == "face-api" || j == "mini-xception" || voters.iter().any(|v| &v.name == j);
+        if !known {
+            let mut names = vec!["face-api", "mini-xception"];
+            names.extend(voters.iter().map(|v| v.name.as_str()));
+            return Err(crate::error::Error::request(
+                "label.judges",
+                format!(
+                    "{j:?} is not a classifier of this plan (known: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ pub mod judge;
 pub mod rectify;
 pub mod vote;
 
-pub use ensemble::{Analysis, Voter};
+pub use ensemble::{Analysis, Voter, check_judges};
 pub use judge::{FACE_THRESHOLD, face_score, judge};
 pub use rectify::{Decision, LabelPlan, Outcome, Policy, decide};
 pub use vote::{Label, mirror_vote};

@@ -38,6 +38,13 @@ pub struct LabelPlan {
     /// the ensemble next to face-api and mini-Xception (named by the folder's last component).
     #[serde(default)]
     pub voters: Vec<String>,
+    /// The classifiers whose mean decides the label (`face-api`, `mini-xception`, voter
+    /// names); empty: every member. A classifier that cannot see a class on real faces (the
+    /// built-in mini-Xception recognises almost no sad, fearful, disgusted or surprised face)
+    /// pulls such images towards the classes it can see, so a plan may leave it out; every
+    /// classifier's probabilities are still recorded.
+    #[serde(default)]
+    pub judges: Vec<String>,
 }
 
 /// What happened to an image.
@@ -85,7 +92,7 @@ pub struct Decision {
 
 /// Applies the rule to `analysis` of an image requested as `requested`.
 pub fn decide(requested: Expression, analysis: &Analysis, plan: &LabelPlan) -> Decision {
-    let ensemble = analysis.ensemble();
+    let ensemble = analysis.ensemble_of(&plan.judges);
     let best = argmax(&ensemble);
     let predicted = CLASSES[best].to_string();
     let mut agrees: BTreeMap<String, bool> = analysis
@@ -146,6 +153,7 @@ mod tests {
             policy,
             confidence,
             voters: Vec::new(),
+            judges: Vec::new(),
         }
     }
 
@@ -190,6 +198,35 @@ mod tests {
         assert_eq!(
             (low.label, low.outcome),
             (None, Outcome::DroppedLowConfidence)
+        );
+    }
+
+    #[test]
+    fn judges_choose_which_classifiers_decide() {
+        // Same disagreement as above, judged by face-api alone: sad with its own 0.7; by
+        // mini-Xception alone: happy (0.35) agrees with the request.
+        let a = analysis(0.9, SAD, MIXED);
+        let mut only = plan(Policy::Rectify, 0.0);
+        only.judges = vec!["face-api".into()];
+        let d = decide(Expression::Happy, &a, &only);
+        assert_eq!(
+            (d.label.as_deref(), d.outcome),
+            (Some("sad"), Outcome::Relabelled)
+        );
+        assert!((d.confidence - 0.7).abs() < 1e-6);
+        only.judges = vec!["mini-xception".into()];
+        let d = decide(Expression::Happy, &a, &only);
+        assert_eq!(
+            (d.label.as_deref(), d.outcome),
+            (Some("happy"), Outcome::Kept)
+        );
+        assert!((d.confidence - 0.35).abs() < 1e-6);
+        // Unknown names are refused before anything is analysed, naming the key and the name.
+        let err = crate::label::check_judges(&["fer-c".into()], &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("label.judges") && msg.contains("fer-c"),
+            "{msg}"
         );
     }
 

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::face::analyzer::FaceAnalyzer;
 use crate::files::write_atomic;
 use crate::guidance::semantic::SemanticGuider;
-use crate::label::{Analysis, Voter, decide};
+use crate::label::{Analysis, Voter, check_judges, decide};
 use crate::layout::LayoutFaces;
 use crate::pipeline::{GenerateOptions, Pipeline};
 
@@ -144,6 +144,7 @@ pub fn run(
     progress(state);
     let with_aus = pipe.au_adapter.is_some();
     let voters = Voter::load_all(&plan.label.voters, analyzer.device())?;
+    check_judges(&plan.label.judges, &voters)?;
     // A plan with semantic guidance steers with the embedded classifiers.
     let guider = match &plan.semantic_guidance {
         Some(sg) if sg.scale > 0.0 => Some(SemanticGuider::embedded(pipe.device())?),
