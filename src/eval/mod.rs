@@ -200,6 +200,9 @@ pub struct SemanticReport {
 pub struct EvalImages {
     /// `(expression, FER B label, RGB)` in generation order.
     pub expressions: Vec<(Expression, String, Vec<u8>)>,
+    /// The layout face each expression image started from (same order, same side), when the
+    /// evaluation starts from faces; empty from noise.
+    pub layouts: Vec<Vec<u8>>,
     /// `(AU, level, RGB)` for the first seed.
     pub aus: Vec<(String, f32, Vec<u8>)>,
     /// Image side.
@@ -241,15 +244,24 @@ impl EvalConfig {
     }
 }
 
-/// Generates `count` images for `base` in batches; returns RGB bytes and the image side.
+/// The images of [`generate_all`]: RGB bytes, the start faces resized to the output's side
+/// (empty from noise), and that side.
+struct Generated {
+    images: Vec<Vec<u8>>,
+    starts: Vec<Vec<u8>>,
+    side: usize,
+}
+
+/// Generates `count` images for `base` in batches.
 fn generate_all(
     pipe: &Pipeline,
     base: &GenerateRequest,
     start: Option<&(ImageStart, LayoutFaces)>,
     count: usize,
     batch: usize,
-) -> Result<(Vec<Vec<u8>>, usize)> {
+) -> Result<Generated> {
     let mut out = Vec::with_capacity(count);
+    let mut starts = Vec::new();
     let mut side = 0;
     while out.len() < count {
         let n = batch.min(count - out.len());
@@ -272,9 +284,18 @@ fn generate_all(
         };
         let res = pipe.generate_with(&req, &options, |_| {})?;
         side = res.width;
+        let resize = |img: &::image::RgbImage| {
+            let (w, h) = (res.width as u32, res.height as u32);
+            ::image::imageops::resize(img, w, h, ::image::imageops::FilterType::Triangle).into_raw()
+        };
+        starts.extend(images.iter().flatten().map(resize));
         out.extend(res.images);
     }
-    Ok((out, side))
+    Ok(Generated {
+        images: out,
+        starts,
+        side,
+    })
 }
 
 /// The request of expression `e` (first seed; [`generate_all`] advances it).
@@ -356,7 +377,12 @@ fn evaluate_once(
     for e in EXPRESSIONS {
         let req = expression_request(cfg, e, None);
         let t0 = std::time::Instant::now();
-        let (rgbs, side) = generate_all(pipe, &req, start_from, cfg.per_expression, cfg.batch)?;
+        let Generated {
+            images: rgbs,
+            starts,
+            side,
+        } = generate_all(pipe, &req, start_from, cfg.per_expression, cfg.batch)?;
+        images.layouts.extend(starts);
         unguided_seconds += t0.elapsed().as_secs_f64();
         let variety = diversity(&rgbs.iter().map(Vec::as_slice).collect::<Vec<_>>());
         images.side = side;
@@ -432,7 +458,9 @@ fn evaluate_once(
                 aus: Some(BTreeMap::from([(code.clone(), level)])),
                 ..Default::default()
             };
-            let (rgbs, side) = generate_all(pipe, &req, start_from, cfg.per_level, cfg.batch)?;
+            let Generated {
+                images: rgbs, side, ..
+            } = generate_all(pipe, &req, start_from, cfg.per_level, cfg.batch)?;
             let mut sum = 0.0;
             for (i, rgb) in rgbs.into_iter().enumerate() {
                 let value = mirror_vote(analyzer, side, &rgb)?
@@ -497,7 +525,9 @@ fn semantic_report(
     for e in EXPRESSIONS {
         let req = expression_request(cfg, e, Some(sg.clone()));
         let t0 = std::time::Instant::now();
-        let (rgbs, side) = generate_all(pipe, &req, start_from, count, cfg.batch)?;
+        let Generated {
+            images: rgbs, side, ..
+        } = generate_all(pipe, &req, start_from, count, cfg.batch)?;
         guided_seconds += t0.elapsed().as_secs_f64();
         let mut hits = 0;
         for rgb in rgbs {

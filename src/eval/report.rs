@@ -100,14 +100,18 @@ impl EvalReport {
 }
 
 /// A contact sheet: one row per expression (first `columns` images, FER B's verdict under each,
-/// green when it agrees) and one row per probed AU (levels left to right), each labelled.
+/// green when it agrees; with layout initialisation each image follows the face it started
+/// from) and one row per probed AU (levels left to right), each labelled.
 pub fn grid(report: &EvalReport, images: &EvalImages, columns: usize) -> Canvas {
     let side = images.side.max(1);
     let (label_w, cell_h) = (130, side + 12);
     let level_count = report.config.levels.len();
     let cols = columns.max(level_count).max(1);
     let rows = EXPRESSIONS.len() + report.aus.len();
-    let mut c = Canvas::new(label_w + cols * (side + 4), 24 + rows * cell_h);
+    let paired = images.layouts.len() == images.expressions.len() && !images.layouts.is_empty();
+    // A cell: the output, or the layout face and the output side by side.
+    let cell_w = if paired { 2 * side + 2 } else { side };
+    let mut c = Canvas::new(label_w + cols * (cell_w + 4), 24 + rows * cell_h);
     c.text(
         4,
         6,
@@ -143,10 +147,15 @@ pub fn grid(report: &EvalReport, images: &EvalImages, columns: usize) -> Canvas 
         let row = images
             .expressions
             .iter()
-            .filter(|(x, _, _)| x == e)
+            .enumerate()
+            .filter(|(_, (x, _, _))| x == e)
             .take(cols);
-        for (k, (_, verdict, rgb)) in row.enumerate() {
-            let x = label_w + k * (side + 4);
+        for (k, (i, (_, verdict, rgb))) in row.enumerate() {
+            let mut x = label_w + k * (cell_w + 4);
+            if paired {
+                c.blit(x, y, side, side, &images.layouts[i]);
+                x += side + 2;
+            }
             c.blit(x, y, side, side, rgb);
             let colour = if verdict == e.name() {
                 [0, 130, 0]
@@ -171,8 +180,71 @@ pub fn grid(report: &EvalReport, images: &EvalImages, columns: usize) -> Canvas 
         c.text(4, y + side / 2 + 2, &rho, 1, [0, 0, 0]);
         let row = images.aus.iter().filter(|(a, _, _)| a == code).take(cols);
         for (k, (_, _, rgb)) in row.enumerate() {
-            c.blit(label_w + k * (side + 4), y, side, side, rgb);
+            c.blit(label_w + k * (cell_w + 4), y, side, side, rgb);
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::eval::EvalConfig;
+    use crate::expression::Expression;
+
+    fn report() -> EvalReport {
+        EvalReport {
+            model: "m".into(),
+            config: EvalConfig::default(),
+            expressions: BTreeMap::new(),
+            average_agreement: 0.0,
+            average_face_api_agreement: 0.0,
+            face_rate: 0.0,
+            aus: BTreeMap::new(),
+            average_diversity: 0.0,
+            semantic: None,
+            start: None,
+            from_noise: None,
+            reconstruction: None,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn layout_faces_sit_left_of_their_outputs() {
+        let side = 4;
+        let happy = |v: u8| {
+            (
+                Expression::Happy,
+                "happy".to_string(),
+                vec![v; side * side * 3],
+            )
+        };
+        let mut images = EvalImages {
+            expressions: vec![happy(200), happy(210)],
+            layouts: Vec::new(),
+            aus: Vec::new(),
+            side,
+        };
+        let alone = grid(&report(), &images, 8);
+        assert_eq!(alone.width, 130 + 8 * (side + 4));
+        images.layouts = vec![vec![50; side * side * 3], vec![60; side * side * 3]];
+        let paired = grid(&report(), &images, 8);
+        let cell = 2 * side + 2 + 4;
+        assert_eq!(paired.width, 130 + 8 * cell);
+        // Happy is the second expression row; pixel (x, y) of the row's first line.
+        let y = 24 + (side + 12);
+        let at = |x: usize| paired.pixels[(y * paired.width + x) * 3];
+        assert_eq!(
+            [
+                at(130),
+                at(130 + side + 2),
+                at(130 + cell),
+                at(130 + cell + side + 2)
+            ],
+            [50, 200, 60, 210]
+        );
+    }
 }
