@@ -2,8 +2,10 @@
 //!
 //! `auto` takes a real GPU adapter (discrete, integrated or virtual) through wgpu when one
 //! exists, and otherwise burn's flex CPU backend — never a software rasteriser (lavapipe,
-//! llvmpipe, SwiftShader), which is 30–80× slower than flex. `gpu` takes whatever wgpu adapter
-//! exists, software ones included (useful for tests), and says so. `cuda` takes burn's CUDA
+//! llvmpipe, SwiftShader), which is 30–80× slower than flex. `gpu` takes a hardware adapter and
+//! is refused up front without one; `software` takes a software rasteriser on purpose (tests of
+//! the GPU path on a machine without a GPU). Neither falls back to wgpu's GL backend, whose
+//! software drivers can deadlock instead of failing. `cuda` takes burn's CUDA
 //! runtime (builds with the `cuda` feature). [`Precision::F16`] makes a GPU compute in half
 //! precision: weights and activations in f16, as diffusers' `torch_dtype=torch.float16`.
 
@@ -20,8 +22,10 @@ pub enum DeviceChoice {
     Auto,
     /// burn's flex CPU backend.
     Cpu,
-    /// Any wgpu adapter (hardware first, software rasteriser as a last resort).
+    /// A hardware GPU through wgpu (Vulkan, Metal, DX12); an error when there is none.
     Gpu,
+    /// wgpu on a software rasteriser (lavapipe, SwiftShader): slow, for testing the GPU path.
+    Software,
     /// An NVIDIA GPU through burn's CUDA runtime (a build with the `cuda` feature).
     Cuda,
 }
@@ -67,8 +71,28 @@ fn wgpu_adapters() -> Vec<(burn::tensor::wgpu::wgpu::AdapterInfo, u64)> {
         .collect()
 }
 
+/// The adapters wgpu finds on Vulkan, Metal and DX12, each as `name (DeviceType)`.
+#[cfg(not(target_family = "wasm"))]
+pub fn wgpu_adapter_names() -> Vec<String> {
+    wgpu_adapters()
+        .iter()
+        .map(|(info, _)| format!("{} ({:?})", info.name, info.device_type))
+        .collect()
+}
+
+/// [`wgpu_adapter_names`] for error messages.
+#[cfg(not(target_family = "wasm"))]
+fn adapter_list() -> String {
+    let found = wgpu_adapter_names();
+    if found.is_empty() {
+        "none found".into()
+    } else {
+        format!("found only {}", found.join(", "))
+    }
+}
+
 /// The first hardware adapter (discrete, integrated, virtual), or with `software` the first
-/// adapter of any type.
+/// software rasteriser.
 #[cfg(not(target_family = "wasm"))]
 fn hardware_adapter(software: bool) -> Option<Adapter> {
     use burn::tensor::wgpu::wgpu;
@@ -80,10 +104,12 @@ fn hardware_adapter(software: bool) -> Option<Adapter> {
     };
     let adapters = wgpu_adapters();
     if software {
-        let (_, limit) = adapters.first()?;
+        let (info, limit) = adapters
+            .iter()
+            .find(|(info, _)| info.device_type == wgpu::DeviceType::Cpu)?;
         return Some((
-            None,
-            "software rasteriser (no hardware GPU found)".into(),
+            Some(burn::tensor::DeviceKind::Cpu),
+            format!("software rasteriser {} ({:?})", info.name, info.backend),
             Some(*limit),
         ));
     }
@@ -112,8 +138,12 @@ fn hardware_adapter(software: bool) -> Option<Adapter> {
 #[cfg(not(target_family = "wasm"))]
 pub fn quiet_vulkan_loader() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        let dir = std::env::temp_dir().join(format!("synfer-xdg-{}", std::process::id()));
-        if std::fs::create_dir_all(&dir).is_ok() {
+        // One folder shared by every run (it stays empty), so that runs leave nothing behind.
+        let dir = std::env::temp_dir().join("synfer-xdg");
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        if builder.create(&dir).is_ok() || dir.is_dir() {
             // SAFETY: documented as called before any other thread exists.
             unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
@@ -173,13 +203,20 @@ fn select_f32(choice: DeviceChoice) -> Result<SelectedDevice> {
             Some(adapter) => init_wgpu(adapter),
             None => Ok(flex()),
         },
-        DeviceChoice::Gpu => match hardware_adapter(false).or_else(|| hardware_adapter(true)) {
+        DeviceChoice::Gpu => match hardware_adapter(false) {
             Some(adapter) => init_wgpu(adapter),
-            // Nothing on Vulkan/Metal/DX12: let wgpu pick (its GL fallback).
-            None => init_wgpu((
-                None,
-                "default adapter (no Vulkan/Metal/DX12 found)".into(),
-                None,
+            None => Err(Error::Device(format!(
+                "--device gpu: no hardware GPU adapter on Vulkan, Metal or DX12 ({}); use --device \
+                 cpu, or --device software to run wgpu on a software rasteriser",
+                adapter_list()
+            ))),
+        },
+        DeviceChoice::Software => match hardware_adapter(true) {
+            Some(adapter) => init_wgpu(adapter),
+            None => Err(Error::Device(
+                "--device software: no wgpu adapter at all on Vulkan, Metal or DX12 (install \
+                 Mesa's lavapipe, or use --device cpu)"
+                    .into(),
             )),
         },
         DeviceChoice::Cuda => init_cuda(),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// An RGB canvas with a white background.
 #[derive(Debug, Clone)]
@@ -88,16 +88,9 @@ impl Canvas {
         }
     }
 
-    /// Writes a PNG file.
+    /// Writes a PNG file atomically ([`crate::files::write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        image::save_buffer(
-            path,
-            &self.pixels,
-            self.width as u32,
-            self.height as u32,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| Error::request("plot", format!("{}: {e}", path.display())))
+        crate::image::write_png(path, &self.pixels, self.width, self.height)
     }
 }
 

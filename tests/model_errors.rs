@@ -250,6 +250,28 @@ fn unavailable_devices_and_precisions_are_errors() {
         let msg = cuda.unwrap_err().to_string();
         assert!(msg.contains("--features cuda"), "{msg}");
     }
+    // `gpu` never settles for a software rasteriser (nor wgpu's GL fallback, which can hang):
+    // where every adapter is a CPU one, it is refused at once and points at the alternatives.
+    let hardware = synfer::device::wgpu_adapter_names()
+        .iter()
+        .any(|name| !name.ends_with("(Cpu)") && !name.ends_with("(Other)"));
+    let t0 = std::time::Instant::now();
+    match select(DeviceChoice::Gpu) {
+        Ok(d) => assert!(hardware, "took {} without a hardware GPU", d.description),
+        Err(e) => {
+            assert!(!hardware, "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("--device software") && msg.contains("--device cpu"),
+                "{msg}"
+            );
+        }
+    }
+    assert!(
+        t0.elapsed().as_secs() < 30,
+        "device selection took {:?}",
+        t0.elapsed()
+    );
     let err = select_with(DeviceChoice::Cpu, Precision::F16).unwrap_err();
     assert!(matches!(err, Error::Device(_)), "{err:?}");
     assert!(err.to_string().contains("f16 compute is for GPUs"), "{err}");
