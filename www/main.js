@@ -196,9 +196,11 @@ function currentRequest() {
     expression: $('expression').value || null,
   };
   if (state.info.au_set) {
+    // Every slider, zeros included: the sliders show the whole vector (the preset filled in,
+    // then the user's changes), so a unit set to 0 over the preset must arrive as 0.
     const aus = {};
     for (const input of $('au-sliders').querySelectorAll('input')) {
-      if (Number(input.value) !== 0) aus[input.dataset.code] = Number(input.value);
+      aus[input.dataset.code] = Number(input.value);
     }
     request.aus = aus;
     request.au_scale = Number($('au-scale').value);
