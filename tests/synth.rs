@@ -302,3 +302,189 @@ fn layout_faces_are_a_function_of_the_item() {
     merge(&[s0, s1], &merged).unwrap();
     assert_same_tree(&whole, &merged);
 }
+
+/// The CLI on `plan` into `out`.
+fn synth_cli(plan: &Path, out: &Path, resume: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_synfer"));
+    c.args(["synth", "--device", "cpu", "--plan"])
+        .arg(plan)
+        .arg("--out")
+        .arg(out);
+    if resume {
+        c.arg("--resume");
+    }
+    c
+}
+
+#[test]
+fn a_second_process_cannot_enter_a_folder_in_use() {
+    let model = model_dir("lock");
+    let dir = temp_dir("lock");
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, plan_text(&model, 40)).unwrap();
+    let out = dir.join("out");
+    let mut first = synth_cli(&plan, &out, false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = out.join("manifest.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count()) == 0
+        && started.elapsed().as_secs() < 120
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // While the first run works, a resume of the same folder is refused.
+    let second = synth_cli(&plan, &out, true).output().unwrap();
+    let running = first.try_wait().unwrap().is_none();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(running, "the first run ended before the second started");
+    assert!(
+        !second.status.success() && stderr.contains("in use"),
+        "{stderr}"
+    );
+    // Once the holder dies (SIGKILL: no cleanup), its lock is gone and a resume finishes the
+    // folder with every item exactly once.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let resumed = synth_cli(&plan, &out, true).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut indices: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_resume_with_another_model_is_refused_with_what_changed() {
+    let model = model_dir("fingerprint");
+    let plan = Plan::from_toml(&plan_text(&model, 4), "plan.toml").unwrap();
+    let device = Device::flex();
+    let analyzer = FaceAnalyzer::embedded(&device).unwrap();
+    let out = temp_dir("fingerprint-out");
+    let pipe = Pipeline::load(&model, &device).unwrap();
+    run(&pipe, &analyzer, &plan, &out, Shard::ALL, false, |_| {}).unwrap();
+    // The model is changed in place: its scheduler config gains a trailing newline.
+    let config = model.join("scheduler/scheduler_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::remove_file(model.join("scheduler")).unwrap();
+    std::fs::create_dir(model.join("scheduler")).unwrap();
+    std::fs::write(&config, format!("{text}\n")).unwrap();
+    let changed = Pipeline::load(&model, &device).unwrap();
+    let err = run(&changed, &analyzer, &plan, &out, Shard::ALL, true, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("scheduler/scheduler_config.json changed") && err.contains("resume"),
+        "{err}"
+    );
+    // Shards of two models do not merge either.
+    let two = Plan::from_toml(&plan_text(&model, 8), "plan.toml").unwrap();
+    let (a, b) = (temp_dir("fp-shard0"), temp_dir("fp-shard1"));
+    run(
+        &pipe,
+        &analyzer,
+        &two,
+        &a,
+        Shard { index: 0, count: 2 },
+        false,
+        |_| {},
+    )
+    .unwrap();
+    run(
+        &changed,
+        &analyzer,
+        &two,
+        &b,
+        Shard { index: 1, count: 2 },
+        false,
+        |_| {},
+    )
+    .unwrap();
+    let err = merge(&[a, b], &temp_dir("fp-merged"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another model"), "{err}");
+}
+
+#[test]
+fn a_plan_is_refused_before_its_folder_is_touched() {
+    let model = model_dir("early");
+    let device = Device::flex();
+    let pipe = Pipeline::load(&model, &device).unwrap();
+    let analyzer = FaceAnalyzer::embedded(&device).unwrap();
+    let cases = [
+        // A size the model cannot make, a voter that is not there, more shards than blocks.
+        (
+            format!("size = 13\n{}", plan_text(&model, 4)),
+            Shard::ALL,
+            "width",
+        ),
+        (
+            format!(
+                "{}[label]\nvoters = [\"/nonexistent/fer\"]\n",
+                plan_text(&model, 4)
+            ),
+            Shard::ALL,
+            "/nonexistent/fer",
+        ),
+        (
+            plan_text(&model, 4),
+            Shard { index: 0, count: 3 },
+            "at most 1 shards",
+        ),
+    ];
+    for (i, (text, shard, needle)) in cases.into_iter().enumerate() {
+        let plan = Plan::from_toml(&text, "plan.toml").unwrap();
+        let out = std::env::temp_dir().join(format!("synfer-early-{}-{i}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let err = run(&pipe, &analyzer, &plan, &out, shard, false, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!out.exists(), "{needle}: {} was created", out.display());
+    }
+    // Absurd numbers are errors, not aborts or overflow panics.
+    for (text, field) in [
+        ("total = 1000000000000\n[shares]\nhappy = 1.0\n", "total"),
+        (
+            "[counts]\nhappy = 18446744073709551615\nsad = 1\n",
+            "counts",
+        ),
+    ] {
+        let err = Plan::from_toml(text, "plan.toml").unwrap_err().to_string();
+        assert!(err.contains(field), "{text:?} → {err}");
+    }
+    assert!(Shard::parse("0/1000000000000").is_err());
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let model = model_dir("pipe");
+    let dir = temp_dir("pipe");
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, plan_text(&model, 4)).unwrap();
+    // `synfer synth … | true`: the reader is gone before the summary is printed.
+    let mut child = synth_cli(&plan, &dir.join("out"), false)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}

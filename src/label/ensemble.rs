@@ -32,6 +32,8 @@ pub struct Voter {
     pub name: String,
     /// The classifier.
     pub model: FerClassifier,
+    /// Its files' length and CRC-32 (`fer.json` and `model.safetensors` together).
+    pub stamp: crate::pipeline::FileStamp,
 }
 
 impl Voter {
@@ -59,9 +61,18 @@ impl Voter {
                         format!("{d}: a second voter named {name:?}"),
                     ));
                 }
+                let (config, weights) = FerClassifier::read_dir(path)?;
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&config);
+                crc.update(&weights);
                 Ok(Voter {
                     name,
-                    model: FerClassifier::load_dir(path, device)?,
+                    model: FerClassifier::from_bytes(d, &config, &weights, device)?,
+                    stamp: crate::pipeline::FileStamp {
+                        bytes: (config.len() + weights.len()) as u64,
+                        crc32: Some(crc.finalize()),
+                        modified_ns: None,
+                    },
                 })
             })
             .collect()

@@ -1,11 +1,13 @@
 //! The front door: where a model comes from ([`ModelSource`]) and what is loaded with it
 //! ([`PipelineBuilder`]: device, AU adapter, LoRAs, buffer limit, guidance classifiers).
 
+use std::collections::BTreeMap;
+
 use burn::tensor::Device;
 
 use super::Pipeline;
 use super::load::load;
-use super::source::{FileSource, MemorySource};
+use super::source::{FileSource, MemorySource, Stamping};
 use crate::au::AdapterWeights;
 use crate::error::Result;
 use crate::guidance::semantic::SemanticGuider;
@@ -144,25 +146,36 @@ impl<'a> PipelineBuilder<'a> {
         let PipelineBuilder {
             source,
             device,
-            adapter,
+            mut adapter,
             loras,
             buffer_limit,
             decode_budget,
             guider,
         } = self;
+        // Every file is stamped as it is read, and so are the adapter and the LoRAs: together
+        // they identify what the pipeline computes with.
+        let mut stamps = BTreeMap::new();
+        if let Some(a) = &adapter {
+            stamps.insert("adapter".to_string(), a.store.stamp());
+        }
+        for (i, l) in loras.iter().enumerate() {
+            stamps.insert(format!("lora.{i} (scale {})", l.scale), l.store.stamp());
+        }
+        let mut load_stamped = |src: &dyn FileSource| {
+            let stamping = Stamping::new(src);
+            let pipeline = load(&stamping, &device, adapter.take(), &loras)?;
+            stamps.extend(stamping.into_stamps());
+            Ok::<_, crate::Error>(pipeline)
+        };
         let mut pipeline = match source {
             #[cfg(not(target_family = "wasm"))]
-            ModelSource::Dir(dir) => load(
-                &super::source::DirSource::new(&dir)?,
-                &device,
-                adapter,
-                &loras,
-            )?,
-            ModelSource::Files(files) => load(files, &device, adapter, &loras)?,
-            ModelSource::Owned(files) => load(&files, &device, adapter, &loras)?,
+            ModelSource::Dir(dir) => load_stamped(&super::source::DirSource::new(&dir)?)?,
+            ModelSource::Files(files) => load_stamped(files)?,
+            ModelSource::Owned(files) => load_stamped(&files)?,
             #[cfg(not(target_family = "wasm"))]
-            ModelSource::BuiltIn => load(&MemorySource::built_in(), &device, adapter, &loras)?,
+            ModelSource::BuiltIn => load_stamped(&MemorySource::built_in())?,
         };
+        pipeline.info.files = stamps;
         pipeline.buffer_limit = buffer_limit;
         if let Some(bytes) = decode_budget {
             pipeline.info.buffers.decode_budget = bytes;

@@ -159,8 +159,9 @@ impl Pipeline {
         (image / 2.0 + 0.5).clamp(0.0, 1.0)
     }
 
-    /// Checks that every request of a batch shares the settings one UNet batch needs.
-    fn check_batch(&self, reqs: &[GenerateRequest]) -> Result<()> {
+    /// Checks a batch as [`Pipeline::generate_batch`] does before it computes anything: every
+    /// request's ranges, what one batch must share, and the device's buffer limit.
+    pub fn check_batch(&self, reqs: &[GenerateRequest]) -> Result<()> {
         let Some(first) = reqs.first() else {
             return Err(Error::request("batch", "no requests"));
         };
@@ -207,6 +208,13 @@ impl Pipeline {
                     format!("request {i} of the batch differs from request 0; one batch shares it"),
                 ));
             }
+        }
+        if let Some(limit) = self.buffer_limit {
+            let (width, height) = self.output_size(first);
+            let float_bytes = burn::tensor::DType::from(self.device.settings().float_dtype).size();
+            self.info
+                .buffers
+                .check(total, first.uses_cfg(), height, width, float_bytes, limit)?;
         }
         Ok(())
     }
@@ -283,12 +291,6 @@ impl Pipeline {
         let n: usize = reqs.iter().map(|r| r.num_images).sum();
         let f = self.info.vae_scale_factor;
         let shape = [n, self.info.latent_channels, height / f, width / f];
-        if let Some(limit) = self.buffer_limit {
-            let float_bytes = burn::tensor::DType::from(self.device.settings().float_dtype).size();
-            self.info
-                .buffers
-                .check(n, req.uses_cfg(), height, width, float_bytes, limit)?;
-        }
 
         // 1. Scheduler.
         let sched_cfg = self.scheduler_config_for(req)?;

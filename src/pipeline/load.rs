@@ -258,6 +258,7 @@ pub(crate) fn load(
                 decode_budget: memory::DECODE_BUDGET,
             },
             defaults,
+            files: Default::default(),
         },
         scheduler,
         device: device.clone(),

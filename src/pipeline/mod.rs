@@ -39,6 +39,7 @@ pub use builder::{ModelSource, PipelineBuilder};
 pub use generate::GenerateOptions;
 pub use output::{GenerateOutput, ImageRecord, StepEvent, Timings};
 pub use request::{GenerateRequest, ImageStart, StartMode};
+pub use source::FileStamp;
 
 /// Facts about a loaded model that callers need (sizes, channels, names).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -57,6 +58,10 @@ pub struct ModelInfo {
     pub buffers: memory::BufferProfile,
     /// How the model is best used (`synfer.json` in the folder; empty without one).
     pub defaults: ModelDefaults,
+    /// What the pipeline was built from: every model file read (relative path), `adapter` and
+    /// `lora.K (scale S)`, each with its [`FileStamp`].
+    #[serde(skip)]
+    pub files: std::collections::BTreeMap<String, FileStamp>,
 }
 
 /// `synfer.json` in a model folder: how the model is best used, chosen by measurement when it

@@ -12,12 +12,74 @@ pub trait FileSource {
     /// A human-readable name for error messages and sidecars.
     fn describe(&self) -> String;
 
+    /// What identifies `rel`'s content (just read as `bytes`) for a fingerprint: its length and
+    /// CRC-32 (folders on disk: its length and modification time, which costs nothing).
+    fn stamp(&self, _rel: &str, bytes: &[u8]) -> FileStamp {
+        FileStamp {
+            bytes: bytes.len() as u64,
+            crc32: Some(crc32fast::hash(bytes)),
+            modified_ns: None,
+        }
+    }
+
     /// The file's bytes, or an error naming it when missing.
     fn require(&self, rel: &str) -> Result<Vec<u8>> {
         self.read(rel)?.ok_or_else(|| Error::Io {
             path: format!("{}/{rel}", self.describe()).into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
         })
+    }
+}
+
+/// What identifies a file's content in a fingerprint (a synthesis folder's `shard.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// Length in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the content (files held in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
+    /// Modification time in nanoseconds since the Unix epoch (files on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<u128>,
+}
+
+/// A source that stamps every file read through it ([`FileSource::stamp`]).
+pub(crate) struct Stamping<'a> {
+    inner: &'a dyn FileSource,
+    stamps: std::cell::RefCell<BTreeMap<String, FileStamp>>,
+}
+
+impl<'a> Stamping<'a> {
+    pub(crate) fn new(inner: &'a dyn FileSource) -> Self {
+        Stamping {
+            inner,
+            stamps: Default::default(),
+        }
+    }
+
+    /// The stamps of the files read so far, by relative path.
+    pub(crate) fn into_stamps(self) -> BTreeMap<String, FileStamp> {
+        self.stamps.into_inner()
+    }
+}
+
+impl FileSource for Stamping<'_> {
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let bytes = self.inner.read(rel)?;
+        if let Some(b) = &bytes {
+            let stamp = self.inner.stamp(rel, b);
+            self.stamps.borrow_mut().insert(rel.to_string(), stamp);
+        }
+        Ok(bytes)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn stamp(&self, rel: &str, bytes: &[u8]) -> FileStamp {
+        self.inner.stamp(rel, bytes)
     }
 }
 
@@ -56,6 +118,19 @@ impl FileSource for DirSource {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn stamp(&self, rel: &str, bytes: &[u8]) -> FileStamp {
+        let modified_ns = std::fs::metadata(self.root.join(rel))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos());
+        FileStamp {
+            bytes: bytes.len() as u64,
+            crc32: None,
+            modified_ns,
+        }
     }
 }
 

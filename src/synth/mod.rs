@@ -2,6 +2,8 @@
 //! batches, pseudo-labelled ([`crate::label`]), written atomically with a manifest that makes runs
 //! resumable and shardable ([`run`](mod@run), [`manifest`]), and turned into dataset files ([`output`]).
 
+pub mod fingerprint;
+pub mod lock;
 pub mod manifest;
 pub mod output;
 pub mod plan;

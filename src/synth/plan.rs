@@ -187,6 +187,9 @@ fn default_layout_strength() -> f64 {
     0.7
 }
 
+/// The most items one plan may hold (the plan's items are listed in memory).
+pub const MAX_ITEMS: usize = 10_000_000;
+
 fn default_steps() -> usize {
     25
 }
@@ -299,8 +302,8 @@ impl Plan {
             }
             (true, None) => return bad("counts", &"missing", "give counts or total + shares"),
             (true, Some(t)) => {
-                if t == 0 {
-                    return bad("total", &t, "must be at least 1");
+                if t == 0 || t > MAX_ITEMS {
+                    return bad("total", &t, &format!("must be 1..={MAX_ITEMS}"));
                 }
                 if self.shares.is_empty() {
                     return bad("shares", &"missing", "total needs class shares");
@@ -319,8 +322,22 @@ impl Plan {
                 for name in self.counts.keys() {
                     class(name, file, &format!("counts.{name}"))?;
                 }
-                if self.counts.values().sum::<usize>() == 0 {
-                    return bad("counts", &0, "nothing to generate");
+                // Checked sums: counts near usize::MAX must not overflow.
+                let sum = self
+                    .counts
+                    .values()
+                    .try_fold(0usize, |acc, c| acc.checked_add(*c));
+                match sum {
+                    Some(0) => return bad("counts", &0, "nothing to generate"),
+                    Some(n) if n <= MAX_ITEMS => {}
+                    _ => {
+                        let shown = self.counts.values().map(|c| *c as f64).sum::<f64>();
+                        return bad(
+                            "counts",
+                            &shown,
+                            &format!("at most {MAX_ITEMS} items in all"),
+                        );
+                    }
                 }
             }
         }

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::fingerprint::Fingerprint;
+use super::lock::FolderLock;
 use super::manifest::{Record, append_manifest, read_manifest, record};
-use super::plan::{Item, Plan};
+use super::plan::{Item, MAX_ITEMS, Plan};
 use crate::error::{Error, Result};
 use crate::face::analyzer::FaceAnalyzer;
 use crate::files::write_atomic;
@@ -40,11 +42,11 @@ impl Shard {
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || Error::request("shard", format!("{text:?}: expected I/N with 0 ≤ I < N"));
         let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
+        let (index, count): (usize, usize) = (
             i.trim().parse().map_err(|_| bad())?,
             n.trim().parse().map_err(|_| bad())?,
         );
-        if count == 0 || index >= count {
+        if count == 0 || index >= count || count > MAX_ITEMS {
             return Err(bad());
         }
         Ok(Shard { index, count })
@@ -65,6 +67,9 @@ pub struct ShardInfo {
     pub shard: Shard,
     /// Items of this shard.
     pub items: usize,
+    /// What else decides the images (absent in folders of synfer versions before it).
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// Progress of a run.
@@ -78,14 +83,9 @@ pub struct Progress {
     pub this_run: usize,
 }
 
-/// Opens (or, with `resume`, reopens) `out` for `plan`/`shard`.
-fn open_output(out: &Path, plan: &Plan, shard: Shard, items: usize, resume: bool) -> Result<()> {
+/// Opens (or, with `resume`, reopens) `out` for `info`; the caller holds the folder's lock.
+fn open_output(out: &Path, info: &ShardInfo, resume: bool) -> Result<()> {
     let info_path = out.join("shard.json");
-    let info = ShardInfo {
-        plan: plan.clone(),
-        shard,
-        items,
-    };
     if info_path.exists() {
         if !resume {
             return Err(Error::request(
@@ -96,10 +96,8 @@ fn open_output(out: &Path, plan: &Plan, shard: Shard, items: usize, resume: bool
                 ),
             ));
         }
-        let bytes = std::fs::read(&info_path).map_err(|e| Error::io(&info_path, e))?;
-        let old: ShardInfo = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::json(info_path.display().to_string(), e))?;
-        if old != info {
+        let old = read_info(out)?;
+        if (&old.plan, old.shard, old.items) != (&info.plan, info.shard, info.items) {
             return Err(Error::request(
                 "resume",
                 format!(
@@ -108,11 +106,40 @@ fn open_output(out: &Path, plan: &Plan, shard: Shard, items: usize, resume: bool
                 ),
             ));
         }
+        let now = info.fingerprint.as_ref().expect("runs are fingerprinted");
+        let Some(before) = &old.fingerprint else {
+            return Err(Error::request(
+                "resume",
+                format!(
+                    "{} was started by a synfer without fingerprints, so what made its images is \
+                     unknown; start a new folder",
+                    out.display()
+                ),
+            ));
+        };
+        let changes = now.changes(before);
+        if !changes.is_empty() {
+            return Err(Error::request(
+                "resume",
+                format!(
+                    "{} was made by another model or synfer: {}; resume with what started it, \
+                     or start a new folder",
+                    out.display(),
+                    changes.join("; ")
+                ),
+            ));
+        }
         return Ok(());
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::json("shard.json", e))?;
+    let json = serde_json::to_vec_pretty(info).map_err(|e| Error::json("shard.json", e))?;
     write_atomic(&info_path, &json)
+}
+
+/// Reads `dir/shard.json`.
+fn read_info(dir: &Path) -> Result<ShardInfo> {
+    let path = dir.join("shard.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::json(path.display().to_string(), e))
 }
 
 /// Runs (or resumes) `shard` of `plan` into `out`; then writes the dataset files
@@ -134,15 +161,28 @@ pub fn run(
         .map(|(_, c)| c)
         .collect();
     let total: usize = blocks.iter().map(|b| b.len()).sum();
-    open_output(out, plan, shard, total, resume)?;
-    let mut done: BTreeSet<usize> = read_manifest(out)?.iter().map(|r| r.index).collect();
-    let mut state = Progress {
-        done: done.len(),
-        total,
-        this_run: 0,
-    };
-    progress(state);
+    let block_count = items.len().div_ceil(plan.batch);
+    if shard.count > block_count {
+        return Err(Error::request(
+            "shard",
+            format!(
+                "{}/{}: the plan has {block_count} blocks of {}, so at most {block_count} shards",
+                shard.index, shard.count, plan.batch
+            ),
+        ));
+    }
+    // Everything the plan names is loaded and checked before the folder is touched.
     let with_aus = pipe.au_adapter.is_some();
+    let request = |it: &Item| {
+        let mut r = plan.request(it);
+        if !with_aus {
+            r.aus = None;
+        }
+        r
+    };
+    if let Some(first) = items.chunks(plan.batch).next() {
+        pipe.check_batch(&first.iter().map(request).collect::<Vec<_>>())?;
+    }
     let voters = Voter::load_all(&plan.label.voters, analyzer.device())?;
     check_judges(&plan.label.judges, &voters)?;
     // A plan with semantic guidance steers with the embedded classifiers.
@@ -154,20 +194,26 @@ pub fn run(
         Some(l) => Some(LayoutFaces::open(l.source.parse()?, pipe.device())?),
         None => None,
     };
+    let _lock = FolderLock::acquire(out)?;
+    let info = ShardInfo {
+        plan: plan.clone(),
+        shard,
+        items: total,
+        fingerprint: Some(Fingerprint::of(pipe, &voters)),
+    };
+    open_output(out, &info, resume)?;
+    let mut done: BTreeSet<usize> = read_manifest(out)?.iter().map(|r| r.index).collect();
+    let mut state = Progress {
+        done: done.len(),
+        total,
+        this_run: 0,
+    };
+    progress(state);
     for block in blocks {
         if block.iter().all(|it| done.contains(&it.index)) {
             continue;
         }
-        let reqs: Vec<_> = block
-            .iter()
-            .map(|it| {
-                let mut r = plan.request(it);
-                if !with_aus {
-                    r.aus = None;
-                }
-                r
-            })
-            .collect();
+        let reqs: Vec<_> = block.iter().map(request).collect();
         // The face of item k: the generator's for its seed, or the folder's image k mod n.
         let mut faces = Vec::new();
         let mut described = Vec::new();
@@ -214,23 +260,49 @@ pub fn run(
 pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Vec<Record>> {
     let mut infos = Vec::new();
     for dir in inputs {
-        let path = dir.join("shard.json");
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let info: ShardInfo = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::json(path.display().to_string(), e))?;
-        infos.push((dir, info));
+        infos.push((dir, read_info(dir)?));
     }
     let Some((_, first)) = infos.first() else {
         return Err(Error::request("merge", "no shard folders given"));
     };
-    let (plan, count) = (first.plan.clone(), first.shard.count);
+    let (plan, count, fingerprint) = (
+        first.plan.clone(),
+        first.shard.count,
+        first.fingerprint.clone(),
+    );
+    if count > MAX_ITEMS {
+        return Err(Error::request(
+            "merge",
+            format!(
+                "{}: shard count {count} is out of range",
+                inputs[0].display()
+            ),
+        ));
+    }
     let mut seen = vec![false; count];
     let mut records = Vec::new();
+    let _lock = FolderLock::acquire(out)?;
     for (dir, info) in &infos {
         if info.plan != plan || info.shard.count != count {
             return Err(Error::request(
                 "merge",
                 format!("{} belongs to another plan or shard count", dir.display()),
+            ));
+        }
+        let changes = match (&info.fingerprint, &fingerprint) {
+            (Some(a), Some(b)) => a.changes(b),
+            (None, None) => Vec::new(),
+            _ => vec!["one of them has no fingerprint".into()],
+        };
+        if !changes.is_empty() {
+            return Err(Error::request(
+                "merge",
+                format!(
+                    "{} was made by another model or synfer than {}: {}",
+                    dir.display(),
+                    inputs[0].display(),
+                    changes.join("; ")
+                ),
             ));
         }
         if std::mem::replace(&mut seen[info.shard.index], true) {
@@ -274,8 +346,8 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Vec<Record>> {
         plan: plan.clone(),
         shard: Shard::ALL,
         items: records.len(),
+        fingerprint,
     };
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::json("shard.json", e))?;
     write_atomic(&out.join("shard.json"), &json)?;
     super::output::finalize(out, &records)?;

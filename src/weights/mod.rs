@@ -242,6 +242,21 @@ impl TensorStore {
         Ok(())
     }
 
+    /// Length and CRC-32 of every tensor buffer together (a fingerprint of the content).
+    pub fn stamp(&self) -> crate::pipeline::FileStamp {
+        let mut h = crc32fast::Hasher::new();
+        let mut bytes = 0;
+        for b in &self.buffers {
+            h.update(b);
+            bytes += b.len() as u64;
+        }
+        crate::pipeline::FileStamp {
+            bytes,
+            crc32: Some(h.finalize()),
+            modified_ns: None,
+        }
+    }
+
     /// The name used in error messages (usually the file path).
     pub fn name(&self) -> &str {
         &self.name
