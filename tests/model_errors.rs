@@ -165,6 +165,53 @@ fn malformed_configs() {
     assert!(matches!(load(&src), Error::Config { ref key, .. } if key == "hidden_act"));
 }
 
+/// A config value edited in place, then loaded: the error must name the file and key.
+fn config_error(file: &str, key: &str, value: serde_json::Value) -> Error {
+    use synfer::pipeline::source::FileSource;
+    let mut src = folder();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&src.require(file).unwrap()).unwrap();
+    cfg[key] = value;
+    src.insert(file, serde_json::to_vec(&cfg).unwrap());
+    load(&src)
+}
+
+#[test]
+fn config_numbers_outside_their_range_are_refused_at_load() {
+    let unet = "unet/config.json";
+    let cases = [
+        // 0 panicked in GroupNorm, 1e9 overflowed, 5000 bypassed the size limit, "16" and −16
+        // silently became 64.
+        (unet, "sample_size", serde_json::json!(0)),
+        (unet, "sample_size", serde_json::json!(1_000_000_000u64)),
+        (unet, "sample_size", serde_json::json!(5000)),
+        (unet, "sample_size", serde_json::json!("16")),
+        (unet, "sample_size", serde_json::json!(-16)),
+        (unet, "norm_eps", serde_json::json!(-1e-5)),
+        (
+            "text_encoder/config.json",
+            "layer_norm_eps",
+            serde_json::json!(-1e-5),
+        ),
+        ("vae/config.json", "scaling_factor", serde_json::json!(0.0)),
+    ];
+    for (file, key, value) in cases {
+        let err = config_error(file, key, value.clone());
+        assert!(
+            matches!(err, Error::Config { file: ref f, key: ref k, .. } if f == file && k == key),
+            "{file} {key} = {value}: {err}"
+        );
+    }
+    // A square [n, n] is a size too.
+    let mut src = folder();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("sd1-tiny/unet/config.json")).unwrap())
+            .unwrap();
+    cfg["sample_size"] = serde_json::json!([8, 8]);
+    src.insert(unet, serde_json::to_vec(&cfg).unwrap());
+    let p = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    assert_eq!(p.info().default_size, 8 * p.info().vae_scale_factor);
+}
+
 #[test]
 fn missing_files() {
     let mut src = folder();

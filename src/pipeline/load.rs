@@ -213,11 +213,21 @@ pub(crate) fn load(
         ));
     }
     let vae_scale_factor = vae_cfg.scale_factor();
-    let sample_size = unet_cfg
-        .sample_size
-        .as_ref()
-        .and_then(|v| v.as_u64().or_else(|| v.get(0).and_then(|x| x.as_u64())))
-        .unwrap_or(64) as usize;
+    // The default output side obeys the limits a request's width has.
+    let sample_size = unet_cfg.sample_side(unet_file)?;
+    if sample_size > super::request::MAX_SIDE / vae_scale_factor
+        || !(sample_size * vae_scale_factor).is_multiple_of(super::size_multiple(vae_scale_factor))
+    {
+        return Err(Error::config(
+            unet_file,
+            "sample_size",
+            sample_size,
+            format!(
+                "× VAE factor {vae_scale_factor} must be a multiple of 8 up to {} pixels",
+                super::request::MAX_SIDE
+            ),
+        ));
+    }
     let defaults_file = "synfer.json";
     let defaults: ModelDefaults = match src.read(defaults_file)? {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::json(defaults_file, e))?,

@@ -41,6 +41,11 @@ pub use output::{GenerateOutput, ImageRecord, StepEvent, Timings};
 pub use request::{GenerateRequest, ImageStart, StartMode};
 pub use source::FileStamp;
 
+/// The pixel multiple a model with VAE factor `vae_scale_factor` needs (at least 8).
+fn size_multiple(vae_scale_factor: usize) -> usize {
+    vae_scale_factor.max(8)
+}
+
 /// Facts about a loaded model that callers need (sizes, channels, names).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelInfo {
@@ -203,7 +208,7 @@ impl Pipeline {
 
     /// Pixel multiple that width and height must respect.
     pub fn size_multiple(&self) -> usize {
-        self.info.vae_scale_factor.max(8)
+        size_multiple(self.info.vae_scale_factor)
     }
 
     /// The AU vector of a request (expression prototype, then explicit units) and the tokens

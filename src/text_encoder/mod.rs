@@ -92,6 +92,23 @@ impl ClipTextConfig {
                 "padding-masked text encoders are not supported (SD 1.x/2.x use the causal mask only)",
             ));
         }
+        if !(cfg.layer_norm_eps.is_finite() && cfg.layer_norm_eps > 0.0) {
+            return Err(Error::config(
+                file,
+                "layer_norm_eps",
+                cfg.layer_norm_eps,
+                "must be a finite number > 0",
+            ));
+        }
+        for (key, v) in [
+            ("vocab_size", cfg.vocab_size),
+            ("hidden_size", cfg.hidden_size),
+            ("max_position_embeddings", cfg.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return Err(Error::config(file, key, v, "must be at least 1"));
+            }
+        }
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(Error::config(

@@ -229,6 +229,27 @@ pub struct BlockPlan {
 }
 
 impl UNetConfig {
+    /// The latent side `sample_size` gives (an integer, or `[h, w]` with h = w), 64 when
+    /// absent; anything else (a string, a negative or fractional number, 0) is an error.
+    pub fn sample_side(&self, file: &str) -> Result<usize> {
+        let Some(v) = &self.sample_size else {
+            return Ok(64);
+        };
+        let side = |x: &Value| x.as_u64().filter(|s| *s > 0);
+        let parsed = match v {
+            Value::Array(a) if a.len() == 2 => side(&a[0]).filter(|h| side(&a[1]) == Some(*h)),
+            other => side(other),
+        };
+        parsed.and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+            Error::config(
+                file,
+                "sample_size",
+                v,
+                "must be a positive integer (or [n, n])",
+            )
+        })
+    }
+
     /// Parses `config.json` bytes and validates every key; `file` names the source in errors.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
         let raw: Value = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
@@ -251,6 +272,15 @@ impl UNetConfig {
     }
 
     fn validate(&self, file: &str) -> Result<()> {
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(Error::config(
+                file,
+                "norm_eps",
+                self.norm_eps,
+                "must be a finite number > 0",
+            ));
+        }
+        self.sample_side(file)?;
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(Error::config(
