@@ -162,6 +162,15 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A computation produced NaN or ±Inf (non-finite weights, latents or settings): the
+    /// result is refused instead of being written as a black image.
+    #[error("non-finite values (NaN or ±Inf) in {stage}: {detail}")]
+    NonFinite {
+        /// Where they appeared (`the final latents`, `the VAE decode`, a classifier).
+        stage: String,
+        /// Which item and value.
+        detail: String,
+    },
     /// A dataset file (label list, CSV, metadata) is malformed; `at` names the line or entry.
     #[error("{file}: {at}: {message}")]
     Dataset {

@@ -124,15 +124,40 @@ pub fn parse_safetensors(bytes: Vec<u8>, file: &str, name: &str) -> Result<HostT
     Ok(HostTensor { shape, data })
 }
 
-/// Loads a tensor from a `.npy` file or a `.safetensors` file holding a tensor `latents`.
+/// Loads a tensor from a `.npy` file or a `.safetensors` file holding a tensor `latents`;
+/// NaN or ±Inf anywhere is an error naming the file and the value's index.
 #[cfg(not(target_family = "wasm"))]
 pub fn read_latents_file(path: &std::path::Path) -> Result<HostTensor> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let file = path.display().to_string();
-    match path.extension().and_then(|e| e.to_str()) {
+    let t = match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => parse_npy(&bytes, &file),
         Some("safetensors") => parse_safetensors(bytes, &file, "latents"),
         _ => Err(file_err(&file, "expected a .npy or .safetensors file")),
+    }?;
+    check_finite(&t.data, t.data.len(), &file)?;
+    Ok(t)
+}
+
+/// An [`Error::NonFinite`] for the first NaN or ±Inf in `values`, a batch of items of
+/// `per_item` values each, found in `stage`.
+pub fn check_finite(values: &[f32], per_item: usize, stage: &str) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => {
+            let per = per_item.max(1);
+            let bad = values.iter().filter(|v| !v.is_finite()).count();
+            Err(Error::NonFinite {
+                stage: stage.to_string(),
+                detail: format!(
+                    "item {} (value {} is {}; {bad} of {} values are not finite)",
+                    i / per,
+                    i % per,
+                    values[i],
+                    values.len()
+                ),
+            })
+        }
     }
 }
 

@@ -353,3 +353,102 @@ fn a_generation_larger_than_the_buffer_limit_is_refused_before_it_starts() {
         .unwrap();
     assert!(p.generate(&req).is_ok());
 }
+
+/// `bytes` with tensor `key` filled with NaN (f32 or f16 as stored).
+fn with_nan(bytes: &[u8], key: &str) -> Vec<u8> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let dtype = st.tensor(key).unwrap().dtype();
+    rewrite_safetensors(
+        bytes,
+        |n, s, d| {
+            if n != key {
+                return Some((s, d));
+            }
+            let nan: Vec<u8> = match dtype {
+                Dtype::F32 => f32::NAN.to_le_bytes().to_vec(),
+                Dtype::F16 => 0x7e00u16.to_le_bytes().to_vec(),
+                other => panic!("{other:?}"),
+            };
+            let count = d.len() / nan.len();
+            Some((s, nan.repeat(count)))
+        },
+        vec![],
+    )
+}
+
+#[test]
+fn non_finite_values_are_errors_not_black_images() {
+    use synfer::pipeline::GenerateRequest;
+    use synfer::pipeline::source::FileSource;
+    let stage = |err: Error| match err {
+        Error::NonFinite { stage, .. } => stage,
+        other => panic!("expected a non-finite error, got {other}"),
+    };
+    let req = GenerateRequest {
+        steps: 2,
+        ..GenerateRequest::new("a face")
+    };
+    // NaN in a UNet weight: caught in the final latents.
+    let mut src = folder();
+    src.insert(UNET, with_nan(&unet_bytes(&src), "conv_out.bias"));
+    let p = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    assert!(stage(p.generate(&req).unwrap_err()).contains("final latents"));
+    // NaN in the VAE decoder: the latents are fine, the decode is not.
+    let mut src = folder();
+    let vae = "vae/diffusion_pytorch_model.safetensors";
+    src.insert(
+        vae,
+        with_nan(&src.require(vae).unwrap(), "decoder.conv_out.bias"),
+    );
+    let p = Pipeline::from_source(&src, &Device::flex()).unwrap();
+    assert!(stage(p.generate(&req).unwrap_err()).contains("VAE decode"));
+    // One NaN in given latents, and a guidance scale that overflows.
+    let p = Pipeline::from_source(&folder(), &Device::flex()).unwrap();
+    let side = p.info().default_size / p.info().vae_scale_factor;
+    let mut latents = synfer::tensor::HostTensor {
+        shape: vec![1, p.info().latent_channels, side, side],
+        data: vec![0.1; p.info().latent_channels * side * side],
+    };
+    latents.data[5] = f32::NAN;
+    let err = p
+        .generate_with(&req, &GenerateOptions::with_latents(&latents), |_| {})
+        .unwrap_err();
+    assert!(stage(err).contains("given latents"));
+    let huge = GenerateRequest {
+        guidance_scale: 1e300,
+        ..req.clone()
+    };
+    assert!(matches!(
+        p.generate(&huge).unwrap_err(),
+        Error::NonFinite { .. }
+    ));
+    // The same latents as a file are refused when read, naming the file.
+    let dir = std::env::temp_dir().join(format!("synfer-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("latents.npy");
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header.bytes());
+    npy.extend(1.0f32.to_le_bytes());
+    npy.extend(f32::INFINITY.to_le_bytes());
+    std::fs::write(&file, npy).unwrap();
+    let err = synfer::tensor::read_latents_file(&file).unwrap_err();
+    assert!(stage(err).contains("latents.npy"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A FER model with a NaN weight gives an error, not "neutral" with null probabilities.
+    let fer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fer-synfer-tiny");
+    let (config, weights) = synfer::fer::FerClassifier::read_dir(&fer).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let key = st.names().into_iter().min().unwrap().clone();
+    let weights = with_nan(&weights, &key);
+    let device = Device::flex();
+    let model = synfer::fer::FerClassifier::from_bytes("nan", &config, &weights, &device).unwrap();
+    let grey = vec![128u8; 64 * 64 * 3];
+    let view = synfer::image::RgbView::new(64, 64, &grey).unwrap();
+    assert!(stage(model.classify(&[view], &device).unwrap_err()).contains("FER"));
+}

@@ -273,6 +273,7 @@ impl FerClassifier {
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| Error::Device(format!("reading classifier outputs back: {e:?}")))?;
+        crate::tensor::check_finite(&flat, k, "the FER classifier's probabilities")?;
         Ok(flat.chunks_exact(k).map(<[f32]>::to_vec).collect())
     }
 

@@ -14,7 +14,7 @@ use crate::guidance::semantic::{GuideClassifier, SemanticGuider};
 use crate::image::to_u8;
 use crate::rng::seeded_noise;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
-use crate::tensor::HostTensor;
+use crate::tensor::{HostTensor, check_finite};
 use crate::unet::attention::AuContext;
 
 /// How a generation runs, beside what it asks for ([`GenerateRequest`]).
@@ -258,6 +258,7 @@ impl Pipeline {
                     format!("shape {:?} does not match the request's {shape:?}", t.shape),
                 ));
             }
+            check_finite(&t.data, shape[1..].iter().product(), "the given latents")?;
             return Ok((t.clone(), vec![None; shape[0]]));
         }
         let per = shape[1] * shape[2] * shape[3];
@@ -435,7 +436,21 @@ impl Pipeline {
             });
         }
 
-        // 5. Decode to [0, 1], read back and split per request.
+        // 5. Check the final latents (a small readback), decode to [0, 1], read back and split
+        //    per request. NaN or ±Inf from weights, latents or settings is an error here, never a
+        //    black image.
+        let latents = x
+            .clone()
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Device(format!("reading the latents back: {e:?}")))?
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::Device(format!("reading the latents back: {e:?}")))?;
+        check_finite(
+            &latents,
+            latents.len() / n.max(1),
+            "the final latents (denoising)",
+        )?;
         let values = self.decode_f32(x).await?;
         let per = height * width * 3;
         let mut images_f32: Vec<Vec<f32>> = values.chunks(per).map(<[f32]>::to_vec).collect();
@@ -484,13 +499,20 @@ impl Pipeline {
                 .collect();
             Tensor::cat(slices, 0)
         };
-        let image = (image / 2.0 + 0.5).clamp(0.0, 1.0);
+        let image = image / 2.0 + 0.5;
         let data = image
             .permute([0, 2, 3, 1])
             .into_data_async()
             .await
             .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
-        data.try_into_vec_as::<f32>()
-            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))
+        let mut values = data
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::Device(format!("reading the image back: {e:?}")))?;
+        // Clamped on the host, after the check: a NaN pixel is an error, not a black one.
+        check_finite(&values, values.len() / n.max(1), "the VAE decode")?;
+        for v in &mut values {
+            *v = v.clamp(0.0, 1.0);
+        }
+        Ok(values)
     }
 }
