@@ -428,7 +428,7 @@ fn non_finite_values_are_errors_not_black_images() {
     let file = dir.join("latents.npy");
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -444,7 +444,7 @@ fn non_finite_values_are_errors_not_black_images() {
     let fer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fer-synfer-tiny");
     let (config, weights) = synfer::fer::FerClassifier::read_dir(&fer).unwrap();
     let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
-    let key = st.names().into_iter().min().unwrap().clone();
+    let key = st.names().into_iter().min().unwrap().to_string();
     let weights = with_nan(&weights, &key);
     let device = Device::flex();
     let model = synfer::fer::FerClassifier::from_bytes("nan", &config, &weights, &device).unwrap();
