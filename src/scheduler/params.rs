@@ -75,6 +75,10 @@ pub(crate) struct Thresholding {
     pub max_value: f64,
 }
 
+/// The longest training schedule accepted (diffusers' models use 1,000; every schedule is
+/// computed in full on the host, so a config must not ask for billions of steps).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// The beta schedule keys shared by all kinds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BetaParams {
@@ -89,11 +93,11 @@ pub(crate) struct BetaParams {
 impl BetaParams {
     pub(super) fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
         let num_train_timesteps = c.num_train_timesteps.unwrap_or(1000);
-        if num_train_timesteps < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
             return Err(SchedulerError::InvalidValue {
                 key: "num_train_timesteps",
                 value: num_train_timesteps.to_string(),
-                reason: "must be at least 2".into(),
+                reason: format!("must be 2..={MAX_TRAIN_TIMESTEPS}"),
             });
         }
         let schedule = parse_choice(
