@@ -1025,3 +1025,23 @@ fn multistep_history_restarts_for_a_new_run() {
     sched.reset();
     assert_eq!(run(&mut sched, 0), first);
 }
+
+#[test]
+fn too_many_steps_blame_the_steps_and_an_absurd_offset_blames_the_offset() {
+    let cfg = |offset: i64| {
+        SchedulerConfig::from_json_str(&format!(
+            r#"{{"_class_name": "DDIMScheduler", "steps_offset": {offset}}}"#
+        ))
+        .unwrap()
+    };
+    // 1,000 steps + offset 1 reach timestep 1,000; 999 steps fit: the step count is at fault.
+    let err = cfg(1).build(1000).unwrap_err();
+    assert!(
+        matches!(err, SchedulerError::InvalidStepCount { steps: 1000, .. }),
+        "{err:?}"
+    );
+    assert!(cfg(1).build(999).is_ok());
+    // An offset of 600 fails for every count above 1: the offset is at fault.
+    let err = cfg(600).build(10).unwrap_err();
+    assert_eq!(err.key(), Some("steps_offset"), "{err}");
+}

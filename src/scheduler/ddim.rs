@@ -207,10 +207,27 @@ pub(super) fn check_offset_timesteps(
     steps_offset: i64,
 ) -> Result<(), SchedulerError> {
     match timesteps.iter().find(|&&t| t < 0 || t >= num_train as i64) {
-        Some(&bad) => Err(SchedulerError::InvalidValue {
-            key: "steps_offset",
-            value: steps_offset.to_string(),
-            reason: format!("gives timestep {bad}, outside 0..{num_train} for {n} inference steps"),
+        // The step count is to blame only when one step fewer would fit (leading spacing:
+        // the last timestep is (n − 2)·⌊T/(n − 1)⌋ + offset); otherwise the offset is.
+        Some(&bad)
+            if n < 2
+                || steps_offset < 0
+                || (n as i64 - 2) * (num_train / (n - 1)) as i64 + steps_offset
+                    >= num_train as i64 =>
+        {
+            Err(SchedulerError::InvalidValue {
+                key: "steps_offset",
+                value: steps_offset.to_string(),
+                reason: format!("gives timestep {bad}, outside 0..{num_train}"),
+            })
+        }
+        // Otherwise the step count (the caller's choice) meets the model's offset.
+        Some(&bad) => Err(SchedulerError::InvalidStepCount {
+            steps: n,
+            reason: format!(
+                "with this model's steps_offset {steps_offset} the schedule reaches timestep \
+                 {bad}, outside its 0..{num_train}; use fewer steps"
+            ),
         }),
         None => Ok(()),
     }
