@@ -452,3 +452,59 @@ fn non_finite_values_are_errors_not_black_images() {
     let view = synfer::image::RgbView::new(64, 64, &grey).unwrap();
     assert!(stage(model.classify(&[view], &device).unwrap_err()).contains("FER"));
 }
+
+#[test]
+fn small_request_mistakes_are_named_not_ignored() {
+    use synfer::pipeline::GenerateRequest;
+    let p = Pipeline::from_source(&folder(), &Device::flex()).unwrap();
+    let req = GenerateRequest {
+        steps: 1,
+        ..GenerateRequest::new("a face")
+    };
+    // clip_skip beyond the text encoder's layers.
+    let err = p
+        .generate(&GenerateRequest {
+            clip_skip: Some(100),
+            ..req.clone()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidRequest { ref field, .. } if field == "clip_skip"),
+        "{err}"
+    );
+    // An expression on a model without an AU adapter is said to act through the prompt only.
+    let out = p
+        .generate(&GenerateRequest {
+            expression: Some(synfer::Expression::Happy),
+            ..req.clone()
+        })
+        .unwrap();
+    assert!(
+        out.warnings.iter().any(|w| w.contains("no AU adapter")),
+        "{:?}",
+        out.warnings
+    );
+    // A long prompt's warning shows the start of what was dropped, not all of it.
+    let long = format!("a face {}", "with many freckles and ".repeat(200));
+    let out = p
+        .generate(&GenerateRequest {
+            prompt: long.clone(),
+            ..req.clone()
+        })
+        .unwrap();
+    let w = out
+        .warnings
+        .iter()
+        .find(|w| w.contains("truncated"))
+        .unwrap();
+    assert!(w.len() < 200 && w.contains("dropped words"), "{w}");
+    // AU lists that name nothing, or a unit twice.
+    use synfer::au::vector::parse_spec;
+    for (text, field) in [(",,,", "aus"), ("AU12=1,AU12=2", "aus.AU12")] {
+        let err = parse_spec(text).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidRequest { field: ref f, .. } if f == field),
+            "{text}: {err}"
+        );
+    }
+}

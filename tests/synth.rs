@@ -193,6 +193,17 @@ fn a_killed_run_resumes_to_the_uninterrupted_result() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_same_tree(&clean, &killed);
+    // A damaged line in the middle (not a torn last one) is an error naming its line.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[2] = "{not a record";
+    std::fs::write(&manifest, lines.join("\n") + "\n").unwrap();
+    let out = synth(&killed, true).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("manifest.jsonl:3"),
+        "{stderr}"
+    );
 }
 
 #[test]

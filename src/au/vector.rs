@@ -11,7 +11,14 @@ use crate::error::{Error, Result};
 /// are used); zeros are kept.
 pub fn parse_spec(text: &str) -> Result<BTreeMap<String, f32>> {
     let mut out = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let items: Vec<&str> = text.split(',').map(str::trim).collect();
+    if items.iter().all(|s| s.is_empty()) {
+        return Err(Error::request(
+            "aus",
+            format!("{text:?} names no unit; expected AU12=4,AU6=3"),
+        ));
+    }
+    for item in items.into_iter().filter(|s| !s.is_empty()) {
         let (code, value) = item
             .split_once('=')
             .ok_or_else(|| Error::request("aus", format!("{item:?} is not of the form AU12=4")))?;
@@ -20,7 +27,9 @@ pub fn parse_spec(text: &str) -> Result<BTreeMap<String, f32>> {
             .trim()
             .parse()
             .map_err(|_| au_error(code, format!("{:?} is not a number", value.trim())))?;
-        out.insert(code.to_string(), value);
+        if out.insert(code.to_string(), value).is_some() {
+            return Err(au_error(code, "given twice"));
+        }
     }
     Ok(out)
 }

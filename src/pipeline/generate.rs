@@ -318,7 +318,14 @@ impl Pipeline {
         for (r, p) in reqs.iter().zip(&effective) {
             prompts.extend(std::iter::repeat_n(p.as_str(), r.num_images));
         }
-        let (context, warnings) = self.encode_prompt(&prompts, clip_skip)?;
+        let (context, mut warnings) = self.encode_prompt(&prompts, clip_skip)?;
+        if self.au_adapter.is_none() && reqs.iter().any(|r| r.expression.is_some()) {
+            warnings.push(
+                "this model has no AU adapter: the expression conditions the prompt only, not \
+                 the face's action units"
+                    .into(),
+            );
+        }
         let au_requests: Vec<_> = reqs.iter().map(GenerateRequest::au_request).collect();
         let (aus, au_context) =
             conditioning::condition(self.au_adapter.as_ref(), &au_requests, cfg, &self.device)?;

@@ -26,7 +26,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::au::AuAdapter;
 use crate::au::conditioning::{self, AuRequest};
 use crate::au::vector::AuVector;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guidance::semantic::SemanticGuider;
 use crate::scheduler::SchedulerConfig;
 use crate::text_encoder::ClipTextModel;
@@ -182,14 +182,27 @@ impl Pipeline {
         prompts: &[&str],
         clip_skip: usize,
     ) -> Result<(Tensor<3>, Vec<String>)> {
+        let layers = self.text_encoder.layers.len();
+        // diffusers indexes hidden_states[-(clip_skip + 1)] of layers + 1 states.
+        if clip_skip > layers {
+            return Err(Error::request(
+                "clip_skip",
+                format!("{clip_skip} is more than this text encoder's {layers} layers"),
+            ));
+        }
         let mut ids = Vec::new();
         let mut warnings = Vec::new();
         for p in prompts {
             let t = self.tokenizer.encode(p)?;
             if let Some(rest) = &t.truncated {
+                // The start of what was dropped, not all of it (a prompt may be very long).
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let shown = words[..words.len().min(8)].join(" ");
+                let more = if words.len() > 8 { " …" } else { "" };
                 warnings.push(format!(
-                    "prompt truncated to {} tokens; dropped: {rest:?}",
-                    self.tokenizer.max_length()
+                    "prompt truncated to {} tokens; {} dropped words begin {shown:?}{more}",
+                    self.tokenizer.max_length(),
+                    words.len()
                 ));
             }
             ids.extend(t.ids.iter().map(|&i| i as i64));

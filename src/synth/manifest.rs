@@ -136,12 +136,15 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<Record>> {
     };
     let mut out = Vec::new();
     let mut good = 0;
-    for line in text.split_inclusive('\n') {
+    for (i, line) in text.split_inclusive('\n').enumerate() {
         if !line.ends_with('\n') {
             break; // torn append
         }
-        let rec: Record = serde_json::from_str(line.trim_end())
-            .map_err(|e| Error::json(path.display().to_string(), e))?;
+        // serde's own position counts within the line; the file's line number is ours.
+        let rec: Record = serde_json::from_str(line.trim_end()).map_err(|e| Error::Json {
+            file: format!("{}:{}", path.display(), i + 1),
+            message: e.to_string(),
+        })?;
         good += line.len();
         out.push(rec);
     }
