@@ -69,6 +69,19 @@ fn expression_prototype_then_explicit_units() {
 }
 
 #[test]
+fn an_explicit_zero_switches_a_prototype_unit_off() {
+    let p = with_adapter();
+    // Happy's prototype sets AU6 = 3 and AU12 = 4; AU6 = 0 given explicitly must win.
+    let req = GenerateRequest {
+        expression: Some(Expression::Happy),
+        aus: aus(&[("AU6", 0.0)]),
+        ..GenerateRequest::new("a photo of a man")
+    };
+    let (v, _) = p.au_conditioning(&req, 1, false).unwrap();
+    assert_eq!(v.unwrap(), AuVector::parse(FINEFACE, "AU12=4").unwrap());
+}
+
+#[test]
 fn au_range_scales_requests_before_the_encoder() {
     // Labels that reach 2.0 on AU12 and 1.5 on AU6: a request of 5 means 2.0, of 3 means 0.9.
     let range: BTreeMap<String, f64> = [("AU12".to_string(), 2.0), ("AU6".to_string(), 1.5)].into();

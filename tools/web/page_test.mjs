@@ -97,6 +97,8 @@ async function run(base, { cpu }) {
     await page.fill('#prompt', 'a photo of a surprised child');
     await page.selectOption('#expression', 'surprised');
     await page.fill('#au-AU12', '4');
+    // An explicit 0 switches the preset's unit off (and must arrive as 0, not be dropped).
+    await page.fill('#au-AU26', '0');
     await page.fill('#steps', '3');
     await page.fill('#seed', '42');
     // Half the model's native size (the smallest the page offers): keeps software WebGPU quick.
@@ -110,6 +112,7 @@ async function run(base, { cpu }) {
     check(request.prompt === 'a photo of a surprised child', `${label}: request prompt ${request.prompt}`);
     check(request.expression === 'surprised', `${label}: request expression ${request.expression}`);
     check(request.aus && request.aus.AU12 === 4, `${label}: request AU12 ${JSON.stringify(request.aus)}`);
+    check(request.aus && request.aus.AU26 === 0, `${label}: request AU26 ${JSON.stringify(request.aus)}`);
     check(request.steps === 3 && request.seed === 42, `${label}: steps/seed ${request.steps}/${request.seed}`);
     const meta = await page.textContent('#gallery li .meta');
     const perStep = Number(/([0-9.]+) s\/step/.exec(meta)[1]);
@@ -133,6 +136,7 @@ async function run(base, { cpu }) {
     const rec = lines[0];
     check(rec.file === names.find((n) => n.endsWith('.png')), `${label}: metadata file ${rec.file}`);
     check(rec.request.aus.AU12 === 4 && rec.aus && rec.aus.AU12 === 4, `${label}: metadata AUs ${JSON.stringify(rec.aus)}`);
+    check(rec.aus && !rec.aus.AU26, `${label}: AU26 switched off in the vector used ${JSON.stringify(rec.aus)}`);
     check(rec.prompt_used.includes('surprised child'), `${label}: prompt_used ${rec.prompt_used}`);
     const probs = rec.measured && rec.measured.expression.ensemble.probs;
     check(probs && Math.abs(Object.values(probs).reduce((a, b) => a + b, 0) - 1) < 1e-3, `${label}: measured probabilities ${JSON.stringify(probs)}`);
