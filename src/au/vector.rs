@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 pub fn parse_spec(text: &str) -> Result<BTreeMap<String, f32>> {
     let mut out = BTreeMap::new();
     let items: Vec<&str> = text.split(',').map(str::trim).collect();
-    if items.iter().all(|s| s.is_empty()) {
+    // "" is the empty vector; separators with nothing between them are a mistake.
+    if !text.trim().is_empty() && items.iter().all(|s| s.is_empty()) {
         return Err(Error::request(
             "aus",
             format!("{text:?} names no unit; expected AU12=4,AU6=3"),
@@ -27,9 +28,11 @@ pub fn parse_spec(text: &str) -> Result<BTreeMap<String, f32>> {
             .trim()
             .parse()
             .map_err(|_| au_error(code, format!("{:?} is not a number", value.trim())))?;
-        if out.insert(code.to_string(), value).is_some() {
+        let twice = out.keys().any(|k: &String| k.eq_ignore_ascii_case(code));
+        if twice {
             return Err(au_error(code, "given twice"));
         }
+        out.insert(code.to_string(), value);
     }
     Ok(out)
 }
