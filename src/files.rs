@@ -19,9 +19,12 @@ pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// that name is never opened, followed or deleted); it is removed when anything fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
-    let (tmp, mut file) = create_temp(path)?;
-    let written = file.write_all(bytes);
-    drop(file);
+    let (tmp, file) = create_temp(path)?;
+    // The file is closed at the end of the block, before the rename.
+    let written = {
+        let mut file = file;
+        file.write_all(bytes)
+    };
     let done = written
         .map_err(|e| Error::io(&tmp, e))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
