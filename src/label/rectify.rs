@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ensemble::Analysis;
 use super::judge::FACE_THRESHOLD;
-use crate::expression::{CLASSES, Expression, argmax};
+use crate::expression::{CLASSES, Expression, Probs, argmax};
 
 /// What happens to an image whose pseudo-label disagrees with its request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,8 @@ pub struct Decision {
     pub predicted: String,
     /// Its ensemble probability.
     pub confidence: f32,
+    /// The deciding ensemble's probabilities (the mean over the plan's judges).
+    pub ensemble: Probs,
     /// Per classifier (and `ensemble`): does its prediction equal the request?
     pub agrees: BTreeMap<String, bool>,
 }
@@ -108,6 +110,7 @@ pub fn decide(requested: Expression, analysis: &Analysis, plan: &LabelPlan) -> D
         outcome,
         predicted: predicted.clone(),
         confidence,
+        ensemble,
         agrees: agrees.clone(),
     };
     if analysis.face_score < FACE_THRESHOLD {
@@ -214,6 +217,8 @@ mod tests {
             (Some("sad"), Outcome::Relabelled)
         );
         assert!((d.confidence - 0.7).abs() < 1e-6);
+        // The recorded ensemble is the deciding one: face-api's own probabilities.
+        assert_eq!(d.ensemble, SAD);
         only.judges = vec!["mini-xception".into()];
         let d = decide(Expression::Happy, &a, &only);
         assert_eq!(

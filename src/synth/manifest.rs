@@ -101,7 +101,7 @@ pub fn record(item: &Item, prompt: String, analysis: &Analysis, d: &Decision) ->
         .iter()
         .map(|(k, p)| (k.clone(), named(p)))
         .collect();
-    probs.insert("ensemble".into(), named(&analysis.ensemble()));
+    probs.insert("ensemble".into(), named(&d.ensemble));
     Record {
         file_name: d
             .label
