@@ -184,6 +184,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// `Ok` when `value` is a finite number > 0, else an [`Error::Config`] naming `file` and
+    /// `key` (epsilons, scaling factors).
+    pub(crate) fn check_positive(file: &str, key: &str, value: f64) -> Result<()> {
+        if value.is_finite() && value > 0.0 {
+            Ok(())
+        } else {
+            Err(Error::config(
+                file,
+                key,
+                value,
+                "must be a finite number > 0",
+            ))
+        }
+    }
+
     /// Builds an [`Error::Dataset`].
     pub fn dataset(
         file: impl std::fmt::Display,

@@ -145,18 +145,7 @@ fn a_killed_run_resumes_to_the_uninterrupted_result() {
     let dir = temp_dir("kill");
     let plan_path = dir.join("plan.toml");
     std::fs::write(&plan_path, plan_text(&model, 40)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_synfer");
-    let synth = |out: &Path, resume: bool| {
-        let mut c = Command::new(bin);
-        c.args(["synth", "--device", "cpu", "--plan"])
-            .arg(&plan_path)
-            .arg("--out")
-            .arg(out);
-        if resume {
-            c.arg("--resume");
-        }
-        c
-    };
+    let synth = |out: &Path, resume: bool| synth_cli(&plan_path, out, resume);
     let clean = dir.join("clean");
     assert!(synth(&clean, false).output().unwrap().status.success());
 

@@ -92,14 +92,7 @@ impl ClipTextConfig {
                 "padding-masked text encoders are not supported (SD 1.x/2.x use the causal mask only)",
             ));
         }
-        if !(cfg.layer_norm_eps.is_finite() && cfg.layer_norm_eps > 0.0) {
-            return Err(Error::config(
-                file,
-                "layer_norm_eps",
-                cfg.layer_norm_eps,
-                "must be a finite number > 0",
-            ));
-        }
+        Error::check_positive(file, "layer_norm_eps", cfg.layer_norm_eps)?;
         for (key, v) in [
             ("vocab_size", cfg.vocab_size),
             ("hidden_size", cfg.hidden_size),

@@ -272,14 +272,7 @@ impl UNetConfig {
     }
 
     fn validate(&self, file: &str) -> Result<()> {
-        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return Err(Error::config(
-                file,
-                "norm_eps",
-                self.norm_eps,
-                "must be a finite number > 0",
-            ));
-        }
+        Error::check_positive(file, "norm_eps", self.norm_eps)?;
         self.sample_side(file)?;
         let n = self.block_out_channels.len();
         if n == 0 {

@@ -140,14 +140,7 @@ impl VaeConfig {
                 "only silu",
             ));
         }
-        if !(cfg.scaling_factor.is_finite() && cfg.scaling_factor > 0.0) {
-            return Err(Error::config(
-                file,
-                "scaling_factor",
-                cfg.scaling_factor,
-                "must be a finite number > 0",
-            ));
-        }
+        Error::check_positive(file, "scaling_factor", cfg.scaling_factor)?;
         if let Some(s) = cfg.shift_factor.filter(|s| *s != 0.0) {
             return Err(Error::config(
                 file,
