@@ -106,7 +106,9 @@ fn open_output(out: &Path, info: &ShardInfo, resume: bool) -> Result<()> {
                 ),
             ));
         }
-        let now = info.fingerprint.as_ref().expect("runs are fingerprinted");
+        let Some(now) = &info.fingerprint else {
+            return Ok(());
+        };
         let Some(before) = &old.fingerprint else {
             return Err(Error::request(
                 "resume",
