@@ -213,11 +213,11 @@ fn select_f32(choice: DeviceChoice) -> Result<SelectedDevice> {
         },
         DeviceChoice::Software => match hardware_adapter(true) {
             Some(adapter) => init_wgpu(adapter),
-            None => Err(Error::Device(
-                "--device software: no wgpu adapter at all on Vulkan, Metal or DX12 (install \
-                 Mesa's lavapipe, or use --device cpu)"
-                    .into(),
-            )),
+            None => Err(Error::Device(format!(
+                "--device software: no software rasteriser on Vulkan, Metal or DX12 ({}); \
+                 install Mesa's lavapipe, or use --device cpu",
+                adapter_list()
+            ))),
         },
         DeviceChoice::Cuda => init_cuda(),
     }
