@@ -33,6 +33,7 @@ use crate::guidance::semantic::{GuideClassifier, SemanticGuidance};
 use crate::image::RgbView;
 use crate::label::{FACE_THRESHOLD, judge, mirror_vote};
 use crate::layout::{LayoutFaces, StartFlags};
+use crate::pipeline::start::fit_start_image;
 use crate::pipeline::{GenerateOptions, GenerateRequest, ImageStart, Pipeline};
 
 /// The seven classes both judges know, in [`CLASSES`] order.
@@ -284,11 +285,13 @@ fn generate_all(
         };
         let res = pipe.generate_with(&req, &options, |_| {})?;
         side = res.width;
-        let resize = |img: &::image::RgbImage| {
-            let (w, h) = (res.width as u32, res.height as u32);
-            ::image::imageops::resize(img, w, h, ::image::imageops::FilterType::Triangle).into_raw()
+        // The faces as the pipeline encoded them.
+        let fit = |img| {
+            fit_start_image(img, res.width, res.height)
+                .into_owned()
+                .into_raw()
         };
-        starts.extend(images.iter().flatten().map(resize));
+        starts.extend(images.iter().flatten().map(fit));
         out.extend(res.images);
     }
     Ok(Generated {

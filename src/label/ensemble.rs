@@ -25,6 +25,9 @@ pub struct Analysis {
     pub aus: BTreeMap<String, f32>,
 }
 
+/// The built-in classifiers' names in [`Analysis::probs`], plans and reports.
+pub const BUILT_IN: [&str; 2] = ["face-api", "mini-xception"];
+
 /// A classifier trained by `synfer fer train`, voting in the ensemble.
 #[derive(Debug)]
 pub struct Voter {
@@ -44,9 +47,11 @@ impl Voter {
         use crate::error::Error;
         use std::collections::BTreeSet;
         use std::path::Path;
-        let mut names: BTreeSet<String> = ["face-api", "mini-xception", "ensemble"]
-            .map(String::from)
-            .into();
+        let mut names: BTreeSet<String> = BUILT_IN
+            .iter()
+            .chain(&["ensemble"])
+            .map(|n| n.to_string())
+            .collect();
         dirs.iter()
             .map(|d| {
                 let path = Path::new(d);
@@ -62,17 +67,10 @@ impl Voter {
                     ));
                 }
                 let (config, weights) = FerClassifier::read_dir(path)?;
-                let mut crc = crc32fast::Hasher::new();
-                crc.update(&config);
-                crc.update(&weights);
                 Ok(Voter {
                     name,
                     model: FerClassifier::from_bytes(d, &config, &weights, device)?,
-                    stamp: crate::pipeline::FileStamp {
-                        bytes: (config.len() + weights.len()) as u64,
-                        crc32: Some(crc.finalize()),
-                        modified_ns: None,
-                    },
+                    stamp: crate::pipeline::FileStamp::content(&[&config, &weights]),
                 })
             })
             .collect()
@@ -86,9 +84,9 @@ impl Analysis {
         let view = RgbView::new(side, side, rgb)?;
         let report = analyzer.analyze_cropped(view)?;
         let mut probs = BTreeMap::from([
-            ("face-api".to_string(), report.expression.face_api.probs),
+            (BUILT_IN[0].to_string(), report.expression.face_api.probs),
             (
-                "mini-xception".to_string(),
+                BUILT_IN[1].to_string(),
                 report.expression.mini_xception.probs,
             ),
         ]);
@@ -130,9 +128,9 @@ impl Analysis {
 /// or one of `voters`.
 pub fn check_judges(judges: &[String], voters: &[Voter]) -> Result<()> {
     for j in judges {
-        let known = j == "face-api" || j == "mini-xception" || voters.iter().any(|v| &v.name == j);
+        let known = BUILT_IN.contains(&j.as_str()) || voters.iter().any(|v| &v.name == j);
         if !known {
-            let mut names = vec!["face-api", "mini-xception"];
+            let mut names = BUILT_IN.to_vec();
             names.extend(voters.iter().map(|v| v.name.as_str()));
             return Err(crate::error::Error::request(
                 "label.judges",

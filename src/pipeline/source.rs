@@ -15,11 +15,7 @@ pub trait FileSource {
     /// What identifies `rel`'s content (just read as `bytes`) for a fingerprint: its length and
     /// CRC-32 (folders on disk: its length and modification time, which costs nothing).
     fn stamp(&self, _rel: &str, bytes: &[u8]) -> FileStamp {
-        FileStamp {
-            bytes: bytes.len() as u64,
-            crc32: Some(crc32fast::hash(bytes)),
-            modified_ns: None,
-        }
+        FileStamp::content(&[bytes])
     }
 
     /// The file's bytes, or an error naming it when missing.
@@ -42,6 +38,21 @@ pub struct FileStamp {
     /// Modification time in nanoseconds since the Unix epoch (files on disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_ns: Option<u128>,
+}
+
+impl FileStamp {
+    /// The stamp of content held in memory, in `parts` taken together: total length and CRC-32.
+    pub fn content(parts: &[&[u8]]) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        for p in parts {
+            crc.update(p);
+        }
+        FileStamp {
+            bytes: parts.iter().map(|p| p.len() as u64).sum(),
+            crc32: Some(crc.finalize()),
+            modified_ns: None,
+        }
+    }
 }
 
 /// A source that stamps every file read through it ([`FileSource::stamp`]).

@@ -66,6 +66,25 @@ impl ImageStart {
     }
 }
 
+/// A start image at `width × height`, as the pipeline encodes it: unchanged when it has that
+/// size, else resized (Lanczos3).
+pub fn fit_start_image(
+    img: &::image::RgbImage,
+    width: usize,
+    height: usize,
+) -> std::borrow::Cow<'_, ::image::RgbImage> {
+    if (img.width() as usize, img.height() as usize) == (width, height) {
+        std::borrow::Cow::Borrowed(img)
+    } else {
+        std::borrow::Cow::Owned(::image::imageops::resize(
+            img,
+            width as u32,
+            height as u32,
+            ::image::imageops::FilterType::Lanczos3,
+        ))
+    }
+}
+
 impl Pipeline {
     /// The start images as latents `[n, c, h/f, w/f]`: the VAE posterior mean of
     /// `x / 127.5 − 1` times the scaling factor, each image resized to `width × height` first
@@ -79,18 +98,7 @@ impl Pipeline {
         let per = width * height * 3;
         let mut data = vec![0f32; images.len() * per];
         for (i, img) in images.iter().enumerate() {
-            let resized;
-            let img = if (img.width() as usize, img.height() as usize) == (width, height) {
-                img
-            } else {
-                resized = ::image::imageops::resize(
-                    img,
-                    width as u32,
-                    height as u32,
-                    ::image::imageops::FilterType::Lanczos3,
-                );
-                &resized
-            };
+            let img = fit_start_image(img, width, height);
             let out = &mut data[i * per..(i + 1) * per];
             for (k, v) in img.as_raw().iter().enumerate() {
                 // NHWC bytes → NCHW floats.

@@ -244,17 +244,8 @@ impl TensorStore {
 
     /// Length and CRC-32 of every tensor buffer together (a fingerprint of the content).
     pub fn stamp(&self) -> crate::pipeline::FileStamp {
-        let mut h = crc32fast::Hasher::new();
-        let mut bytes = 0;
-        for b in &self.buffers {
-            h.update(b);
-            bytes += b.len() as u64;
-        }
-        crate::pipeline::FileStamp {
-            bytes,
-            crc32: Some(h.finalize()),
-            modified_ns: None,
-        }
+        let parts: Vec<&[u8]> = self.buffers.iter().map(Vec::as_slice).collect();
+        crate::pipeline::FileStamp::content(&parts)
     }
 
     /// The name used in error messages (usually the file path).
