@@ -5,6 +5,8 @@
 //! The `image` crate is built with PNG and JPEG only
 //! ([`IMAGE_EXTENSIONS`](crate::files::IMAGE_EXTENSIONS)).
 
+pub mod png_text;
+
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
@@ -127,11 +129,17 @@ pub fn encode_png(rgb: &[u8], width: usize, height: usize, name: &str) -> Result
 /// Writes an RGB image as a PNG file, atomically ([`crate::files::write_atomic`]), creating
 /// its folder.
 pub fn write_png(path: &std::path::Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
+    let png = encode_png(rgb, width, height, &path.display().to_string())?;
+    write_encoded(path, &png)
+}
+
+/// Writes encoded image bytes to `path`, atomically ([`crate::files::write_atomic`]),
+/// creating its folder.
+pub fn write_encoded(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let png = encode_png(rgb, width, height, &path.display().to_string())?;
-    crate::files::write_atomic(path, &png)
+    crate::files::write_atomic(path, bytes)
 }
 
 /// Mirrors an RGB image left to right.

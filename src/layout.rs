@@ -249,3 +249,34 @@ impl StartFlags {
         Ok(Some((start, images)))
     }
 }
+
+/// The start image of a recorded generation, drawn or read again: the DCGAN face of the
+/// image's seed, or the image file its record names ([`ImageRecord::start_source`]). `None`
+/// when the record started from noise.
+///
+/// [`ImageRecord::start_source`]: crate::pipeline::ImageRecord::start_source
+pub fn replay_start(
+    record: &crate::pipeline::ImageRecord,
+    device: &Device,
+) -> Result<Option<::image::RgbImage>> {
+    let Some(start) = &record.request.start else {
+        return Ok(None);
+    };
+    let source = record.start_source().unwrap_or_default();
+    if source.starts_with("dcgan seed ") {
+        let seed = record.seed.unwrap_or(record.request.seed);
+        let faces = LayoutFaces::open(LayoutSource::Dcgan, device)?;
+        return Ok(Some(faces.face(0, seed)?.0));
+    }
+    let path = std::path::Path::new(source);
+    if source.is_empty() || !path.is_file() {
+        return Err(Error::request(
+            "from_png",
+            format!(
+                "the image started ({:?}) from {source:?}, which is not a readable image here",
+                start.mode
+            ),
+        ));
+    }
+    Ok(Some(crate::image::read(path)?))
+}

@@ -21,7 +21,9 @@ use crate::face::analyzer::{FaceAnalyzer, FaceReport};
 use crate::guidance::semantic::SemanticGuider;
 use crate::image::RgbView;
 use crate::pipeline::source::MemorySource;
-use crate::pipeline::{GenerateOptions, GenerateRequest, ModelInfo, Pipeline, Timings};
+use crate::pipeline::{
+    GenerateOptions, GenerateRequest, ImageRecord, ModelInfo, Pipeline, Timings,
+};
 use crate::tensor::HostTensor;
 use burn::tensor::Device;
 
@@ -371,8 +373,8 @@ impl WebPipeline {
         for record in out.records(
             &req,
             &self.pipeline.info().source,
-            &self.device.description,
-            Timings::of(generate_s, req.steps),
+            Some(&self.device.description),
+            Some(Timings::of(generate_s, req.steps)),
         ) {
             records.push(&to_js(&record)?);
         }
@@ -462,6 +464,15 @@ impl WebAnalyzer {
             faces: std::slice::from_ref(&face),
         })
     }
+}
+
+/// PNG bytes of a generated image (`record.width · record.height · 3` RGB bytes) with its
+/// record inside: A1111's `parameters` text and the JSON record (see [`ImageRecord::png`]).
+#[wasm_bindgen(js_name = encodePngWithRecord)]
+pub fn encode_png_with_record(rgb: &[u8], record: JsValue) -> Result<Vec<u8>, JsError> {
+    let record: ImageRecord = serde_wasm_bindgen::from_value(record)
+        .map_err(|e| JsError::new(&format!("image record: {e}")))?;
+    record.png(rgb, "image").map_err(js_error)
 }
 
 /// PNG bytes of an RGB image (`width · height · 3` bytes).

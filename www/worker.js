@@ -11,7 +11,7 @@
 //               (measured: the face analysis of the image, {detected, faces: [...]}, or null)
 //               {type: 'error', id?, message}
 
-import init, { WebAnalyzer, WebPipeline, auCatalogue, encodePng } from '../pkg/synfer.js';
+import init, { WebAnalyzer, WebPipeline, auCatalogue, encodePng, encodePngWithRecord } from '../pkg/synfer.js';
 
 // The model bundled with the page: synfer-tiny (models/synfer-tiny, served next to the page;
 // nothing leaves the machine).
@@ -138,8 +138,9 @@ async function generate({ id, request, photo }) {
     }
   };
   const out = await pipeline.generate(request, onStep, undefined, every, startImages);
-  const images = out.images.map((rgb) => ({
-    png: encodePng(rgb, out.width, out.height).buffer,
+  // Each PNG carries its settings (A1111 `parameters` and the JSON record), so downloads keep them.
+  const images = out.images.map((rgb, i) => ({
+    png: encodePngWithRecord(rgb, out.records[i]).buffer,
     measured: analyzer ? analyzer.analyze(rgb, out.width, out.height) : null,
   }));
   const transfer = images.map((i) => i.png).concat(source ? [source.png] : []);

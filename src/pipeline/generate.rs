@@ -481,6 +481,7 @@ impl Pipeline {
                 prompt,
                 au_scale,
                 aus,
+                scheduler: scheduler.kind(),
             });
         }
         Ok(outs)

@@ -17,6 +17,7 @@ pub mod generate;
 pub mod load;
 pub mod memory;
 pub mod output;
+pub mod png_record;
 pub mod request;
 pub mod source;
 pub mod start;

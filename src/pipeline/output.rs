@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::request::GenerateRequest;
+use super::request::{GenerateRequest, scheduler_short_name};
 use crate::au::AuVector;
 use crate::expression::Expression;
+use crate::scheduler::SchedulerKind;
 
 /// What happened at one denoising step.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct GenerateOutput {
     pub aus: Option<AuVector>,
     /// The AU branch weight used.
     pub au_scale: Option<f64>,
+    /// The scheduler that ran.
+    pub scheduler: SchedulerKind,
 }
 
 /// Seconds spent on a generation.
@@ -92,6 +95,9 @@ pub struct ImageRecord {
     pub aus: Option<BTreeMap<String, f32>>,
     /// The AU branch weight used.
     pub au_scale: Option<f64>,
+    /// The scheduler that ran (`ddim`, `dpm++`, …; absent in records of synfer < 0.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
     /// This image's noise seed (`None`: latents were supplied).
     pub seed: Option<u64>,
     /// The latents file that replaced the noise, if any.
@@ -103,10 +109,13 @@ pub struct ImageRecord {
     pub height: usize,
     /// Where the model came from.
     pub model: String,
-    /// The compute device.
-    pub device: String,
-    /// Seconds spent.
-    pub timings: Timings,
+    /// The compute device (absent in synthesis output, whose bytes must not depend on the
+    /// machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Seconds spent (absent where the bytes must not depend on the run: synthesis output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
     /// Non-fatal notes of the generation.
     pub warnings: Vec<String>,
 }
@@ -117,8 +126,8 @@ impl GenerateOutput {
         &self,
         request: &GenerateRequest,
         model: &str,
-        device: &str,
-        timings: Timings,
+        device: Option<&str>,
+        timings: Option<Timings>,
     ) -> Vec<ImageRecord> {
         let aus = self.aus.as_ref().map(|v| {
             v.au_set()
@@ -137,12 +146,13 @@ impl GenerateOutput {
                 expression: request.expression,
                 aus: aus.clone(),
                 au_scale: self.au_scale,
+                scheduler: Some(scheduler_short_name(self.scheduler).to_string()),
                 seed: *seed,
                 latents_file: None,
                 width: self.width,
                 height: self.height,
                 model: model.to_string(),
-                device: device.to_string(),
+                device: device.map(str::to_string),
                 timings,
                 warnings: self.warnings.clone(),
             })
@@ -165,11 +175,12 @@ pub fn image_paths(out: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
 
 #[cfg(not(target_family = "wasm"))]
 impl GenerateOutput {
-    /// Writes image `i` to `paths[i]` as a PNG and `records[i]` beside it as JSON (`.json`),
-    /// each atomically.
+    /// Writes image `i` to `paths[i]` as a PNG carrying `records[i]` (see
+    /// [`ImageRecord::png`]) and the record beside it as JSON (`.json`), each atomically.
     pub fn save(&self, paths: &[std::path::PathBuf], records: &[ImageRecord]) -> crate::Result<()> {
         for ((path, pixels), record) in paths.iter().zip(&self.images).zip(records) {
-            crate::image::write_png(path, pixels, self.width, self.height)?;
+            let png = record.png(pixels, &path.display().to_string())?;
+            crate::image::write_encoded(path, &png)?;
             let json = serde_json::to_vec_pretty(record)
                 .map_err(|e| crate::Error::json(path.display().to_string(), e))?;
             crate::files::write_atomic(&path.with_extension("json"), &json)?;

@@ -16,7 +16,10 @@ use crate::scheduler::SchedulerKind;
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateRequest {
     /// The prompt.
-    #[cfg_attr(feature = "native", arg(long))]
+    #[cfg_attr(
+        feature = "native",
+        arg(long, required_unless_present = "from_png", default_value = "")
+    )]
     pub prompt: String,
     /// Negative prompt (the unconditional branch of classifier-free guidance); empty = `""`.
     #[cfg_attr(feature = "native", arg(long))]

@@ -243,7 +243,15 @@ pub fn run(
             let mut rec = record(item, generated.prompt.clone(), &analysis, &decision);
             rec.layout = described.get(k).cloned();
             if let Some(rel) = &rec.file_name {
-                crate::image::write_png(&out.join(rel), rgb, side, side)?;
+                // The PNG carries the request (A1111 `parameters` and the JSON record), with
+                // nothing that depends on the machine or the run, so resumed and merged
+                // output stays byte-identical.
+                let path = out.join(rel);
+                let image = generated.records(&reqs[k], &pipe.info().source, None, None);
+                crate::image::write_encoded(
+                    &path,
+                    &image[0].png(rgb, &path.display().to_string())?,
+                )?;
             }
             append_manifest(out, &rec)?;
             done.insert(item.index);

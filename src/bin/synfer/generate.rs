@@ -6,9 +6,9 @@ use std::time::Instant;
 use synfer::au::adapter::read_adapter;
 use synfer::fer::FerClassifier;
 use synfer::guidance::semantic::SemanticFlags;
-use synfer::layout::StartFlags;
+use synfer::layout::{StartFlags, replay_start};
 use synfer::pipeline::output::image_paths;
-use synfer::pipeline::{GenerateOptions, GenerateRequest, Pipeline, Timings};
+use synfer::pipeline::{GenerateOptions, GenerateRequest, ImageRecord, Pipeline, Timings};
 use synfer::tensor::read_latents_file;
 use synfer::weights::lora::read_lora;
 use synfer::{Error, Result};
@@ -39,7 +39,13 @@ pub struct GenerateArgs {
     lora: Vec<String>,
     #[command(flatten)]
     device: crate::DeviceArgs,
-    /// Output PNG (a JSON record is written next to each image).
+    /// Regenerate the image a PNG written by synfer holds (its `synfer` record: request, seed
+    /// and start); request flags are ignored, while --model, --adapter, --lora, --sg-model,
+    /// --latents and --device must name what made it (a different model is reported).
+    #[arg(long)]
+    from_png: Option<PathBuf>,
+    /// Output PNG (it carries its settings: A1111 `parameters` and the JSON record; the record
+    /// is also written next to each image as JSON).
     #[arg(long)]
     out: PathBuf,
 }
@@ -63,8 +69,39 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         builder = builder.adapter(adapter).loras(loras);
     }
     let mut pipeline = builder.build()?;
-    let mut req = args.request;
-    req.semantic_guidance = args.semantic.settings(args.sg_model.is_some())?;
+    let replay = match &args.from_png {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let record = ImageRecord::from_png(&bytes, &path.display().to_string())?;
+            if record.model != pipeline.info().source {
+                eprintln!(
+                    "warning: {} was made by {}; regenerating with {}",
+                    path.display(),
+                    record.model,
+                    pipeline.info().source
+                );
+            }
+            if let (Some(file), None) = (&record.latents_file, &args.latents) {
+                return Err(Error::request(
+                    "from_png",
+                    format!(
+                        "{} started from the latents {file}: pass them with --latents",
+                        path.display()
+                    ),
+                ));
+            }
+            Some(record)
+        }
+        None => None,
+    };
+    let mut req = match &replay {
+        Some(record) => record.replay_request(),
+        None => {
+            let mut req = args.request;
+            req.semantic_guidance = args.semantic.settings(args.sg_model.is_some())?;
+            req
+        }
+    };
     if req.semantic_guidance.is_some() {
         pipeline.enable_semantic_guidance()?;
     }
@@ -74,16 +111,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let load_s = start.elapsed().as_secs_f64();
     let latents = args.latents.as_deref().map(read_latents_file).transpose()?;
-    let flags = match &pipeline.info().defaults.layout {
-        Some(d) if args.start.is_none() && req.expression.is_some() => {
-            StartFlags::from_default(d, args.model.as_deref())
+    let flags = match (&replay, &pipeline.info().defaults.layout) {
+        (Some(_), _) => None,
+        (None, Some(d)) if args.start.is_none() && req.expression.is_some() => {
+            Some(StartFlags::from_default(d, args.model.as_deref()))
         }
-        _ => args.start,
+        (None, _) => Some(args.start),
     };
-    let (image_start, images) = flags
-        .resolve(req.num_images, req.seed, pipeline.device())?
-        .unzip();
-    req.start = image_start;
+    let images = match flags {
+        Some(flags) => {
+            let (image_start, images) = flags
+                .resolve(req.num_images, req.seed, pipeline.device())?
+                .unzip();
+            req.start = image_start;
+            images
+        }
+        // A replayed start draws or reads the recorded face again.
+        None => match &replay {
+            Some(record) => replay_start(record, pipeline.device())?.map(|img| vec![img]),
+            None => None,
+        },
+    };
     let options = GenerateOptions {
         latents: latents.as_ref(),
         images: images.as_deref(),
@@ -108,8 +156,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut records = output.records(
         &req,
         &pipeline.info().source,
-        &selected.description,
-        timings,
+        Some(&selected.description),
+        Some(timings),
     );
     for r in &mut records {
         r.latents_file = args.latents.as_ref().map(|p| p.display().to_string());
