@@ -21,19 +21,22 @@ pub fn step_rng(seed: u64, step: u64, stream: u64) -> StdRng {
     StdRng::seed_from_u64(mix(mix(seed ^ mix(step)) ^ stream))
 }
 
+/// `n` standard-normal values from `rng`.
+pub fn standard_normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v: f64 = StandardNormal.sample(rng);
+            v as f32
+        })
+        .collect()
+}
+
 /// Standard-normal noise of `shape` from `seed` (ChaCha12, portable across platforms).
 pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
     let mut rng = StdRng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| {
-            let v: f64 = StandardNormal.sample(&mut rng);
-            v as f32
-        })
-        .collect();
     HostTensor {
         shape: shape.to_vec(),
-        data,
+        data: standard_normal(&mut rng, shape.iter().product()),
     }
 }
 

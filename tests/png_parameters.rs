@@ -117,6 +117,46 @@ fn from_png_regenerates_the_same_pixels() {
     );
     ok(synfer(&["--from-png", "c-1.png", "--out", "d.png"], &dir));
     assert_eq!(pixels(&dir.join("c-1.png")), pixels(&dir.join("d.png")));
+
+    // Stochastic schedulers draw each step's noise from each image's own seed, so image 1 of a
+    // batch comes back alone too.
+    for (scheduler, sampler) in [("euler-a", "Euler a"), ("lcm", "LCM")] {
+        let out = format!("{scheduler}.png");
+        ok(synfer(
+            &[
+                "--prompt",
+                "a face",
+                "--steps",
+                "4",
+                "--seed",
+                "20",
+                "--num-images",
+                "2",
+                "--scheduler",
+                scheduler,
+                "--out",
+                &out,
+            ],
+            &dir,
+        ));
+        let second = dir.join(format!("{scheduler}-1.png"));
+        let text = parameters(&second);
+        assert!(text.contains(&format!("Sampler: {sampler}, ")), "{text}");
+        ok(synfer(
+            &[
+                "--from-png",
+                &format!("{scheduler}-1.png"),
+                "--out",
+                "e.png",
+            ],
+            &dir,
+        ));
+        assert_eq!(pixels(&second), pixels(&dir.join("e.png")), "{scheduler}");
+        assert_ne!(
+            pixels(&second),
+            pixels(&dir.join(format!("{scheduler}-0.png")))
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

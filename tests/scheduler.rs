@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::SafeTensors;
 use serde_json::{Map, Value};
-use synfer::scheduler::{Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use synfer::scheduler::{Scheduler, SchedulerConfig, SchedulerError, SchedulerKind, StepNoise};
 
 /// Tensor tolerance: relative L2 error.
 const TENSOR_TOL: f64 = 1e-4;
@@ -384,6 +384,71 @@ fn diffusers_extra_cases_and_conversions() {
     report.finish("extra cases", cases.len());
 }
 
+/// Euler ancestral and LCM against diffusers, with diffusers' own per-step noise injected
+/// (`tests/scheduler_data/stochastic_cases.json`, written by `gen_stochastic.py`).
+#[test]
+fn diffusers_stochastic_cases() {
+    let json = read_json("tests/scheduler_data/stochastic_cases.json");
+    let device = Device::flex();
+    let cases = json["cases"].as_array().expect("cases");
+    let mut report = Report::default();
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let mut config =
+            SchedulerConfig::from_json_str(case["config_json"].as_str().expect("json"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(target) = case["convert_to"].as_str() {
+            config = config.with_kind(target.parse().expect("kind"));
+        }
+        let n = case["num_inference_steps"].as_u64().expect("steps") as usize;
+        let mut sched = config
+            .build(n)
+            .unwrap_or_else(|e| panic!("{name}: build failed: {e}"));
+        assert_eq!(sched.kind().class_name(), case["class"], "{name}: class");
+        let exact_int = sched.kind() == SchedulerKind::Lcm;
+        check_schedule(&mut report, name, &sched, case, exact_int);
+        let shape = shape4(&case["sample_shape"]);
+        let noise: Vec<Tensor<4>> = case["step_noise"]
+            .as_array()
+            .expect("step_noise")
+            .iter()
+            .map(|v| tensor4(f32_array(v), shape, &device))
+            .collect();
+        sched.set_step_noise(StepNoise::Given(noise));
+        let steps = case["prev_sample"].as_array().expect("steps").len();
+        assert_eq!(steps, sched.num_inference_steps(), "{name}: step count");
+        let mut x = tensor4(f32_array(&case["scaled_sample"][0]), shape, &device);
+        if sched.kind() == SchedulerKind::EulerAncestral {
+            // scaled_sample[0] = x / sqrt(sigma² + 1): undo it to get the initial sample.
+            let sigma = sched.sigmas().expect("sigmas")[0];
+            x = x.mul_scalar((sigma * sigma + 1.0).sqrt());
+        }
+        for i in 0..steps {
+            let xin = sched.scale_model_input(x.clone(), i);
+            report.tensor(
+                format!("{name} step {i}: scaled_sample"),
+                &to_vec(xin),
+                &f32_array(&case["scaled_sample"][i]),
+            );
+            let model_output = tensor4(f32_array(&case["model_output"][i]), shape, &device);
+            let out = sched.step(model_output, i, x);
+            report.tensor(
+                format!("{name} step {i}: prev_sample"),
+                &to_vec(out.prev_sample.clone()),
+                &f32_array(&case["prev_sample"][i]),
+            );
+            report.tensor(
+                format!("{name} step {i}: pred_original_sample"),
+                &to_vec(out.pred_original_sample),
+                &f32_array(&case["pred_original_sample"][i]),
+            );
+            x = out.prev_sample;
+        }
+    }
+    assert_eq!(cases.len(), 15, "fixture looks truncated");
+    report.finish("stochastic cases", cases.len());
+}
+
 /// The shared fake model of the fixture scripts: `x · t / (t + 1) + 0.3 · noise`.
 fn fake_model(x: Tensor<4>, t: f64, noise: &Tensor<4>) -> Tensor<4> {
     x.mul_scalar(t / (t + 1.0)) + noise.clone().mul_scalar(0.3)
@@ -616,9 +681,10 @@ fn with_kind_carries_set_keys_and_defaults_the_rest() {
         let first = sched.timesteps()[0];
         match kind {
             SchedulerKind::Ddim | SchedulerKind::Pndm => assert_eq!(first, 901.0), // leading + offset
-            SchedulerKind::DpmSolverMultistep | SchedulerKind::EulerDiscrete => {
-                assert_eq!(first, 999.0) // linspace
-            }
+            SchedulerKind::DpmSolverMultistep
+            | SchedulerKind::EulerDiscrete
+            | SchedulerKind::EulerAncestral => assert_eq!(first, 999.0), // linspace
+            SchedulerKind::Lcm => assert_eq!(first, 999.0), // its distillation schedule
         }
     }
 
@@ -981,7 +1047,15 @@ fn add_noise_matches_the_schedule() {
                 let alpha = sched.alphas_cumprod()[sched.timesteps()[3] as usize];
                 (alpha.sqrt(), (1.0 - alpha).sqrt())
             }
-            Some(sigmas) if kind == SchedulerKind::EulerDiscrete => (1.0, sigmas[3]),
+            // Both Euler classes: `original + σ · noise` (diffusers' EulerDiscrete `add_noise`).
+            Some(sigmas)
+                if matches!(
+                    kind,
+                    SchedulerKind::EulerDiscrete | SchedulerKind::EulerAncestral
+                ) =>
+            {
+                (1.0, sigmas[3])
+            }
             Some(sigmas) => {
                 let alpha = 1.0 / (sigmas[3] * sigmas[3] + 1.0).sqrt();
                 (alpha, sigmas[3] * alpha)

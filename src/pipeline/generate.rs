@@ -13,7 +13,7 @@ use crate::guidance::cfg::combine_halves;
 use crate::guidance::semantic::{GuideClassifier, SemanticGuider};
 use crate::image::to_u8;
 use crate::rng::seeded_noise;
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerKind, StepNoise};
 use crate::tensor::{HostTensor, check_finite};
 use crate::unet::attention::AuContext;
 
@@ -342,6 +342,11 @@ impl Pipeline {
         // 3. Initial latents: seeded noise, or the start images (layout: inverted up to the
         // first denoising step; img2img: noised to it). `first` is that step's index.
         let (host, seeds) = self.initial_latents(reqs, options.latents, shape)?;
+        // Stochastic schedulers draw each step's noise from each image's seed (the request's
+        // seed when latents were given).
+        scheduler.set_step_noise(StepNoise::Seeded(
+            seeds.iter().map(|s| s.unwrap_or(req.seed)).collect(),
+        ));
         let noise = Tensor::<4>::from_data(TensorData::new(host.data, shape), &self.device);
         let mut inverted = 0;
         let (mut x, first) = match &req.start {

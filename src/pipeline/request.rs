@@ -43,7 +43,7 @@ pub struct GenerateRequest {
     #[cfg_attr(feature = "native", arg(long, default_value_t = 1))]
     pub num_images: usize,
     /// Replace the model's scheduler (keeping its shared settings, like diffusers' `from_config`):
-    /// `ddim`, `dpm++`, `euler` or `pndm` (`plms`).
+    /// `ddim`, `dpm++`, `euler`, `euler-a`, `pndm` (`plms`) or `lcm`.
     #[serde(with = "scheduler_name")]
     #[cfg_attr(feature = "native", arg(long, value_parser = parse_scheduler))]
     pub scheduler: Option<SchedulerKind>,
@@ -243,6 +243,8 @@ pub fn scheduler_short_name(kind: SchedulerKind) -> &'static str {
         SchedulerKind::DpmSolverMultistep => "dpm++",
         SchedulerKind::EulerDiscrete => "euler",
         SchedulerKind::Pndm => "pndm",
+        SchedulerKind::EulerAncestral => "euler-a",
+        SchedulerKind::Lcm => "lcm",
     }
 }
 

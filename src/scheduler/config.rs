@@ -75,15 +75,22 @@ pub enum SchedulerKind {
     /// diffusers' `PNDMScheduler`: pseudo numerical methods (PLMS with `skip_prk_steps`, as
     /// Stable Diffusion 1.x/2.x-base folders configure it; Runge-Kutta warm-up otherwise).
     Pndm,
+    /// diffusers' `EulerAncestralDiscreteScheduler` (stochastic: fresh noise every step).
+    EulerAncestral,
+    /// diffusers' `LCMScheduler`: latent-consistency sampling in 2–8 steps (stochastic between
+    /// steps), for LCM-distilled models and LCM-LoRA.
+    Lcm,
 }
 
 impl SchedulerKind {
     /// All buildable kinds.
-    pub const ALL: [SchedulerKind; 4] = [
+    pub const ALL: [SchedulerKind; 6] = [
         Self::Ddim,
         Self::DpmSolverMultistep,
         Self::EulerDiscrete,
         Self::Pndm,
+        Self::EulerAncestral,
+        Self::Lcm,
     ];
 
     /// The diffusers class name (`_class_name`) of this kind.
@@ -93,6 +100,8 @@ impl SchedulerKind {
             Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
             Self::EulerDiscrete => "EulerDiscreteScheduler",
             Self::Pndm => "PNDMScheduler",
+            Self::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            Self::Lcm => "LCMScheduler",
         }
     }
 
@@ -112,7 +121,8 @@ impl FromStr for SchedulerKind {
     type Err = SchedulerError;
 
     /// Parses a diffusers class name or a short name (case-insensitive): `ddim`, `dpm++`,
-    /// `dpmsolver++`, `dpm-solver++`, `dpm`, `dpmsolver`, `euler`, `pndm`, `plms`.
+    /// `dpmsolver++`, `dpm-solver++`, `dpm`, `dpmsolver`, `euler`, `pndm`, `plms`, `euler-a`
+    /// (`euler_a`, `euler-ancestral`), `lcm`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(kind) = Self::from_class_name(s) {
             return Ok(kind);
@@ -123,10 +133,18 @@ impl FromStr for SchedulerKind {
             | "dpmsolvermultistep" => Ok(Self::DpmSolverMultistep),
             "euler" | "eulerdiscrete" => Ok(Self::EulerDiscrete),
             "pndm" | "plms" => Ok(Self::Pndm),
+            "euler-a"
+            | "euler_a"
+            | "euler-ancestral"
+            | "eulerancestral"
+            | "eulerancestraldiscrete" => Ok(Self::EulerAncestral),
+            "lcm" => Ok(Self::Lcm),
             _ => Err(SchedulerError::InvalidValue {
                 key: "_class_name",
                 value: format!("{s:?}"),
-                reason: "expected one of ddim, dpm++, euler, pndm or a diffusers class name".into(),
+                reason: "expected one of ddim, dpm++, euler, euler-a, pndm, lcm or a diffusers \
+                         class name"
+                    .into(),
             }),
         }
     }
@@ -252,6 +270,12 @@ pub struct SchedulerConfig {
     /// Stable Diffusion folders set it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_prk_steps: Option<bool>,
+    /// LCM: the distillation schedule's step count (default 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_inference_steps: Option<usize>,
+    /// LCM: the timestep scale of the boundary-condition scalings (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestep_scaling: Option<f64>,
 }
 
 impl SchedulerConfig {
@@ -341,6 +365,8 @@ impl TryFrom<Map<String, Value>> for SchedulerConfig {
             sigma_min: get_f64(&map, "sigma_min")?,
             sigma_max: get_f64(&map, "sigma_max")?,
             skip_prk_steps: get_bool(&map, "skip_prk_steps")?,
+            original_inference_steps: get_usize(&map, "original_inference_steps")?,
+            timestep_scaling: get_f64(&map, "timestep_scaling")?,
         })
     }
 }
@@ -529,6 +555,11 @@ mod tests {
             "PLMS".parse::<SchedulerKind>().unwrap(),
             SchedulerKind::Pndm
         );
+        assert_eq!(
+            "euler-a".parse::<SchedulerKind>().unwrap(),
+            SchedulerKind::EulerAncestral
+        );
+        assert_eq!("LCM".parse::<SchedulerKind>().unwrap(), SchedulerKind::Lcm);
         assert!("lms".parse::<SchedulerKind>().is_err());
     }
 }

@@ -17,7 +17,7 @@ use super::schedule::{
 /// Euler state.
 #[derive(Debug, Clone)]
 pub(crate) struct Euler {
-    params: EulerParams,
+    pub params: EulerParams,
     alphas_cumprod: Vec<f32>,
     /// Float32 timesteps (fractional for `linspace` spacing and Karras sigmas).
     pub timesteps: Vec<f32>,
@@ -157,17 +157,7 @@ impl Euler {
         let sigma = self.sigmas[step_index];
         // No churn (s_churn = 0), so sigma_hat = sigma.
         let sigma_hat = sigma;
-        let pred_original_sample = match self.params.prediction {
-            PredictionType::Sample => model_output,
-            PredictionType::Epsilon => {
-                sample.clone() - model_output.mul_scalar(f64::from(sigma_hat))
-            }
-            PredictionType::VPrediction => {
-                let var = sigma * sigma + 1.0;
-                model_output.mul_scalar(f64::from(-sigma / var.sqrt()))
-                    + sample.clone().div_scalar(f64::from(var))
-            }
-        };
+        let pred_original_sample = self.pred_original(model_output, sigma_hat, sample.clone());
         let derivative =
             (sample.clone() - pred_original_sample.clone()).div_scalar(f64::from(sigma_hat));
         let dt = self.sigmas[step_index + 1] - sigma_hat;
@@ -175,6 +165,24 @@ impl Euler {
         StepOutput {
             prev_sample,
             pred_original_sample,
+        }
+    }
+
+    /// `x̂0` from the model's output at noise level `sigma` for the (unscaled) `sample`.
+    pub fn pred_original(
+        &self,
+        model_output: Tensor<4>,
+        sigma: f32,
+        sample: Tensor<4>,
+    ) -> Tensor<4> {
+        match self.params.prediction {
+            PredictionType::Sample => model_output,
+            PredictionType::Epsilon => sample - model_output.mul_scalar(f64::from(sigma)),
+            PredictionType::VPrediction => {
+                let var = sigma * sigma + 1.0;
+                model_output.mul_scalar(f64::from(-sigma / var.sqrt()))
+                    + sample.div_scalar(f64::from(var))
+            }
         }
     }
 

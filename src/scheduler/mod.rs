@@ -34,6 +34,8 @@ mod ddim;
 mod ddim_inverse;
 mod dpm_solver;
 mod euler;
+mod euler_ancestral;
+mod lcm;
 mod params;
 mod pndm;
 pub mod schedule;
@@ -47,11 +49,51 @@ use ddim::{Ddim, DdimParams};
 use ddim_inverse::DdimInverse;
 use dpm_solver::{DpmParams, DpmSolver};
 use euler::{Euler, EulerParams};
+use euler_ancestral::EulerAncestral;
+use lcm::{Lcm, LcmParams};
 use params::PredictionType;
 use pndm::{Pndm, PndmParams};
 
 /// The largest `num_inference_steps` that [`SchedulerConfig::build`] accepts.
 pub const MAX_INFERENCE_STEPS: usize = 100_000;
+
+/// Where a stochastic scheduler (Euler ancestral, LCM) takes each step's fresh noise from.
+#[derive(Debug, Clone)]
+pub enum StepNoise {
+    /// Image `i`'s noise at step `k`: standard normal from
+    /// [`rng::step_rng`](crate::rng::step_rng)`(seeds[i], k, STEP_NOISE_STREAM)`, made on the
+    /// host so that every device draws the same (an image past the list uses seed 0).
+    Seeded(Vec<u64>),
+    /// One tensor per step index, e.g. a reference implementation's recorded noise (a step
+    /// past the list gets zeros).
+    Given(Vec<Tensor<4>>),
+}
+
+/// The [`rng::step_rng`](crate::rng::step_rng) stream of [`StepNoise::Seeded`].
+pub const STEP_NOISE_STREAM: u64 = 0x57e9_0015e;
+
+impl StepNoise {
+    /// The noise of step `step_index` for a sample like `like`.
+    fn draw(&self, step_index: usize, like: &Tensor<4>) -> Tensor<4> {
+        let dims = like.dims();
+        match self {
+            StepNoise::Seeded(seeds) => {
+                let per: usize = dims[1..].iter().product();
+                let mut data = Vec::with_capacity(dims[0] * per);
+                for i in 0..dims[0] {
+                    let seed = seeds.get(i).copied().unwrap_or(0);
+                    let mut rng = crate::rng::step_rng(seed, step_index as u64, STEP_NOISE_STREAM);
+                    data.extend(crate::rng::standard_normal(&mut rng, per));
+                }
+                Tensor::from_data(burn::tensor::TensorData::new(data, dims), &like.device())
+            }
+            StepNoise::Given(steps) => match steps.get(step_index) {
+                Some(t) => t.clone(),
+                None => like.zeros_like(),
+            },
+        }
+    }
+}
 
 /// The result of one denoising step.
 #[derive(Debug, Clone)]
@@ -85,6 +127,7 @@ pub struct Scheduler {
     sigmas: Option<Vec<f64>>,
     alphas_cumprod: Vec<f64>,
     num_train_timesteps: usize,
+    noise: StepNoise,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +137,8 @@ enum Inner {
     Euler(Euler),
     /// Boxed: PNDM's state is the largest.
     Pndm(Box<Pndm>),
+    EulerAncestral(EulerAncestral),
+    Lcm(Lcm),
 }
 
 impl SchedulerConfig {
@@ -124,6 +169,7 @@ impl SchedulerConfig {
                     alphas_cumprod: widen(ddim.alphas_cumprod()),
                     num_train_timesteps,
                     inner: Inner::Ddim(ddim),
+                    noise: StepNoise::Seeded(Vec::new()),
                 }
             }
             SchedulerKind::DpmSolverMultistep => {
@@ -138,6 +184,7 @@ impl SchedulerConfig {
                     alphas_cumprod: widen(dpm.alphas_cumprod()),
                     num_train_timesteps,
                     inner: Inner::Dpm(dpm),
+                    noise: StepNoise::Seeded(Vec::new()),
                 }
             }
             SchedulerKind::EulerDiscrete => {
@@ -152,6 +199,7 @@ impl SchedulerConfig {
                     alphas_cumprod: widen(euler.alphas_cumprod()),
                     num_train_timesteps,
                     inner: Inner::Euler(euler),
+                    noise: StepNoise::Seeded(Vec::new()),
                 }
             }
             SchedulerKind::Pndm => {
@@ -166,6 +214,34 @@ impl SchedulerConfig {
                     alphas_cumprod: widen(pndm.alphas_cumprod()),
                     num_train_timesteps,
                     inner: Inner::Pndm(Box::new(pndm)),
+                    noise: StepNoise::Seeded(Vec::new()),
+                }
+            }
+            SchedulerKind::EulerAncestral => {
+                let ea = EulerAncestral::new(self, num_inference_steps)?;
+                Scheduler {
+                    prediction: ea.euler.params.prediction,
+                    timesteps: widen(&ea.euler.timesteps),
+                    sigmas: Some(widen(&ea.euler.sigmas)),
+                    alphas_cumprod: widen(ea.euler.alphas_cumprod()),
+                    num_train_timesteps: ea.euler.params.beta.num_train_timesteps,
+                    inner: Inner::EulerAncestral(ea),
+                    noise: StepNoise::Seeded(Vec::new()),
+                }
+            }
+            SchedulerKind::Lcm => {
+                let params = LcmParams::resolve(self)?;
+                let num_train_timesteps = params.beta.num_train_timesteps;
+                let prediction = params.prediction;
+                let lcm = Lcm::new(params, num_inference_steps)?;
+                Scheduler {
+                    prediction,
+                    timesteps: lcm.timesteps.iter().map(|&t| t as f64).collect(),
+                    sigmas: None,
+                    alphas_cumprod: widen(lcm.alphas_cumprod()),
+                    num_train_timesteps,
+                    inner: Inner::Lcm(lcm),
+                    noise: StepNoise::Seeded(Vec::new()),
                 }
             }
         };
@@ -239,6 +315,8 @@ impl Scheduler {
             Inner::Dpm(_) => SchedulerKind::DpmSolverMultistep,
             Inner::Euler(_) => SchedulerKind::EulerDiscrete,
             Inner::Pndm(_) => SchedulerKind::Pndm,
+            Inner::EulerAncestral(_) => SchedulerKind::EulerAncestral,
+            Inner::Lcm(_) => SchedulerKind::Lcm,
         }
     }
 
@@ -274,8 +352,10 @@ impl Scheduler {
     /// The standard deviation of the initial noise: scale unit Gaussian latents by this.
     pub fn init_noise_sigma(&self) -> f64 {
         match &self.inner {
-            Inner::Euler(e) => f64::from(e.init_noise_sigma),
-            Inner::Ddim(_) | Inner::Dpm(_) | Inner::Pndm(_) => 1.0,
+            Inner::Euler(e) | Inner::EulerAncestral(EulerAncestral { euler: e }) => {
+                f64::from(e.init_noise_sigma)
+            }
+            Inner::Ddim(_) | Inner::Dpm(_) | Inner::Pndm(_) | Inner::Lcm(_) => 1.0,
         }
     }
 
@@ -288,8 +368,10 @@ impl Scheduler {
     pub fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
         self.check_index(step_index);
         match &self.inner {
-            Inner::Euler(e) => e.scale_model_input(sample, step_index),
-            Inner::Ddim(_) | Inner::Dpm(_) | Inner::Pndm(_) => sample,
+            Inner::Euler(e) | Inner::EulerAncestral(EulerAncestral { euler: e }) => {
+                e.scale_model_input(sample, step_index)
+            }
+            Inner::Ddim(_) | Inner::Dpm(_) | Inner::Pndm(_) | Inner::Lcm(_) => sample,
         }
     }
 
@@ -311,6 +393,15 @@ impl Scheduler {
             Inner::Dpm(d) => d.step(model_output, step_index, sample),
             Inner::Euler(e) => e.step(model_output, step_index, sample),
             Inner::Pndm(p) => p.step(model_output, step_index, sample),
+            Inner::EulerAncestral(e) => {
+                let noise = self.noise.draw(step_index, &sample);
+                e.step(model_output, step_index, sample, noise)
+            }
+            Inner::Lcm(l) => {
+                let noise = (step_index + 1 < self.timesteps.len())
+                    .then(|| self.noise.draw(step_index, &sample));
+                l.step(model_output, step_index, sample, noise)
+            }
         }
     }
 
@@ -327,6 +418,8 @@ impl Scheduler {
             Inner::Dpm(d) => d.add_noise(original, noise, step_index),
             Inner::Euler(e) => e.add_noise(original, noise, step_index),
             Inner::Pndm(p) => p.add_noise(original, noise, step_index),
+            Inner::EulerAncestral(e) => e.euler.add_noise(original, noise, step_index),
+            Inner::Lcm(l) => l.add_noise(original, noise, step_index),
         }
     }
 
@@ -351,12 +444,18 @@ impl Scheduler {
         }
     }
 
+    /// Sets where a stochastic scheduler's (Euler ancestral, LCM) per-step noise comes from (default: seed 0 for
+    /// every image); deterministic schedulers ignore it.
+    pub fn set_step_noise(&mut self, noise: StepNoise) {
+        self.noise = noise;
+    }
+
     /// Forgets the multistep history, so the next `step` starts a fresh run.
     pub fn reset(&mut self) {
         match &mut self.inner {
             Inner::Dpm(d) => d.reset(),
             Inner::Pndm(p) => p.reset(),
-            Inner::Ddim(_) | Inner::Euler(_) => {}
+            Inner::Ddim(_) | Inner::Euler(_) | Inner::EulerAncestral(_) | Inner::Lcm(_) => {}
         }
     }
 
