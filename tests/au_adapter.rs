@@ -191,6 +191,22 @@ fn lora_in_older_diffusers_key_style() {
 }
 
 #[test]
+fn lora_in_kohya_key_style() {
+    // Same update again, kohya / sd-scripts keys (`lora_unet_<module>.lora_down.weight`, `.alpha`
+    // = r/2 with `lora_up` doubled), written by tools/make_kohya_lora_fixture.py, which checks
+    // that diffusers reads it as the same update.
+    let files = [
+        au("fineface/attn_processors.ckpt"),
+        au("fineface/au_encoder.ckpt"),
+        au("lora_kohya/pytorch_lora_weights.safetensors"),
+    ];
+    let (adapter, loras) = read_adapter(&files).unwrap();
+    assert_eq!(loras.len(), 1);
+    let p = load(&source(None), Some(adapter), loras).unwrap();
+    check_unet(&p, "unet.lora", "unet.au_tokens");
+}
+
+#[test]
 fn au_adapter_folder_padded_tokens() {
     // Our own format, AU encoder hidden 2: 12 + 2 = 14 values zero-padded to 16.
     let (adapter, loras) = read_adapter(&[au("au_adapter")]).unwrap();

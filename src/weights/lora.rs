@@ -6,6 +6,9 @@
 //! - older diffusers: `<module>.lora.down.weight`, `<module>.lora.up.weight`;
 //! - attention-processor LoRA: `<attn>.processor.to_q_lora.down.weight` (→ `<attn>.to_q`,
 //!   `to_out_lora` → `to_out.0`);
+//! - kohya / sd-scripts (LCM-LoRA and most shared files): `lora_unet_<module>.lora_down.weight`,
+//!   `.lora_up.weight`, `.alpha`, the module path with `_` for `.` (`lora_te_` for the text
+//!   encoder), matched against the model's own weight names;
 //! - an optional `<module>.alpha` (or `.lora.alpha`) scalar; else `lora_alpha` from the
 //!   `lora_adapter_metadata` header newer diffusers writes (`unet.lora_alpha`); else `α = r`.
 //!
@@ -78,6 +81,13 @@ fn parse_key(key: &str) -> Option<(String, &'static str)> {
         .map(|stem| (processor_path(stem), "up"))
 }
 
+/// The kohya / sd-scripts module prefixes and the component each names.
+const KOHYA_PREFIXES: [(&str, &str); 3] = [
+    ("lora_unet_", "unet"),
+    ("lora_te_", "text_encoder"),
+    ("lora_te1_", "text_encoder"),
+];
+
 /// `attn1.processor.to_q` → `attn1.to_q`; `attn1.processor.to_out` → `attn1.to_out.0`.
 fn processor_path(stem: &str) -> String {
     match stem.rsplit_once(".processor.") {
@@ -128,23 +138,48 @@ impl TensorStore {
         let file = lora.name().to_string();
         let header_alpha = metadata_alpha(lora, component)?;
         let mut pairs: BTreeMap<String, LoraPair> = BTreeMap::new();
+        // kohya names: this store's weight paths with `_` for `.`.
+        let mut kohya_names: Option<BTreeMap<String, String>> = None;
         for key in lora.keys() {
             let Some((module, role)) = parse_key(key) else {
                 continue;
             };
-            let module = module
-                .strip_prefix("base_model.model.")
-                .unwrap_or(&module)
-                .to_string();
-            let module = match module.split_once('.') {
-                Some((first, rest)) if first == "unet" || first == "text_encoder" => {
-                    if first != component {
-                        continue;
-                    }
-                    rest.to_string()
+            let kohya = KOHYA_PREFIXES
+                .iter()
+                .find_map(|(prefix, c)| module.strip_prefix(prefix).map(|stem| (*c, stem)));
+            let module = if let Some((c, stem)) = kohya {
+                if c != component {
+                    continue;
                 }
-                _ if component == "unet" => module,
-                _ => continue,
+                let names = kohya_names.get_or_insert_with(|| {
+                    self.keys()
+                        .filter_map(|k| k.strip_suffix(".weight"))
+                        .map(|m| (m.replace('.', "_"), m.to_string()))
+                        .collect()
+                });
+                match names.get(stem) {
+                    Some(module) => module.clone(),
+                    None => {
+                        return Err(lora_err(
+                            &file,
+                            format!(
+                                "`{key}`: the {component} has no weight named `{stem}` (kohya form)"
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                let module = module.strip_prefix("base_model.model.").unwrap_or(&module);
+                match module.split_once('.') {
+                    Some((first, rest)) if first == "unet" || first == "text_encoder" => {
+                        if first != component {
+                            continue;
+                        }
+                        rest.to_string()
+                    }
+                    _ if component == "unet" => module.to_string(),
+                    _ => continue,
+                }
             };
             let pair = pairs.entry(module).or_insert(LoraPair {
                 down: None,
@@ -323,5 +358,68 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("alpha_pattern"), "{err}");
+    }
+
+    /// A kohya-keyed file: `lora_<prefix>proj_x.lora_down/up.weight` and `.alpha` = 1 (r = 2).
+    fn kohya_file(stem: &str) -> TensorStore {
+        use safetensors::Dtype;
+        use safetensors::tensor::TensorView;
+        let a = f32_bytes(&[1.0, 2.0, 3.0, 0.5, -1.0, 2.0]);
+        let b = f32_bytes(&[1.0, 0.0, 0.0, 1.0]);
+        let alpha = f32_bytes(&[1.0]);
+        let keys = [
+            format!("{stem}.lora_down.weight"),
+            format!("{stem}.lora_up.weight"),
+            format!("{stem}.alpha"),
+        ];
+        let views = [
+            (
+                keys[0].as_str(),
+                TensorView::new(Dtype::F32, vec![2, 3], &a).unwrap(),
+            ),
+            (
+                keys[1].as_str(),
+                TensorView::new(Dtype::F32, vec![2, 2], &b).unwrap(),
+            ),
+            (
+                keys[2].as_str(),
+                TensorView::new(Dtype::F32, vec![], &alpha).unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        TensorStore::from_bytes("kohya.safetensors", bytes).unwrap()
+    }
+
+    #[test]
+    fn kohya_keys_find_the_module_by_its_underscored_path() {
+        let mut base = TensorStore::empty("base");
+        base.insert(
+            "down_blocks.0.proj_x.weight",
+            safetensors::Dtype::F32,
+            vec![2, 3],
+            f32_bytes(&[0.0; 6]),
+        )
+        .unwrap();
+        // α / r = 1/2.
+        let updated = base
+            .merge_lora(&kohya_file("lora_unet_down_blocks_0_proj_x"), "unet", 1.0)
+            .unwrap();
+        assert_eq!(updated, 1);
+        assert_eq!(
+            base.read_f32("down_blocks.0.proj_x.weight", &[2, 3])
+                .unwrap(),
+            vec![0.5, 1.0, 1.5, 0.25, -0.5, 1.0]
+        );
+        // The text encoder's keys are not the UNet's, and an unknown module is named.
+        let te = kohya_file("lora_te_text_model_proj");
+        assert_eq!(base.merge_lora(&te, "unet", 1.0).unwrap(), 0);
+        let err = base
+            .merge_lora(&kohya_file("lora_unet_no_such_block"), "unet", 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no_such_block") && err.contains("kohya"),
+            "{err}"
+        );
     }
 }
