@@ -488,3 +488,153 @@ fn a_closed_stdout_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+/// The members of every tar of `dir` (tar name → member names), read with the system `tar`
+/// (GNU tar or bsdtar), independent of synfer's reader.
+fn tar_listing(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) == Some("tar") {
+            let list = Command::new("tar").arg("-tf").arg(&p).output().unwrap();
+            assert!(list.status.success(), "tar -tf {}", p.display());
+            let names = String::from_utf8(list.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            out.insert(p.file_name().unwrap().to_string_lossy().into_owned(), names);
+        }
+    }
+    out
+}
+
+#[test]
+fn webdataset_shards_resume_and_merge_like_the_folder_output() {
+    let model = model_dir("wds");
+    let dir = temp_dir("wds");
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        "format = \"webdataset\"\nshard_size = 5\n".to_string() + &plan_text(&model, 40),
+    )
+    .unwrap();
+    let plan = Plan::read(&plan_path).unwrap();
+    let clean = dir.join("clean");
+    let out = synth_cli(&plan_path, &clean, false).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every kept item is in its split's tar as KEY.cls, KEY.json, KEY.png; nothing is left
+    // loose; tar k of a split holds that split's items of rank 5k..5k+4.
+    let listing = tar_listing(&clean);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(clean.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut rank: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kept = 0;
+    for r in &records {
+        let split = r["split"].as_str().unwrap().to_string();
+        let k = rank.entry(split.clone()).or_insert(0);
+        let tar = format!("{split}-{:06}.tar", *k / 5);
+        *k += 1;
+        let id = r["id"].as_str().unwrap();
+        let members = &listing[&tar];
+        if let Some(file) = r["file_name"].as_str() {
+            kept += 1;
+            assert_eq!(file, format!("{tar}/{id}.png"));
+            for ext in ["cls", "json", "png"] {
+                assert!(
+                    members.contains(&format!("{id}.{ext}")),
+                    "{tar}: {id}.{ext}"
+                );
+            }
+        } else {
+            assert!(
+                !members.iter().any(|m| m.starts_with(id)),
+                "dropped {id} in {tar}"
+            );
+        }
+    }
+    let members: usize = listing.values().map(Vec::len).sum();
+    assert_eq!(members, 3 * kept);
+    assert!(!clean.join(".staging").exists() && !clean.join("images").exists());
+    assert!(!clean.join("metadata.jsonl").exists());
+    // Each tar's .cls is the index of its record's label.
+    let tar_bytes = std::fs::read(clean.join(listing.keys().next().unwrap())).unwrap();
+    let files = synfer::synth::webdataset::untar(&tar_bytes, "t").unwrap();
+    for (name, data) in &files {
+        if let Some(id) = name.strip_suffix(".json") {
+            let meta: serde_json::Value = serde_json::from_slice(data).unwrap();
+            let cls = &files
+                .iter()
+                .find(|(n, _)| *n == format!("{id}.cls"))
+                .unwrap()
+                .1;
+            let index: usize = std::str::from_utf8(cls).unwrap().parse().unwrap();
+            assert_eq!(synfer::expression::CLASSES[index], meta["label"]);
+            assert_eq!(meta["file_name"], format!("{id}.png"));
+        }
+    }
+
+    // Killed after 12 items, resumed: the same bytes, no partial tar.
+    let killed = dir.join("killed");
+    let mut child = synth_cli(&plan_path, &killed, false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = killed.join("manifest.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count()) < 12
+        && started.elapsed().as_secs() < 120
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = std::fs::read_to_string(&manifest).unwrap().lines().count();
+    assert!(done < 40, "the run finished before it was killed");
+    for (tar, _) in tar_listing(&killed) {
+        let bytes = std::fs::read(killed.join(&tar)).unwrap();
+        assert!(
+            synfer::synth::webdataset::untar(&bytes, &tar).is_ok(),
+            "{tar} is partial"
+        );
+    }
+    let out = synth_cli(&plan_path, &killed, true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&clean, &killed);
+
+    // Two shards merged: the same tars as the unsharded run.
+    let device = Device::flex();
+    let pipe = Pipeline::load(&model, &device).unwrap();
+    let analyzer = FaceAnalyzer::embedded(&device).unwrap();
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let d = dir.join(format!("shard{i}"));
+            run(
+                &pipe,
+                &analyzer,
+                &plan,
+                &d,
+                Shard { index: i, count: 2 },
+                false,
+                |_| {},
+            )
+            .unwrap();
+            d
+        })
+        .collect();
+    let merged = dir.join("merged");
+    merge(&shards, &merged).unwrap();
+    assert_same_tree(&clean, &merged);
+}

@@ -1,7 +1,8 @@
 //! The dataset files of a synthesis folder, rebuilt from its manifest: `manifest.jsonl` (every
-//! item, index order), `metadata.jsonl` (kept images, HF `datasets` imagefolder),
-//! `labels.csv`, `report.json` and `report.png`. Images live in
-//! `images/<split>/<label>/<id>.png` (torchvision `ImageFolder` per split).
+//! item, index order), `metadata.jsonl` (kept images, HF `datasets` imagefolder; folder format
+//! only), `labels.csv`, `report.json` and `report.png`. Images live in
+//! `images/<split>/<label>/<id>.png` (torchvision `ImageFolder` per split), or in WebDataset
+//! tars (`<split>-NNNNNN.tar`, [`super::webdataset`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::manifest::Record;
+use super::plan::OutputFormat;
 use crate::au::FINEFACE;
 use crate::dataset::metadata;
 use crate::error::{Error, Result};
@@ -70,7 +72,19 @@ impl Report {
                 share * 100.0
             );
         }
-        s.push_str("  wrote metadata.jsonl, labels.csv, report.json, report.png\n");
+        let tars = std::fs::read_dir(out)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "tar"))
+                    .count()
+            })
+            .unwrap_or(0);
+        let data = if tars > 0 {
+            format!("{tars} WebDataset tars")
+        } else {
+            metadata::FILE.to_string()
+        };
+        let _ = writeln!(s, "  wrote {data}, labels.csv, report.json, report.png");
         s
     }
 }
@@ -229,8 +243,9 @@ pub fn plot(report: &Report) -> Canvas {
     c
 }
 
-/// Writes every dataset file of `out` from `records` (any order).
-pub fn finalize(out: &Path, records: &[Record]) -> Result<()> {
+/// Writes every dataset file of `out` from `records` (any order); `metadata.jsonl` only for
+/// the folder format (a WebDataset's records are inside its tars).
+pub fn finalize(out: &Path, records: &[Record], format: OutputFormat) -> Result<()> {
     let mut records = records.to_vec();
     records.sort_by_key(|r| r.index);
     write_atomic(
@@ -238,11 +253,13 @@ pub fn finalize(out: &Path, records: &[Record]) -> Result<()> {
         to_jsonl(&records, "manifest.jsonl")?.as_bytes(),
     )?;
     let kept: Vec<&Record> = records.iter().filter(|r| r.file_name.is_some()).collect();
-    let lines: Vec<metadata::Record> = kept.iter().filter_map(|r| r.metadata()).collect();
-    write_atomic(
-        &out.join(metadata::FILE),
-        metadata::to_text(&lines)?.as_bytes(),
-    )?;
+    if format == OutputFormat::Folder {
+        let lines: Vec<metadata::Record> = kept.iter().filter_map(|r| r.metadata()).collect();
+        write_atomic(
+            &out.join(metadata::FILE),
+            metadata::to_text(&lines)?.as_bytes(),
+        )?;
+    }
     let mut csv = String::from("file_name,label,requested,split,outcome,confidence\n");
     for r in &kept {
         let outcome = serde_json::to_value(r.outcome)

@@ -165,6 +165,44 @@ pub struct Plan {
     /// Layout initialisation of every item from a face (absent: from noise).
     #[serde(default)]
     pub layout: Option<LayoutPlan>,
+    /// How the images are stored: `folder` (ImageFolder + `metadata.jsonl`) or `webdataset`
+    /// (tar shards; see [`super::webdataset`]).
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Items per WebDataset tar.
+    #[serde(default = "default_shard_size")]
+    pub shard_size: usize,
+}
+
+/// How a synthesis folder stores its images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// `images/<split>/<label>/<id>.png` with `metadata.jsonl` (ImageFolder, HF imagefolder).
+    #[default]
+    Folder,
+    /// `<split>-NNNNNN.tar` shards of `KEY.png`, `KEY.json`, `KEY.cls`.
+    #[serde(rename = "webdataset")]
+    WebDataset,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "folder" => Ok(OutputFormat::Folder),
+            "webdataset" | "wds" => Ok(OutputFormat::WebDataset),
+            _ => Err(Error::request(
+                "format",
+                format!("{s:?}: expected folder or webdataset"),
+            )),
+        }
+    }
+}
+
+fn default_shard_size() -> usize {
+    super::webdataset::DEFAULT_SHARD_SIZE
 }
 
 /// `[layout]`: where each item's face comes from and how far it is inverted.
@@ -274,6 +312,9 @@ impl Plan {
         }
         if self.batch == 0 || self.batch > crate::pipeline::request::MAX_IMAGES {
             return bad("batch", &self.batch, "must be 1..=64");
+        }
+        if self.shard_size == 0 || self.shard_size > MAX_ITEMS {
+            return bad("shard_size", &self.shard_size, "must be 1..=10000000");
         }
         if let Some(layout) = &self.layout {
             if layout.source != "dcgan" && !layout.source.starts_with("folder:") {

@@ -8,7 +8,7 @@
 //! the record is appended only after the image was renamed into place, so a kill loses at most
 //! the block in flight, and a resumed block rewrites the same bytes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::fingerprint::Fingerprint;
 use super::lock::FolderLock;
 use super::manifest::{Record, append_manifest, read_manifest, record};
-use super::plan::{Item, MAX_ITEMS, Plan};
+use super::plan::{Item, MAX_ITEMS, OutputFormat, Plan};
+use super::webdataset::{STAGING, Tars, merge_tars};
 use crate::error::{Error, Result};
 use crate::face::analyzer::FaceAnalyzer;
 use crate::files::write_atomic;
@@ -204,15 +205,28 @@ pub fn run(
         fingerprint: Some(Fingerprint::of(pipe, &voters)),
     };
     open_output(out, &info, resume)?;
-    let mut done: BTreeSet<usize> = read_manifest(out)?.iter().map(|r| r.index).collect();
+    let mut finished: BTreeMap<usize, Record> = read_manifest(out)?
+        .into_iter()
+        .map(|r| (r.index, r))
+        .collect();
+    // WebDataset: which tar each item goes to; tars a killed run completed are tidied.
+    let tars =
+        (plan.format == OutputFormat::WebDataset).then(|| Tars::new(&items, plan.shard_size));
+    let owned: BTreeSet<usize> = blocks
+        .iter()
+        .flat_map(|b| b.iter().map(|it| it.index))
+        .collect();
+    if let Some(tars) = &tars {
+        tars.pack_ready(out, &owned, &finished)?;
+    }
     let mut state = Progress {
-        done: done.len(),
+        done: finished.len(),
         total,
         this_run: 0,
     };
     progress(state);
     for block in blocks {
-        if block.iter().all(|it| done.contains(&it.index)) {
+        if block.iter().all(|it| finished.contains_key(&it.index)) {
             continue;
         }
         let reqs: Vec<_> = block.iter().map(request).collect();
@@ -233,7 +247,7 @@ pub fn run(
         };
         let outs = pipe.generate_batch(&reqs, &options, |_| {})?;
         for (k, (item, generated)) in block.iter().zip(outs).enumerate() {
-            if done.contains(&item.index) {
+            if finished.contains_key(&item.index) {
                 continue;
             }
             let side = generated.width;
@@ -245,23 +259,37 @@ pub fn run(
             if let Some(rel) = &rec.file_name {
                 // The PNG carries the request (A1111 `parameters` and the JSON record), with
                 // nothing that depends on the machine or the run, so resumed and merged
-                // output stays byte-identical.
-                let path = out.join(rel);
+                // output stays byte-identical. WebDataset images wait in the staging folder
+                // for their tar.
+                let path = match &tars {
+                    Some(_) => out.join(STAGING).join(format!("{}.png", item.id)),
+                    None => out.join(rel),
+                };
                 let image = generated.records(&reqs[k], &pipe.info().source, None, None);
                 crate::image::write_encoded(
                     &path,
                     &image[0].png(rgb, &path.display().to_string())?,
                 )?;
             }
+            if let (Some(tars), Some(_)) = (&tars, &rec.file_name) {
+                rec.file_name = Some(tars.file_name(item));
+            }
             append_manifest(out, &rec)?;
-            done.insert(item.index);
+            finished.insert(item.index, rec);
+            if let Some(tars) = &tars {
+                tars.pack_ready(out, &owned, &finished)?;
+            }
             state.done += 1;
             state.this_run += 1;
             progress(state);
         }
     }
     let records = read_manifest(out)?;
-    super::output::finalize(out, &records)?;
+    if tars.is_some() {
+        // Every staged image is in its tar by now.
+        let _ = std::fs::remove_dir(out.join(STAGING));
+    }
+    super::output::finalize(out, &records, plan.format)?;
     Ok(records)
 }
 
@@ -334,7 +362,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Vec<Record>> {
             ));
         }
         for r in recs {
-            if let Some(rel) = &r.file_name {
+            if let (Some(rel), OutputFormat::Folder) = (&r.file_name, plan.format) {
                 let (src, dst) = (dir.join(rel), out.join(rel));
                 if let Some(parent) = dst.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -351,6 +379,10 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Vec<Record>> {
             format!("shard {missing}/{count} is missing"),
         ));
     }
+    if plan.format == OutputFormat::WebDataset {
+        let dirs: Vec<&Path> = infos.iter().map(|(d, _)| d.as_path()).collect();
+        merge_tars(&dirs, out)?;
+    }
     records.sort_by_key(|r| r.index);
     let info = ShardInfo {
         plan: plan.clone(),
@@ -360,6 +392,6 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Vec<Record>> {
     };
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::json("shard.json", e))?;
     write_atomic(&out.join("shard.json"), &json)?;
-    super::output::finalize(out, &records)?;
+    super::output::finalize(out, &records, plan.format)?;
     Ok(records)
 }

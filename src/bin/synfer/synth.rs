@@ -6,6 +6,7 @@ use std::time::Instant;
 use synfer::Pipeline;
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::synth::output::report;
+use synfer::synth::plan::OutputFormat;
 use synfer::synth::{Plan, Shard, merge, run};
 use synfer::{Error, Result};
 
@@ -26,6 +27,13 @@ pub struct SynthArgs {
     /// Continue an interrupted run in `--out` (same plan and shard).
     #[arg(long)]
     resume: bool,
+    /// Output format, replacing the plan's `format`: `folder` (ImageFolder + metadata.jsonl)
+    /// or `webdataset` (`<split>-NNNNNN.tar` shards).
+    #[arg(long)]
+    format: Option<OutputFormat>,
+    /// Items per WebDataset tar, replacing the plan's `shard_size` (default 1000).
+    #[arg(long)]
+    shard_size: Option<usize>,
     #[command(flatten)]
     device: crate::DeviceArgs,
 }
@@ -55,7 +63,10 @@ pub fn run_cli(args: SynthArgs) -> Result<()> {
             "synfer synth needs --plan FILE and --out DIR",
         ));
     };
-    let plan = Plan::read(&plan_path)?;
+    let mut plan = Plan::read(&plan_path)?;
+    plan.format = args.format.unwrap_or(plan.format);
+    plan.shard_size = args.shard_size.unwrap_or(plan.shard_size);
+    plan.validate(&plan_path.display().to_string())?;
     let shard = Shard::parse(&args.shard)?;
     let selected = args.device.select()?;
     let model = plan.model_dir(&plan_path);
