@@ -24,7 +24,7 @@ macro_rules! model_file {
 }
 
 /// Every file of the folder the pipeline reads.
-pub const FILES: [(&str, &[u8]); 14] = [
+pub const FILES: [(&str, &[u8]); 15] = [
     model_file!("model_index.json"),
     model_file!("scheduler/scheduler_config.json"),
     model_file!("text_encoder/config.json"),
@@ -39,4 +39,5 @@ pub const FILES: [(&str, &[u8]); 14] = [
     model_file!("vae/diffusion_pytorch_model.safetensors"),
     model_file!("au_adapter/config.json"),
     model_file!("au_adapter/diffusion_pytorch_model.safetensors"),
+    model_file!("synfer.json"),
 ];

@@ -244,9 +244,9 @@ fn bad_starts_are_refused_with_what_is_wrong() {
     );
 }
 
-/// A model folder's `synfer.json` names a default layout: `generate --expression` starts from
-/// it (a relative source is taken from the folder), and a bad strength is refused naming the
-/// key.
+/// A model folder's `synfer.json` names a default layout and guidance scale: `generate
+/// --expression` starts from it (a relative source is taken from the folder) with that scale
+/// unless `--guidance` says otherwise, and bad values are refused naming the key.
 #[test]
 fn a_model_folder_names_its_default_layout() {
     let dir = std::env::temp_dir().join(format!("synfer-layout-default-{}", std::process::id()));
@@ -272,31 +272,47 @@ fn a_model_folder_names_its_default_layout() {
         err.contains("synfer.json") && err.contains("layout.strength"),
         "{err}"
     );
-    write(r#"{"layout": {"source": "face.png", "strength": 0.5}}"#);
+    write(r#"{"guidance_scale": -1, "layout": {"source": "face.png", "strength": 0.5}}"#);
+    let err = Pipeline::load(&dir, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("guidance_scale"), "{err}");
+    write(r#"{"guidance_scale": 3.5, "layout": {"source": "face.png", "strength": 0.5}}"#);
     let out = dir.join("out.png");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_synfer"))
-        .args([
-            "generate",
-            "--device",
-            "cpu",
-            "--steps",
-            "4",
-            "--expression",
-            "happy",
-        ])
-        .args(["--prompt", "a face", "--model"])
-        .arg(&dir)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    let generate = |extra: &[&str]| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_synfer"))
+            .args([
+                "generate",
+                "--device",
+                "cpu",
+                "--steps",
+                "4",
+                "--expression",
+                "happy",
+            ])
+            .args(extra)
+            .args(["--prompt", "a face", "--model"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(out.with_extension("json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        generate(&["--guidance", "5"])["request"]["guidance_scale"],
+        5.0
     );
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let record = generate(&[]);
+    assert_eq!(record["request"]["guidance_scale"], 3.5);
     let start = &record["request"]["start"];
     assert_eq!(start["mode"], "layout");
     assert_eq!(start["strength"], 0.5);

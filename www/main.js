@@ -66,6 +66,8 @@ function onWorkerMessage(msg) {
   switch (msg.type) {
     case 'ready':
       state.info = msg.info;
+      // The model's own guidance scale (synfer.json), chosen by measurement.
+      if (msg.info.defaults?.guidance_scale !== undefined) $('guidance').value = msg.info.defaults.guidance_scale;
       state.catalogue = msg.catalogue;
       buildControls();
       setStatus(`Ready on ${msg.info.device}${state.webgpu ? '' : ` (CPU fallback: ${state.cpuWhy})`}. `

@@ -33,6 +33,7 @@ const DEFAULT_MODEL = {
     'vae/diffusion_pytorch_model.safetensors',
     'au_adapter/config.json',
     'au_adapter/diffusion_pytorch_model.safetensors',
+    'synfer.json',
   ].map((rel) => [rel, `${DEFAULT_MODEL_DIR}/${rel}`])),
 };
 

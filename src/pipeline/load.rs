@@ -233,6 +233,16 @@ pub(crate) fn load(
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::json(defaults_file, e))?,
         None => ModelDefaults::default(),
     };
+    if let Some(g) = defaults.guidance_scale
+        && !(g.is_finite() && g >= 0.0)
+    {
+        return Err(Error::config(
+            defaults_file,
+            "guidance_scale",
+            g,
+            "must be a finite number ≥ 0",
+        ));
+    }
     if let Some(l) = &defaults.layout
         && !(0.0..=1.0).contains(&l.strength)
     {

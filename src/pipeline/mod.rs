@@ -75,6 +75,10 @@ pub struct ModelInfo {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelDefaults {
+    /// Classifier-free guidance scale for requests that do not set one (the CLI's `generate`
+    /// without `--guidance`, the page's first value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_scale: Option<f64>,
     /// Layout initialisation for expression requests that bring no start of their own (the
     /// CLI's `generate --expression`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

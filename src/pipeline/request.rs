@@ -27,8 +27,9 @@ pub struct GenerateRequest {
     /// Denoising steps.
     #[cfg_attr(feature = "native", arg(long, default_value_t = 25))]
     pub steps: usize,
-    /// Classifier-free guidance scale; ≤ 1 disables guidance (one UNet pass per step).
-    #[cfg_attr(feature = "native", arg(long = "guidance", default_value_t = 7.5))]
+    /// Classifier-free guidance scale; ≤ 1 disables guidance (one UNet pass per step). The CLI's
+    /// `--guidance` defaults to the model's (`synfer.json`), else [`DEFAULT_GUIDANCE`].
+    #[cfg_attr(feature = "native", arg(skip = DEFAULT_GUIDANCE))]
     pub guidance_scale: f64,
     /// Seed of the initial noise; image `i` of a batch uses `seed + i`.
     #[cfg_attr(feature = "native", arg(long, default_value_t = 0))]
@@ -123,7 +124,7 @@ impl Default for GenerateRequest {
             prompt: String::new(),
             negative_prompt: None,
             steps: 25,
-            guidance_scale: 7.5,
+            guidance_scale: DEFAULT_GUIDANCE,
             seed: 0,
             width: None,
             height: None,
@@ -138,6 +139,9 @@ impl Default for GenerateRequest {
         }
     }
 }
+
+/// The guidance scale of a request that does not set one (Stable Diffusion's usual 7.5).
+pub const DEFAULT_GUIDANCE: f64 = 7.5;
 
 /// Upper bounds that keep a typo from exhausting memory.
 pub const MAX_STEPS: usize = 1000;

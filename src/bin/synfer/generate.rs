@@ -8,6 +8,7 @@ use synfer::fer::FerClassifier;
 use synfer::guidance::semantic::SemanticFlags;
 use synfer::layout::{StartFlags, replay_start};
 use synfer::pipeline::output::image_paths;
+use synfer::pipeline::request::DEFAULT_GUIDANCE;
 use synfer::pipeline::{GenerateOptions, GenerateRequest, ImageRecord, Pipeline, Timings};
 use synfer::tensor::read_latents_file;
 use synfer::weights::lora::read_lora;
@@ -17,6 +18,10 @@ use synfer::{Error, Result};
 pub struct GenerateArgs {
     #[command(flatten)]
     request: GenerateRequest,
+    /// Classifier-free guidance scale; ≤ 1 disables guidance (one UNet pass per step).
+    /// Default: the model's (`synfer.json`), else 7.5.
+    #[arg(long)]
+    guidance: Option<f64>,
     /// Model folder in diffusers layout (default: the built-in synfer-tiny).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -98,6 +103,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Some(record) => record.replay_request(),
         None => {
             let mut req = args.request;
+            req.guidance_scale = args
+                .guidance
+                .or(pipeline.info().defaults.guidance_scale)
+                .unwrap_or(DEFAULT_GUIDANCE);
             req.semantic_guidance = args.semantic.settings(args.sg_model.is_some())?;
             req
         }
