@@ -15,9 +15,13 @@ use crate::weights::lora::LoraWeights;
 
 /// Where a model's files come from.
 pub enum ModelSource<'a> {
-    /// A diffusers-layout folder on disk.
+    /// A diffusers-layout folder on disk, or a single-file checkpoint (read with default
+    /// [`SingleFileOptions`](super::single_file::SingleFileOptions)).
     #[cfg(not(target_family = "wasm"))]
     Dir(std::path::PathBuf),
+    /// A single-file checkpoint in the original Stable Diffusion layout, with its options.
+    #[cfg(not(target_family = "wasm"))]
+    SingleFile(std::path::PathBuf, super::single_file::SingleFileOptions),
     /// Files held by the caller (bytes in memory, a folder already opened).
     Files(&'a dyn FileSource),
     /// Files handed over (e.g. the page's, read from the user's disk).
@@ -169,7 +173,16 @@ impl<'a> PipelineBuilder<'a> {
         };
         let mut pipeline = match source {
             #[cfg(not(target_family = "wasm"))]
+            #[cfg(not(target_family = "wasm"))]
+            ModelSource::Dir(path) if super::single_file::is_single_file(&path) => {
+                load_stamped(&super::single_file::open(&path, &Default::default())?)?
+            }
+            #[cfg(not(target_family = "wasm"))]
             ModelSource::Dir(dir) => load_stamped(&super::source::DirSource::new(&dir)?)?,
+            #[cfg(not(target_family = "wasm"))]
+            ModelSource::SingleFile(path, options) => {
+                load_stamped(&super::single_file::open(&path, &options)?)?
+            }
             ModelSource::Files(files) => load_stamped(files)?,
             ModelSource::Owned(files) => load_stamped(&files)?,
             #[cfg(not(target_family = "wasm"))]

@@ -19,6 +19,8 @@ pub mod memory;
 pub mod output;
 pub mod png_record;
 pub mod request;
+#[cfg(not(target_family = "wasm"))]
+pub mod single_file;
 pub mod source;
 pub mod start;
 

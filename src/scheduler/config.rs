@@ -372,7 +372,7 @@ impl TryFrom<Map<String, Value>> for SchedulerConfig {
 }
 
 /// Turns bare `NaN`, `Infinity` and `-Infinity` tokens outside strings into JSON strings.
-fn quote_non_finite_tokens(json: &str) -> String {
+pub(crate) fn quote_non_finite_tokens(json: &str) -> String {
     let mut out = String::with_capacity(json.len() + 16);
     let mut in_string = false;
     let mut escaped = false;

@@ -6,6 +6,7 @@
 //! keys were used. [`TensorStore::finish`] then turns any unused key into an error.
 
 pub mod keys;
+pub mod ldm;
 pub mod lora;
 mod torch;
 mod zip;

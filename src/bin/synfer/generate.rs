@@ -7,8 +7,10 @@ use synfer::au::adapter::read_adapter;
 use synfer::fer::FerClassifier;
 use synfer::guidance::semantic::SemanticFlags;
 use synfer::layout::{StartFlags, replay_start};
+use synfer::pipeline::ModelSource;
 use synfer::pipeline::output::image_paths;
 use synfer::pipeline::request::DEFAULT_GUIDANCE;
+use synfer::pipeline::single_file::SingleFileOptions;
 use synfer::pipeline::{GenerateOptions, GenerateRequest, ImageRecord, Pipeline, Timings};
 use synfer::tensor::read_latents_file;
 use synfer::weights::lora::read_lora;
@@ -22,9 +24,21 @@ pub struct GenerateArgs {
     /// Default: the model's (`synfer.json`), else 7.5.
     #[arg(long)]
     guidance: Option<f64>,
-    /// Model folder in diffusers layout (default: the built-in synfer-tiny).
+    /// Model folder in diffusers layout, or a single-file checkpoint in the original Stable
+    /// Diffusion layout (.safetensors, .ckpt) (default: the built-in synfer-tiny).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A diffusers folder whose configs and tokenizer describe a single-file --model (for
+    /// shapes other than standard SD 1.x / 2.x).
+    #[arg(long, requires = "model")]
+    config: Option<PathBuf>,
+    /// Use a single-file checkpoint's EMA weights (`model_ema.*`).
+    #[arg(long, requires = "model")]
+    ema: bool,
+    /// A single-file checkpoint's prediction type (`epsilon`, `v_prediction`), overriding its
+    /// metadata.
+    #[arg(long, requires = "model")]
+    prediction_type: Option<String>,
     /// Initial latents (.npy, or .safetensors with a tensor named `latents`), replacing the noise.
     #[arg(long)]
     latents: Option<PathBuf>,
@@ -64,7 +78,24 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let start = Instant::now();
     let selected = args.device.select()?;
-    let mut builder = Pipeline::builder(args.model.as_deref()).selected(&selected);
+    let source: ModelSource = match &args.model {
+        Some(path) if path.is_file() => ModelSource::SingleFile(
+            path.clone(),
+            SingleFileOptions {
+                config: args.config.clone(),
+                ema: args.ema,
+                prediction_type: args.prediction_type.clone(),
+            },
+        ),
+        Some(_) if args.config.is_some() || args.ema || args.prediction_type.is_some() => {
+            return Err(Error::request(
+                "model",
+                "--config, --ema and --prediction-type apply to a single-file --model",
+            ));
+        }
+        other => other.as_deref().into(),
+    };
+    let mut builder = Pipeline::builder(source).selected(&selected);
     for spec in &args.lora {
         builder = builder.lora(read_lora(spec)?);
     }
