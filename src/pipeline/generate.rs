@@ -16,6 +16,7 @@ use crate::rng::seeded_noise;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerKind, StepNoise};
 use crate::tensor::{HostTensor, check_finite};
 use crate::unet::attention::AuContext;
+use crate::unet::guidance_scale_embedding;
 
 /// How a generation runs, beside what it asks for ([`GenerateRequest`]).
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,6 +60,8 @@ pub struct GuidedStep<'a> {
     pub guidance_scale: f64,
     /// The scheduler of the generation (its prediction type and ᾱ give `x̂0`).
     pub scheduler: &'a Scheduler,
+    /// The guidance-scale embedding of an LCM-distilled UNet.
+    pub guidance_embedding: Option<&'a Tensor<2>>,
 }
 
 impl Pipeline {
@@ -144,9 +147,13 @@ impl Pipeline {
         } else {
             step.input.clone()
         };
-        let out = self
-            .unet
-            .forward_au(model_in, &[step.t as f32], context, step.au);
+        let out = self.unet.forward_guided(
+            model_in,
+            &[step.t as f32],
+            context,
+            step.au,
+            step.guidance_embedding,
+        );
         let out = if cfg {
             combine_halves(out, step.guidance_scale)
         } else {
@@ -212,11 +219,22 @@ impl Pipeline {
         if let Some(limit) = self.buffer_limit {
             let (width, height) = self.output_size(first);
             let float_bytes = burn::tensor::DType::from(self.device.settings().float_dtype).size();
-            self.info
-                .buffers
-                .check(total, first.uses_cfg(), height, width, float_bytes, limit)?;
+            self.info.buffers.check(
+                total,
+                self.uses_cfg(first),
+                height,
+                width,
+                float_bytes,
+                limit,
+            )?;
         }
         Ok(())
+    }
+
+    /// Whether `req` runs classifier-free guidance: a scale above 1, unless the UNet takes the
+    /// scale as an embedding (LCM-distilled).
+    fn uses_cfg(&self, req: &GenerateRequest) -> bool {
+        req.uses_cfg() && self.unet.guidance_embedding_dim().is_none()
     }
 
     /// The scheduler config a request runs with (see [`ImageStart::scheduler_config`] for
@@ -305,7 +323,12 @@ impl Pipeline {
         let total = timesteps.len();
 
         // 2. Prompt embeddings ([uncond × n; cond × n] with guidance) and AU tokens.
-        let cfg = req.uses_cfg();
+        let cfg = self.uses_cfg(req);
+        // An LCM-distilled UNet takes the guidance scale as an embedding instead (diffusers:
+        // `timestep_cond` of `w = guidance_scale − 1`, no classifier-free guidance).
+        let guidance_embedding = self.unet.guidance_embedding_dim().map(|d| {
+            guidance_scale_embedding(&vec![(req.guidance_scale - 1.0) as f32; n], d, &self.device)
+        });
         let clip_skip = req.clip_skip.unwrap_or(0);
         let effective: Vec<String> = reqs.iter().map(GenerateRequest::effective_prompt).collect();
         let mut prompts: Vec<&str> = Vec::with_capacity(2 * n);
@@ -411,6 +434,7 @@ impl Pipeline {
                     au: au_context.as_ref(),
                     guidance_scale: req.guidance_scale,
                     scheduler: &scheduler,
+                    guidance_embedding: guidance_embedding.as_ref(),
                 };
                 context =
                     guider.update(sg, targets, context, n, |c| self.predict_image(&step, c))?;
@@ -421,9 +445,13 @@ impl Pipeline {
                 x.clone()
             };
             let input = scheduler.scale_model_input(input, i);
-            let out =
-                self.unet
-                    .forward_au(input, &[t as f32], context.clone(), au_context.as_ref());
+            let out = self.unet.forward_guided(
+                input,
+                &[t as f32],
+                context.clone(),
+                au_context.as_ref(),
+                guidance_embedding.as_ref(),
+            );
             let noise = if cfg {
                 combine_halves(out, req.guidance_scale)
             } else {

@@ -37,6 +37,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "HeunDiscreteScheduler",
             "KDPM2DiscreteScheduler",
             "DEISMultistepScheduler",
+            "LCMScheduler",
         ],
     ),
 ];

@@ -112,6 +112,10 @@ pub struct UNetConfig {
     /// Override of the time-embedding width (default `4 · block_out_channels[0]`).
     #[serde(default)]
     pub time_embedding_dim: Option<usize>,
+    /// Width of the guidance-scale embedding of LCM-distilled UNets (`time_embedding.cond_proj`;
+    /// see [`guidance_scale_embedding`](super::guidance_scale_embedding)).
+    #[serde(default)]
+    pub time_cond_proj_dim: Option<usize>,
     /// Accepted but without effect: diffusers applies it only to block types SD UNets do not use
     /// (`ResnetDownsampleBlock2D`, `SimpleCrossAttn*Block2D`), not to `(CrossAttn)Down/UpBlock2D`.
     #[serde(default = "one_f")]
@@ -196,7 +200,6 @@ const MUST_BE_DEFAULT: &[(&str, &str)] = &[
     ("addition_time_embed_dim", "null"),
     ("num_class_embeds", "null"),
     ("projection_class_embeddings_input_dim", "null"),
-    ("time_cond_proj_dim", "null"),
     ("timestep_post_act", "null"),
     ("time_embedding_act_fn", "null"),
     ("cross_attention_norm", "null"),

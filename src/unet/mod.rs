@@ -26,6 +26,9 @@ pub struct TimestepEmbedding {
     pub linear_1: Linear,
     /// Second projection.
     pub linear_2: Linear,
+    /// `cond_proj` (no bias): the guidance-scale embedding of LCM-distilled UNets, added to
+    /// the timestep features.
+    pub cond_proj: Option<Linear>,
 }
 
 /// A down block: resnets, optional attentions, optional downsampler.
@@ -109,6 +112,25 @@ fn transformers(
         .collect()
 }
 
+/// diffusers' `get_guidance_scale_embedding`: sinusoidal features `[sin, cos]` of `1000 · w`
+/// for each guidance weight `w` (LCM pipelines pass `w = guidance_scale − 1`), `[n, dim]`, in
+/// f32 on the CPU.
+pub fn guidance_scale_embedding(w: &[f32], dim: usize, device: &Device) -> Tensor<2> {
+    let half = dim / 2;
+    let step = (10000f32).ln() / (half as f32 - 1.0);
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut out = Vec::with_capacity(w.len() * dim);
+    for &w in w {
+        let args: Vec<f32> = freqs.iter().map(|f| w * 1000.0 * f).collect();
+        out.extend(args.iter().map(|a| a.sin()));
+        out.extend(args.iter().map(|a| a.cos()));
+        if dim % 2 == 1 {
+            out.push(0.0);
+        }
+    }
+    Tensor::from_data(TensorData::new(out, [w.len(), dim]), device)
+}
+
 impl UNet2DConditionModel {
     /// Builds the UNet from its config and loads every weight from `store` (strict).
     pub fn load(store: &TensorStore, cfg: &UNetConfig, device: &Device) -> Result<Self> {
@@ -148,6 +170,10 @@ impl UNet2DConditionModel {
         let time_embedding = TimestepEmbedding {
             linear_1: Linear::load(&root.pp("time_embedding").pp("linear_1"), ch[0], temb, true)?,
             linear_2: Linear::load(&root.pp("time_embedding").pp("linear_2"), temb, temb, true)?,
+            cond_proj: cfg
+                .time_cond_proj_dim
+                .map(|d| Linear::load(&root.pp("time_embedding").pp("cond_proj"), d, ch[0], false))
+                .transpose()?,
         };
 
         let down_plans = cfg.down_plans(file)?;
@@ -342,6 +368,27 @@ impl UNet2DConditionModel {
         context: Tensor<3>,
         au: Option<&AuContext>,
     ) -> Tensor<4> {
+        self.forward_guided(sample, timesteps, context, au, None)
+    }
+
+    /// The width of the guidance-scale embedding this UNet takes (LCM-distilled UNets), if any.
+    pub fn guidance_embedding_dim(&self) -> Option<usize> {
+        self.time_embedding
+            .cond_proj
+            .as_ref()
+            .map(|l| l.weight.val().dims()[0])
+    }
+
+    /// [`forward_au`](Self::forward_au) with the guidance-scale embedding `[b, d]` of an
+    /// LCM-distilled UNet (`timestep_cond`; ignored by other UNets).
+    pub fn forward_guided(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        context: Tensor<3>,
+        au: Option<&AuContext>,
+        guidance: Option<&Tensor<2>>,
+    ) -> Tensor<4> {
         let device = sample.device();
         let b = sample.dims()[0];
         let ts: Vec<f32> = if timesteps.len() == 1 {
@@ -349,7 +396,10 @@ impl UNet2DConditionModel {
         } else {
             timesteps.to_vec()
         };
-        let t = self.timestep_features(&ts, &device);
+        let mut t = self.timestep_features(&ts, &device);
+        if let (Some(proj), Some(g)) = (&self.time_embedding.cond_proj, guidance) {
+            t = t + proj.forward(g.clone());
+        }
         let temb = self
             .time_embedding
             .linear_2
