@@ -87,6 +87,7 @@ fn the_embedding_gradient_matches_finite_differences() {
                 au: au.as_ref(),
                 guidance_scale: 7.5,
                 scheduler: &scheduler,
+                guidance_embedding: None,
             };
             p.guidance_gradient(None, classifier, &target, c, Some(uncond.clone()), &step)
                 .unwrap()
