@@ -43,6 +43,7 @@ mod threshold;
 
 use burn::tensor::Tensor;
 
+#[cfg(not(target_family = "wasm"))]
 pub(crate) use config::quote_non_finite_tokens;
 pub use config::{SchedulerConfig, SchedulerError, SchedulerKind};
 
