@@ -173,7 +173,6 @@ impl<'a> PipelineBuilder<'a> {
         };
         let mut pipeline = match source {
             #[cfg(not(target_family = "wasm"))]
-            #[cfg(not(target_family = "wasm"))]
             ModelSource::Dir(path) if super::single_file::is_single_file(&path) => {
                 load_stamped(&super::single_file::open(&path, &Default::default())?)?
             }

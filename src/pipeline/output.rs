@@ -95,7 +95,7 @@ pub struct ImageRecord {
     pub aus: Option<BTreeMap<String, f32>>,
     /// The AU branch weight used.
     pub au_scale: Option<f64>,
-    /// The scheduler that ran (`ddim`, `dpm++`, …; absent in records of synfer < 0.4).
+    /// The scheduler that ran (`ddim`, `dpm++`, …; absent in records made before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
     /// This image's noise seed (`None`: latents were supplied).

@@ -51,6 +51,27 @@ function serve() {
 }
 
 /** Entries of a stored (uncompressed) zip, read from its central directory. */
+/** The text chunks of a PNG (tEXt, uncompressed iTXt) as {keyword: text}, read by hand. */
+function pngText(png) {
+  const out = {};
+  let at = 8;
+  while (at + 8 <= png.length) {
+    const len = png.readUInt32BE(at);
+    const type = png.subarray(at + 4, at + 8).toString('latin1');
+    const data = png.subarray(at + 8, at + 8 + len);
+    const nul = data.indexOf(0);
+    if (type === 'tEXt') out[data.subarray(0, nul).toString('latin1')] = data.subarray(nul + 1).toString('latin1');
+    if (type === 'iTXt' && data[nul + 1] === 0) {
+      const lang = data.indexOf(0, nul + 3);
+      const translated = data.indexOf(0, lang + 1);
+      out[data.subarray(0, nul).toString('latin1')] = data.subarray(translated + 1).toString('utf8');
+    }
+    if (type === 'IEND') break;
+    at += 12 + len;
+  }
+  return out;
+}
+
 function unzip(buf) {
   const end = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
   check(end >= 0, 'zip: end of central directory');
@@ -131,6 +152,11 @@ async function run(base, { cpu }) {
     check(names.length === 2 && names.includes('metadata.jsonl'), `${label}: zip entries ${names}`);
     const png = entries[names.find((n) => n.endsWith('.png'))];
     check(png.subarray(1, 4).toString() === 'PNG', `${label}: zip image is a PNG`);
+    // The PNG carries its settings: an A1111 `parameters` tEXt chunk and the JSON record (iTXt).
+    const text = pngText(png);
+    check(/^.*surprised child.*\nSteps: \d+, Sampler: [^,]+, CFG scale: [\d.]+, Seed: \d+, Size: \d+x\d+, /.test(text.parameters || ''),
+      `${label}: PNG parameters ${JSON.stringify(text.parameters)}`);
+    check(text.synfer && JSON.parse(text.synfer).request.aus.AU12 === 4, `${label}: PNG record`);
     const lines = entries['metadata.jsonl'].toString().trim().split('\n').map((l) => JSON.parse(l));
     check(lines.length === 1, `${label}: metadata lines ${lines.length}`);
     const rec = lines[0];
