@@ -173,19 +173,7 @@ pub(crate) struct DdimParams {
 
 impl DdimParams {
     pub fn resolve(c: &SchedulerConfig) -> Result<Self, SchedulerError> {
-        let clip_sample_range = if c.clip_sample.unwrap_or(true) {
-            let r = c.clip_sample_range.unwrap_or(1.0);
-            if !(r >= 0.0 && r.is_finite()) {
-                return Err(SchedulerError::InvalidValue {
-                    key: "clip_sample_range",
-                    value: r.to_string(),
-                    reason: "must be a non-negative finite number".into(),
-                });
-            }
-            Some(r)
-        } else {
-            None
-        };
+        let clip_sample_range = clip_sample_range(c, true)?;
         Ok(Self {
             beta: BetaParams::resolve(c)?,
             prediction: prediction(c, &[])?,

@@ -157,19 +157,7 @@ impl LcmParams {
         with_defaults
             .beta_schedule
             .get_or_insert_with(|| "scaled_linear".into());
-        let clip_sample_range = if c.clip_sample.unwrap_or(false) {
-            let r = c.clip_sample_range.unwrap_or(1.0);
-            if !(r >= 0.0 && r.is_finite()) {
-                return Err(SchedulerError::InvalidValue {
-                    key: "clip_sample_range",
-                    value: r.to_string(),
-                    reason: "must be a non-negative finite number".into(),
-                });
-            }
-            Some(r)
-        } else {
-            None
-        };
+        let clip_sample_range = clip_sample_range(c, false)?;
         let timestep_scaling = c.timestep_scaling.unwrap_or(10.0);
         if !timestep_scaling.is_finite() || timestep_scaling < 0.0 {
             return Err(SchedulerError::InvalidValue {

@@ -243,6 +243,26 @@ pub(super) fn spacing(
     )
 }
 
+/// `Some(clip_sample_range)` when `clip_sample` is on (`default_on` when the key is absent:
+/// DDIM clips by default, LCM does not); the range must be a non-negative finite number.
+pub(super) fn clip_sample_range(
+    c: &SchedulerConfig,
+    default_on: bool,
+) -> Result<Option<f64>, SchedulerError> {
+    if !c.clip_sample.unwrap_or(default_on) {
+        return Ok(None);
+    }
+    let r = c.clip_sample_range.unwrap_or(1.0);
+    if !(r >= 0.0 && r.is_finite()) {
+        return Err(SchedulerError::InvalidValue {
+            key: "clip_sample_range",
+            value: r.to_string(),
+            reason: "must be a non-negative finite number".into(),
+        });
+    }
+    Ok(Some(r))
+}
+
 pub(super) fn thresholding(c: &SchedulerConfig) -> Result<Option<Thresholding>, SchedulerError> {
     if !c.thresholding.unwrap_or(false) {
         return Ok(None);
