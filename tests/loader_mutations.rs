@@ -1,5 +1,5 @@
 //! The loaders under random damage: safetensors files (header-focused), PyTorch archives and
-//! pickles, and every config and plan synfer reads, mutated with a fixed seed (bit flips,
+//! pickles, single-file SD checkpoints, and every config and plan synfer reads, mutated with a fixed seed (bit flips,
 //! interesting integers written over the bytes, truncation, insertion, deletion; JSON values
 //! replaced by absurd ones). Torch archives verify their CRC-32 first, so the pickle machine
 //! itself is fuzzed by `weights::torch::tests::mutated_real_pickles_never_panic` (repacked
@@ -192,6 +192,8 @@ enum Kind {
     TokenizerConfig,
     FerConfig,
     Plan,
+    /// A single-file checkpoint (original SD layout), opened as a model folder.
+    SingleFile,
 }
 
 /// Feeds `bytes` to the loader of `kind`; true when it loaded.
@@ -227,6 +229,11 @@ fn run_case(kind: Kind, bytes: Vec<u8>) -> bool {
         }
         Kind::FerConfig => serde_json::from_slice::<synfer::fer::FerConfig>(&bytes)
             .is_ok_and(|cfg| cfg.validate("fer.json").is_ok()),
+        Kind::SingleFile => {
+            let options = synfer::pipeline::single_file::SingleFileOptions::default();
+            synfer::pipeline::single_file::open_bytes("mutated.safetensors", bytes, &options)
+                .is_ok()
+        }
         Kind::Plan => {
             let text = String::from_utf8_lossy(&bytes);
             // Listing the items is what a run does first.
@@ -331,6 +338,14 @@ fn targets() -> Vec<(Target, usize)> {
         t("plan", read(&root.join("examples/plan.toml")), Kind::Plan),
         500,
     ));
+    out.push((
+        t(
+            "sd2 single file",
+            read(&fixture("single/sd2-tiny.safetensors")),
+            Kind::SingleFile,
+        ),
+        300,
+    ));
     out
 }
 
@@ -352,7 +367,7 @@ fn damaged_files_give_errors_never_panics() {
     for (target, count) in targets() {
         let focus = match target.kind {
             // The header: 8 length bytes and the JSON after them.
-            Kind::SafeTensors => {
+            Kind::SafeTensors | Kind::SingleFile => {
                 8 + u64::from_le_bytes(target.base[..8].try_into().unwrap()) as usize
             }
             _ => 0,
@@ -362,7 +377,9 @@ fn damaged_files_give_errors_never_panics() {
         let mut loaded = 0;
         for i in 0..count * SCALE {
             let bytes = match target.kind {
-                Kind::SafeTensors | Kind::Torch => mutate_bytes(&target.base, focus, &mut rng),
+                Kind::SafeTensors | Kind::Torch | Kind::SingleFile => {
+                    mutate_bytes(&target.base, focus, &mut rng)
+                }
                 Kind::Plan => mutate_bytes(&target.base, 0, &mut rng),
                 _ => mutate_json(&target.base, &mut rng),
             };

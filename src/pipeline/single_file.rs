@@ -51,10 +51,10 @@ const CONFIG_FILES: [&str; 10] = [
     "tokenizer/tokenizer.json",
 ];
 
-fn reads(path: &Path) -> Result<TensorStore> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    match path.extension().and_then(|e| e.to_str()) {
+/// The checkpoint `name` (its extension decides the reader) from its bytes.
+fn reads(name: &str, bytes: Vec<u8>) -> Result<TensorStore> {
+    let name = name.to_string();
+    match Path::new(&name).extension().and_then(|e| e.to_str()) {
         Some("safetensors") => TensorStore::from_bytes(name, bytes),
         Some("ckpt" | "pt" | "pth") => {
             // Lightning checkpoints hold the weights under `state_dict`; plain ones at the top.
@@ -87,8 +87,15 @@ fn prediction_name(value: &str, file: &str) -> Result<&'static str> {
 
 /// Opens the checkpoint at `path` as a model folder in memory.
 pub fn open(path: &Path, options: &SingleFileOptions) -> Result<MemorySource> {
-    let name = path.display().to_string();
-    let store = reads(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    open_bytes(&path.display().to_string(), bytes, options)
+}
+
+/// [`open`] for a checkpoint held in memory; `name` (a file name: its extension says
+/// `.safetensors` or `.ckpt`) names it in errors.
+pub fn open_bytes(name: &str, bytes: Vec<u8>, options: &SingleFileOptions) -> Result<MemorySource> {
+    let name = name.to_string();
+    let store = reads(&name, bytes)?;
     let config = options.config.as_deref().map(DirSource::new).transpose()?;
     let text_layers = match &config {
         Some(dir) => {
