@@ -210,14 +210,14 @@ pub fn run(
         .map(|r| (r.index, r))
         .collect();
     // WebDataset: which tar each item goes to; tars a killed run completed are tidied.
-    let tars =
-        (plan.format == OutputFormat::WebDataset).then(|| Tars::new(&items, plan.shard_size));
     let owned: BTreeSet<usize> = blocks
         .iter()
         .flat_map(|b| b.iter().map(|it| it.index))
         .collect();
+    let tars = (plan.format == OutputFormat::WebDataset)
+        .then(|| Tars::new(&items, plan.shard_size, &owned));
     if let Some(tars) = &tars {
-        tars.pack_ready(out, &owned, &finished)?;
+        tars.pack_all(out, &finished)?;
     }
     let mut state = Progress {
         done: finished.len(),
@@ -277,7 +277,7 @@ pub fn run(
             append_manifest(out, &rec)?;
             finished.insert(item.index, rec);
             if let Some(tars) = &tars {
-                tars.pack_ready(out, &owned, &finished)?;
+                tars.pack_item(out, item.index, &finished)?;
             }
             state.done += 1;
             state.this_run += 1;

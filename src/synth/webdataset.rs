@@ -31,13 +31,14 @@ pub const STAGING: &str = ".staging";
 pub struct Tars {
     /// Tar name of each plan item (by index).
     tar_of: Vec<String>,
-    /// Member item indices of each tar.
+    /// The member item indices this run owns, per tar.
     members: BTreeMap<String, Vec<usize>>,
 }
 
 impl Tars {
-    /// The tars of `items` (every item of the plan, index order) at `size` items per tar.
-    pub fn new(items: &[Item], size: usize) -> Self {
+    /// The tars of `items` (every item of the plan, index order) at `size` items per tar, with
+    /// the members this run owns (`owned`: its shard's items).
+    pub fn new(items: &[Item], size: usize, owned: &BTreeSet<usize>) -> Self {
         let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
         let mut tar_of = Vec::with_capacity(items.len());
         let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -45,7 +46,9 @@ impl Tars {
             let r = rank.entry(item.split.as_str()).or_insert(0);
             let name = format!("{}-{:06}.tar", item.split, *r / size.max(1));
             *r += 1;
-            members.entry(name.clone()).or_default().push(item.index);
+            if owned.contains(&item.index) {
+                members.entry(name.clone()).or_default().push(item.index);
+            }
             tar_of.push(name);
         }
         Tars { tar_of, members }
@@ -57,46 +60,55 @@ impl Tars {
         format!("{}/{}.png", self.tar_of[item.index], item.id)
     }
 
-    /// Writes every tar whose members among `owned` are all in `records`, unless it exists,
-    /// and removes the staged images of written tars (also those a killed run left behind).
-    pub fn pack_ready(
+    /// [`Self::pack`] for every tar (a resumed run tidies what a killed one left).
+    pub fn pack_all(&self, out: &Path, records: &BTreeMap<usize, Record>) -> Result<()> {
+        for name in self.members.keys() {
+            self.pack(out, name, records)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::pack`] for the tar of item `index`, the one a newly finished item can complete.
+    pub fn pack_item(
         &self,
         out: &Path,
-        owned: &BTreeSet<usize>,
+        index: usize,
         records: &BTreeMap<usize, Record>,
     ) -> Result<()> {
-        for (name, members) in &self.members {
-            let mine: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|i| owned.contains(i))
-                .collect();
-            if mine.is_empty() || !mine.iter().all(|i| records.contains_key(i)) {
-                continue;
-            }
-            let path = out.join(name);
-            let kept: Vec<&Record> = mine
-                .iter()
-                .map(|i| &records[i])
-                .filter(|r| r.file_name.is_some())
-                .collect();
-            if !path.exists() {
-                let mut files = Vec::with_capacity(3 * kept.len());
-                for r in &kept {
-                    let staged = out.join(STAGING).join(format!("{}.png", r.id));
-                    let png = std::fs::read(&staged).map_err(|e| Error::io(&staged, e))?;
-                    files.extend(members_of(r, png)?);
-                }
-                write_atomic(&path, &tar(&files)?)?;
-            }
+        self.pack(out, &self.tar_of[index], records)
+    }
+
+    /// Writes tar `name` when every member this run owns is in `records`, unless it exists,
+    /// and removes its staged images (also those a killed run left behind).
+    fn pack(&self, out: &Path, name: &str, records: &BTreeMap<usize, Record>) -> Result<()> {
+        let Some(mine) = self.members.get(name) else {
+            return Ok(());
+        };
+        if !mine.iter().all(|i| records.contains_key(i)) {
+            return Ok(());
+        }
+        let path = out.join(name);
+        let kept: Vec<&Record> = mine
+            .iter()
+            .map(|i| &records[i])
+            .filter(|r| r.file_name.is_some())
+            .collect();
+        if !path.exists() {
+            let mut files = Vec::with_capacity(3 * kept.len());
             for r in &kept {
                 let staged = out.join(STAGING).join(format!("{}.png", r.id));
-                match std::fs::remove_file(&staged) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(Error::io(&staged, e));
-                    }
-                    _ => {}
+                let png = std::fs::read(&staged).map_err(|e| Error::io(&staged, e))?;
+                files.extend(members_of(r, png)?);
+            }
+            write_atomic(&path, &tar(&files)?)?;
+        }
+        for r in &kept {
+            let staged = out.join(STAGING).join(format!("{}.png", r.id));
+            match std::fs::remove_file(&staged) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&staged, e));
                 }
+                _ => {}
             }
         }
         Ok(())
