@@ -7,9 +7,9 @@
 //! This is a proxy for human labels, not a substitute. The faces go through the same decoding
 //! as `synfer fer eval` (`LabelledImages`: triangle-filter resize to the model's input).
 //!
-//! The issue asks for ≥ 85 %; the committed model reaches 74.4 % (32 of 43 faces), so this
-//! test guards the level reached (≥ 65 %, well above the 55.8 % of always answering happy)
-//! rather than the target — see the README's "FER models on synthetic data".
+//! The target is ≥ 85 % (issue 24); the committed model, trained on synfer-tiny images started
+//! from real faces by layout initialisation, reaches 88.4 % (38 of 43 faces; always answering
+//! happy gives 55.8 %) — see the README's "FER models on synthetic data".
 
 mod common;
 
@@ -88,7 +88,7 @@ fn the_synthetic_only_classifier_separates_happy_from_neutral_on_lfw() {
         m.accuracy, binary.matrix, m.macro_f1
     );
     assert!(
-        m.accuracy >= 0.65,
+        m.accuracy >= 0.85,
         "happy vs neutral accuracy {}",
         m.accuracy
     );
