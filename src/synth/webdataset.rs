@@ -60,7 +60,8 @@ impl Tars {
         format!("{}/{}.png", self.tar_of[item.index], item.id)
     }
 
-    /// [`Self::pack`] for every tar (a resumed run tidies what a killed one left).
+    /// Packs every tar that is complete (see [`Self::pack_item`]); a resumed run tidies what a
+    /// killed one left.
     pub fn pack_all(&self, out: &Path, records: &BTreeMap<usize, Record>) -> Result<()> {
         for name in self.members.keys() {
             self.pack(out, name, records)?;
@@ -68,7 +69,8 @@ impl Tars {
         Ok(())
     }
 
-    /// [`Self::pack`] for the tar of item `index`, the one a newly finished item can complete.
+    /// Packs the tar of item `index` (the one a newly finished item can complete) when every
+    /// member this run owns is in `records`, unless it exists, and removes its staged images.
     pub fn pack_item(
         &self,
         out: &Path,

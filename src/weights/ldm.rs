@@ -1,6 +1,6 @@
 //! The original Stable Diffusion checkpoint layout (CompVis latent diffusion: the single
 //! `.safetensors` / `.ckpt` files of A1111, ComfyUI and model-sharing sites) mapped to diffusers
-//! names: the one table of [`ldm_key`], as diffusers' `convert_ldm_unet_checkpoint`,
+//! names: the one table (`ldm_key`), as diffusers' `convert_ldm_unet_checkpoint`,
 //! `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint` and
 //! `convert_open_clip_checkpoint` rename.
 //!
