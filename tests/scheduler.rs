@@ -358,30 +358,44 @@ fn diffusers_extra_cases_and_conversions() {
         }
         // The shared sample, first `channels` channels (batch 1).
         let sample = shared_sample[..shape.iter().product::<usize>()].to_vec();
-        let mut x = tensor4(sample, shape, &device).mul_scalar(sched.init_noise_sigma());
-        for i in 0..steps {
-            let xin = sched.scale_model_input(x.clone(), i);
-            report.tensor(
-                format!("{name} step {i}: scaled_sample"),
-                &to_vec(xin),
-                &f32_array(&case["scaled_sample"][i]),
-            );
-            let model_output = tensor4(f32_array(&case["model_output"][i]), out_shape, &device);
-            let out = sched.step(model_output, i, x);
-            report.tensor(
-                format!("{name} step {i}: prev_sample"),
-                &to_vec(out.prev_sample.clone()),
-                &f32_array(&case["prev_sample"][i]),
-            );
-            report.tensor(
-                format!("{name} step {i}: pred_original_sample"),
-                &to_vec(out.pred_original_sample),
-                &f32_array(&case["pred_original_sample"][i]),
-            );
-            x = out.prev_sample;
-        }
+        let x = tensor4(sample, shape, &device).mul_scalar(sched.init_noise_sigma());
+        run_recorded_steps(&mut report, name, &mut sched, case, x, out_shape);
     }
     report.finish("extra cases", cases.len());
+}
+
+/// Runs `sched` from `x` with the case's recorded model outputs, comparing every step's
+/// scaled input, `prev_sample` and `pred_original_sample` with the case's.
+fn run_recorded_steps(
+    report: &mut Report,
+    name: &str,
+    sched: &mut Scheduler,
+    case: &Value,
+    mut x: Tensor<4>,
+    out_shape: [usize; 4],
+) {
+    let device = x.device();
+    for i in 0..sched.num_inference_steps() {
+        let xin = sched.scale_model_input(x.clone(), i);
+        report.tensor(
+            format!("{name} step {i}: scaled_sample"),
+            &to_vec(xin),
+            &f32_array(&case["scaled_sample"][i]),
+        );
+        let model_output = tensor4(f32_array(&case["model_output"][i]), out_shape, &device);
+        let out = sched.step(model_output, i, x);
+        report.tensor(
+            format!("{name} step {i}: prev_sample"),
+            &to_vec(out.prev_sample.clone()),
+            &f32_array(&case["prev_sample"][i]),
+        );
+        report.tensor(
+            format!("{name} step {i}: pred_original_sample"),
+            &to_vec(out.pred_original_sample),
+            &f32_array(&case["pred_original_sample"][i]),
+        );
+        x = out.prev_sample;
+    }
 }
 
 /// Euler ancestral and LCM against diffusers, with diffusers' own per-step noise injected
@@ -389,6 +403,14 @@ fn diffusers_extra_cases_and_conversions() {
 #[test]
 fn diffusers_stochastic_cases() {
     let json = read_json("tests/scheduler_data/stochastic_cases.json");
+    let bytes = std::fs::read(manifest_path(
+        "tests/fixtures/reference/schedulers.safetensors",
+    ))
+    .expect("schedulers.safetensors");
+    let fixture = Fixture {
+        st: SafeTensors::deserialize(&bytes).expect("valid safetensors"),
+    };
+    let (shared_sample, _) = fixture.get("sample");
     let device = Device::flex();
     let cases = json["cases"].as_array().expect("cases");
     let mut report = Report::default();
@@ -417,33 +439,10 @@ fn diffusers_stochastic_cases() {
         sched.set_step_noise(StepNoise::Given(noise));
         let steps = case["prev_sample"].as_array().expect("steps").len();
         assert_eq!(steps, sched.num_inference_steps(), "{name}: step count");
-        let mut x = tensor4(f32_array(&case["scaled_sample"][0]), shape, &device);
-        if sched.kind() == SchedulerKind::EulerAncestral {
-            // scaled_sample[0] = x / sqrt(sigma² + 1): undo it to get the initial sample.
-            let sigma = sched.sigmas().expect("sigmas")[0];
-            x = x.mul_scalar((sigma * sigma + 1.0).sqrt());
-        }
-        for i in 0..steps {
-            let xin = sched.scale_model_input(x.clone(), i);
-            report.tensor(
-                format!("{name} step {i}: scaled_sample"),
-                &to_vec(xin),
-                &f32_array(&case["scaled_sample"][i]),
-            );
-            let model_output = tensor4(f32_array(&case["model_output"][i]), shape, &device);
-            let out = sched.step(model_output, i, x);
-            report.tensor(
-                format!("{name} step {i}: prev_sample"),
-                &to_vec(out.prev_sample.clone()),
-                &f32_array(&case["prev_sample"][i]),
-            );
-            report.tensor(
-                format!("{name} step {i}: pred_original_sample"),
-                &to_vec(out.pred_original_sample),
-                &f32_array(&case["pred_original_sample"][i]),
-            );
-            x = out.prev_sample;
-        }
+        // The shared sample (gen_stochastic.py starts from it too).
+        let sample = shared_sample[..shape.iter().product::<usize>()].to_vec();
+        let x = tensor4(sample, shape, &device).mul_scalar(sched.init_noise_sigma());
+        run_recorded_steps(&mut report, name, &mut sched, case, x, shape);
     }
     assert_eq!(cases.len(), 15, "fixture looks truncated");
     report.finish("stochastic cases", cases.len());
