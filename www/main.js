@@ -71,11 +71,15 @@ function onWorkerMessage(msg) {
       state.catalogue = msg.catalogue;
       buildControls();
       setStatus(`Ready on ${msg.info.device}${state.webgpu ? '' : ` (CPU fallback: ${state.cpuWhy})`}. `
-        + `Model: ${msg.info.name}.`, state.webgpu ? 'info' : 'warn');
+        + `Model: ${msg.info.name}. Warm-up ${(msg.info.warmup_ms / 1000).toFixed(1)} s.`,
+      state.webgpu ? 'info' : 'warn');
       $('model-name').textContent = msg.info.name;
       updateSemanticNote();
       $('generate').disabled = false;
       document.body.dataset.ready = '1';
+      break;
+    case 'warmup':
+      setStatus(`Warming up (compiling shaders): step ${msg.step}/${msg.total}…`);
       break;
     case 'step':
       if (state.running && msg.id === state.running.id) {

@@ -114,6 +114,9 @@ async function run(base, { cpu }) {
     check(await page.evaluate(() => document.body.dataset.ready === '1'), `${label}: page not ready: ${status}`);
     check(cpu ? /flex/.test(status) : /webgpu/.test(status), `${label}: backend status: ${status}`);
     const loadedMs = Date.now() - start;
+    // Loading ends with a warm-up run (shader compilation), reported in the status.
+    const warmup = /Warm-up ([0-9.]+) s/.exec(status);
+    check(warmup && Number(warmup[1]) > 0, `${label}: warm-up in the status: ${status}`);
 
     await page.fill('#prompt', 'a photo of a surprised child');
     await page.selectOption('#expression', 'surprised');
@@ -185,7 +188,8 @@ async function run(base, { cpu }) {
     await page.uncheck('#sg-on');
     await startFromPhoto(page, label);
     if (cpu) await bringYourOwnModel(page);
-    console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, first_image_ms: firstImageMs,
+    console.log(JSON.stringify({ run: label, device: rec.device, load_ms: loadedMs, warmup_s: Number(warmup[1]),
+      first_image_ms: firstImageMs,
       first_per_step_s: perStep, warm_per_step_s: warm, warm_steps: WARM_STEPS, size: `${rec.width}x${rec.height}`,
       semantic_guidance_per_step_s: guided, semantic_guidance_run_ratio: Number((guided / warm).toFixed(2)) }));
     return { width: rec.width, height: rec.height };
