@@ -71,7 +71,9 @@ function onWorkerMessage(msg) {
       state.catalogue = msg.catalogue;
       buildControls();
       setStatus(`Ready on ${msg.info.device}${state.webgpu ? '' : ` (CPU fallback: ${state.cpuWhy})`}. `
-        + `Model: ${msg.info.name}. Warm-up ${(msg.info.warmup_ms / 1000).toFixed(1)} s.`,
+        + `Model: ${msg.info.name}. `
+        + (msg.info.warmup.skipped ? `Warm-up skipped: ${msg.info.warmup.skipped}`
+          : `Warm-up ${(msg.info.warmup.ms / 1000).toFixed(1)} s.`),
       state.webgpu ? 'info' : 'warn');
       $('model-name').textContent = msg.info.name;
       updateSemanticNote();

@@ -100,13 +100,19 @@ async function load({ webgpu, model }) {
   const info = pipeline.info();
   // A warm-up run (2 steps at the model's size, with guidance, then face analysis) compiles the
   // GPU shaders now, with progress, so that the first Generate runs at full speed.
+  // A model the warm-up cannot run (e.g. over the GPU's buffer limit at its own size) still
+  // loads: its first Generate says why.
   const warmStart = performance.now();
-  const warm = await pipeline.generate({ prompt: 'a photo of a face', steps: 2 },
-    (e) => postMessage({ type: 'warmup', step: e.step, total: e.total }));
-  if (analyzer) analyzer.analyze(warm.images[0], warm.width, warm.height);
-  const warmupMs = Math.round(performance.now() - warmStart);
-  postMessage({ type: 'ready', info: { ...info, name: chosen.name, semantic, warmup_ms: warmupMs },
-    catalogue: auCatalogue() });
+  let warmup = null;
+  try {
+    const warm = await pipeline.generate({ prompt: 'a photo of a face', steps: 2 },
+      (e) => postMessage({ type: 'warmup', step: e.step, total: e.total }));
+    if (analyzer) analyzer.analyze(warm.images[0], warm.width, warm.height);
+    warmup = { ms: Math.round(performance.now() - warmStart) };
+  } catch (e) {
+    warmup = { skipped: String(e && e.message ? e.message : e) };
+  }
+  postMessage({ type: 'ready', info: { ...info, name: chosen.name, semantic, warmup }, catalogue: auCatalogue() });
 }
 
 /** The photo's face aligned to `side` pixels (the analyser's framing), or its centre square. */
