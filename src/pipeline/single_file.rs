@@ -57,12 +57,7 @@ fn reads(name: &str, bytes: Vec<u8>) -> Result<TensorStore> {
     match Path::new(&name).extension().and_then(|e| e.to_str()) {
         Some("safetensors") => TensorStore::from_bytes(name, bytes),
         Some("ckpt" | "pt" | "pth") => {
-            // Lightning checkpoints hold the weights under `state_dict`; plain ones at the top.
-            let nested = bytes.clone();
-            match TensorStore::from_torch_bytes_at(&name, nested, &["state_dict"]) {
-                Err(Error::MissingKey { .. }) => TensorStore::from_torch_bytes(name, bytes),
-                other => other,
-            }
+            TensorStore::from_torch_bytes_under(name, bytes, "state_dict")
         }
         _ => Err(Error::request(
             "model",

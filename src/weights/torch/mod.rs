@@ -50,7 +50,7 @@ use flatten::Flattener;
 use pickle::Vm;
 
 use super::TensorStore;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl TensorStore {
     /// Reads a PyTorch `torch.save` file (zip format) held in memory, without executing any
@@ -71,12 +71,36 @@ impl TensorStore {
         bytes: Vec<u8>,
         path: &[&str],
     ) -> Result<Self> {
-        let name = name.into();
+        Self::from_torch_selected(name.into(), bytes, path, false)
+    }
+
+    /// Like [`TensorStore::from_torch_bytes_at`] with the one-component path `[key]` when the
+    /// top-level dict has `key`, else the top level itself (Lightning checkpoints hold their
+    /// weights under `state_dict`, plain ones at the top); the pickle is read once.
+    pub fn from_torch_bytes_under(
+        name: impl Into<String>,
+        bytes: Vec<u8>,
+        key: &str,
+    ) -> Result<Self> {
+        Self::from_torch_selected(name.into(), bytes, &[key], true)
+    }
+
+    /// The tensors of the object at `path` (the top level when `or_root` and a component is
+    /// missing).
+    fn from_torch_selected(
+        name: String,
+        bytes: Vec<u8>,
+        path: &[&str],
+        or_root: bool,
+    ) -> Result<Self> {
         let (placements, keys) = {
             let archive = TorchArchive::open(&name, &bytes)?;
             let mut vm = Vm::new(&name, archive.pickle);
             let root = vm.run()?;
-            let selected = vm.select(root, path)?;
+            let selected = match vm.select(root, path) {
+                Err(Error::MissingKey { .. }) if or_root => root,
+                other => other?,
+            };
             let tensors = Flattener::new(&vm).flatten(selected)?;
             archive.place_all(&vm, tensors)?
         };

@@ -183,6 +183,14 @@ fn nested_and_int_keys_and_path() {
         matches!(&err, Error::MissingKey { key, .. } if key == "outer.x"),
         "{err}"
     );
+    // `under`: the key's dict when the top level has it, else the top level.
+    let under = TensorStore::from_torch_bytes_under("n.pt", bytes.clone(), "outer").unwrap();
+    assert_eq!(under.keys().collect::<Vec<_>>(), ["3", "inner"]);
+    let top = TensorStore::from_torch_bytes_under("n.pt", bytes.clone(), "state_dict").unwrap();
+    assert_eq!(
+        top.keys().collect::<Vec<_>>(),
+        ["l.0", "outer.3", "outer.inner"]
+    );
     let err = TensorStore::from_torch_bytes_at("n.pt", bytes, &["epoch"]).unwrap_err();
     assert!(matches!(err, Error::Pickle { .. }), "{err}");
 }
