@@ -150,20 +150,8 @@ fn a_killed_run_resumes_to_the_uninterrupted_result() {
     assert!(synth(&clean, false).output().unwrap().status.success());
 
     let killed = dir.join("killed");
-    let mut child = synth(&killed, false)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_until(synth(&killed, false), &killed, 5);
     let manifest = killed.join("manifest.jsonl");
-    let started = std::time::Instant::now();
-    loop {
-        let n = std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count());
-        if n >= 5 || started.elapsed().as_secs() > 120 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let done = std::fs::read_to_string(&manifest).unwrap().lines().count();
@@ -303,6 +291,24 @@ fn layout_faces_are_a_function_of_the_item() {
     assert_same_tree(&whole, &merged);
 }
 
+/// Starts `synth` with its output silenced and waits (at most 2 minutes) until the manifest of
+/// `out` lists `items` records.
+fn spawn_until(mut synth: Command, out: &Path, items: usize) -> std::process::Child {
+    let child = synth
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = out.join("manifest.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count()) < items
+        && started.elapsed().as_secs() < 120
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
+
 /// The CLI on `plan` into `out`.
 fn synth_cli(plan: &Path, out: &Path, resume: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_synfer"));
@@ -323,18 +329,8 @@ fn a_second_process_cannot_enter_a_folder_in_use() {
     let plan = dir.join("plan.toml");
     std::fs::write(&plan, plan_text(&model, 40)).unwrap();
     let out = dir.join("out");
-    let mut first = synth_cli(&plan, &out, false)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_until(synth_cli(&plan, &out, false), &out, 1);
     let manifest = out.join("manifest.jsonl");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count()) == 0
-        && started.elapsed().as_secs() < 120
-    {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
     // While the first run works, a resume of the same folder is refused.
     let second = synth_cli(&plan, &out, true).output().unwrap();
     let running = first.try_wait().unwrap().is_none();
@@ -583,18 +579,8 @@ fn webdataset_shards_resume_and_merge_like_the_folder_output() {
 
     // Killed after 12 items, resumed: the same bytes, no partial tar.
     let killed = dir.join("killed");
-    let mut child = synth_cli(&plan_path, &killed, false)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_until(synth_cli(&plan_path, &killed, false), &killed, 12);
     let manifest = killed.join("manifest.jsonl");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&manifest).map_or(0, |t| t.lines().count()) < 12
-        && started.elapsed().as_secs() < 120
-    {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
     child.kill().unwrap();
     child.wait().unwrap();
     let done = std::fs::read_to_string(&manifest).unwrap().lines().count();
