@@ -37,10 +37,10 @@ pub fn is_single_file(path: &Path) -> bool {
     path.is_file()
 }
 
-/// The files of a diffusers folder (configs, tokenizer) copied from `--config`.
-const CONFIG_FILES: [&str; 10] = [
+/// The files of a diffusers folder (configs, tokenizer) copied from `--config`; the scheduler
+/// config is read apart, as the prediction type may change it.
+const CONFIG_FILES: [&str; 9] = [
     "model_index.json",
-    "scheduler/scheduler_config.json",
     "unet/config.json",
     "vae/config.json",
     "text_encoder/config.json",
