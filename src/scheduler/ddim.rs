@@ -6,7 +6,7 @@ use super::StepOutput;
 use super::config::{SchedulerConfig, SchedulerError};
 use super::params::*;
 use super::schedule::{self, np_arange, np_linspace, np_round};
-use super::threshold::threshold_sample;
+use super::threshold::clip_or_threshold;
 
 /// DDIM state: float32 `alphas_cumprod` and integer timesteps.
 #[derive(Debug, Clone)]
@@ -141,11 +141,11 @@ pub(crate) fn ddim_update(
             model_output.mul_scalar(sqrt_alpha) + sample.mul_scalar(sqrt_beta),
         ),
     };
-    let pred_original_sample = match (params.thresholding, params.clip_sample_range) {
-        (Some(th), _) => threshold_sample(pred_original_sample, th),
-        (None, Some(range)) => pred_original_sample.clamp(-range, range),
-        (None, None) => pred_original_sample,
-    };
+    let pred_original_sample = clip_or_threshold(
+        pred_original_sample,
+        params.thresholding,
+        params.clip_sample_range,
+    );
     // eta = 0: no variance term, the direction coefficient is sqrt(1 - alpha_to).
     let direction = f64::from((1.0 - alpha_to).sqrt());
     let prev_sample = pred_original_sample

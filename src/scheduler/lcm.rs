@@ -13,7 +13,7 @@ use super::StepOutput;
 use super::config::{SchedulerConfig, SchedulerError};
 use super::params::*;
 use super::schedule;
-use super::threshold::threshold_sample;
+use super::threshold::clip_or_threshold;
 
 /// LCM state: float32 `alphas_cumprod` and integer timesteps.
 #[derive(Debug, Clone)]
@@ -109,11 +109,7 @@ impl Lcm {
                 sample.clone().mul_scalar(sa) - model_output.mul_scalar(sb)
             }
         };
-        let x0 = match (self.params.thresholding, self.params.clip_sample_range) {
-            (Some(th), _) => threshold_sample(x0, th),
-            (None, Some(range)) => x0.clamp(-range, range),
-            (None, None) => x0,
-        };
+        let x0 = clip_or_threshold(x0, self.params.thresholding, self.params.clip_sample_range);
         let denoised = x0.mul_scalar(f64::from(c_out)) + sample.mul_scalar(f64::from(c_skip));
         let prev_sample = match noise {
             Some(noise) if step_index + 1 != self.timesteps.len() => {

@@ -37,3 +37,17 @@ pub(crate) fn threshold_sample(sample: Tensor<4>, th: Thresholding) -> Tensor<4>
         .div(s)
         .reshape([b, c, h, w])
 }
+
+/// `x̂0` as DDIM and LCM configure it: dynamically thresholded, else clipped to `±range`
+/// (`clip_sample`), else unchanged.
+pub(crate) fn clip_or_threshold(
+    x0: Tensor<4>,
+    thresholding: Option<Thresholding>,
+    clip_range: Option<f64>,
+) -> Tensor<4> {
+    match (thresholding, clip_range) {
+        (Some(th), _) => threshold_sample(x0, th),
+        (None, Some(range)) => x0.clamp(-range, range),
+        (None, None) => x0,
+    }
+}
