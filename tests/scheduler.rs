@@ -315,9 +315,8 @@ fn diffusers_reference_cases() {
     report.finish("shared fixtures", cases.len());
 }
 
-#[test]
-fn diffusers_extra_cases_and_conversions() {
-    let json = read_json("tests/scheduler_data/extra_cases.json");
+/// The sample every fixture script starts from (`schedulers.safetensors`' `sample`).
+fn shared_sample() -> Vec<f32> {
     let bytes = std::fs::read(manifest_path(
         "tests/fixtures/reference/schedulers.safetensors",
     ))
@@ -325,18 +324,31 @@ fn diffusers_extra_cases_and_conversions() {
     let fixture = Fixture {
         st: SafeTensors::deserialize(&bytes).expect("valid safetensors"),
     };
-    let (shared_sample, _) = fixture.get("sample");
+    fixture.get("sample").0
+}
+
+/// A case's config as diffusers built it: `Source.from_config(config_json)`, then
+/// `Target.from_config(…)` when the case converts.
+fn case_config(case: &Value) -> SchedulerConfig {
+    let name = case["name"].as_str().expect("name");
+    let config = SchedulerConfig::from_json_str(case["config_json"].as_str().expect("json"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    match case["convert_to"].as_str() {
+        Some(target) => config.with_kind(target.parse().expect("kind")),
+        None => config,
+    }
+}
+
+#[test]
+fn diffusers_extra_cases_and_conversions() {
+    let json = read_json("tests/scheduler_data/extra_cases.json");
+    let shared_sample = shared_sample();
     let device = Device::flex();
     let cases = json["cases"].as_array().expect("cases");
     let mut report = Report::default();
     for case in cases {
         let name = case["name"].as_str().expect("name");
-        let mut config =
-            SchedulerConfig::from_json_str(case["config_json"].as_str().expect("json"))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        if let Some(target) = case["convert_to"].as_str() {
-            config = config.with_kind(target.parse().expect("kind"));
-        }
+        let config = case_config(case);
         let n = case["num_inference_steps"].as_u64().expect("steps") as usize;
         let mut sched = match config.build(n) {
             Ok(s) => s,
@@ -403,25 +415,13 @@ fn run_recorded_steps(
 #[test]
 fn diffusers_stochastic_cases() {
     let json = read_json("tests/scheduler_data/stochastic_cases.json");
-    let bytes = std::fs::read(manifest_path(
-        "tests/fixtures/reference/schedulers.safetensors",
-    ))
-    .expect("schedulers.safetensors");
-    let fixture = Fixture {
-        st: SafeTensors::deserialize(&bytes).expect("valid safetensors"),
-    };
-    let (shared_sample, _) = fixture.get("sample");
+    let shared_sample = shared_sample();
     let device = Device::flex();
     let cases = json["cases"].as_array().expect("cases");
     let mut report = Report::default();
     for case in cases {
         let name = case["name"].as_str().expect("name");
-        let mut config =
-            SchedulerConfig::from_json_str(case["config_json"].as_str().expect("json"))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        if let Some(target) = case["convert_to"].as_str() {
-            config = config.with_kind(target.parse().expect("kind"));
-        }
+        let config = case_config(case);
         let n = case["num_inference_steps"].as_u64().expect("steps") as usize;
         let mut sched = config
             .build(n)
@@ -480,12 +480,7 @@ fn pndm_reference_cases() {
     let mut errors = 0;
     for case in cases {
         let name = case["name"].as_str().expect("name");
-        let mut config =
-            SchedulerConfig::from_json_str(case["config_json"].as_str().expect("json"))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        if let Some(target) = case["convert_to"].as_str() {
-            config = config.with_kind(target.parse().expect("kind"));
-        }
+        let config = case_config(case);
         let n = case["num_inference_steps"].as_u64().expect("steps") as usize;
         if let Some(diffusers_error) = case["error"].as_str() {
             // diffusers raises (at set_timesteps or at the first step); we refuse to build.
