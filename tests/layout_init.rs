@@ -249,19 +249,15 @@ fn bad_starts_are_refused_with_what_is_wrong() {
 /// unless `--guidance` says otherwise, and bad values are refused naming the key.
 #[test]
 fn a_model_folder_names_its_default_layout() {
-    let dir = std::env::temp_dir().join(format!("synfer-layout-default-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for part in [
+    let parts: &[&str] = &[
         "model_index.json",
         "scheduler",
         "text_encoder",
         "tokenizer",
         "unet",
         "vae",
-    ] {
-        std::os::unix::fs::symlink(fixture("sd1-tiny").join(part), dir.join(part)).unwrap();
-    }
+    ];
+    let dir = common::linked_model("layout-default", &[("sd1-tiny", parts)]);
     std::fs::copy(fixture("layout/face32.png"), dir.join("face.png")).unwrap();
     let write = |json: &str| std::fs::write(dir.join("synfer.json"), json).unwrap();
     write(r#"{"layout": {"source": "face.png", "strength": 1.5}}"#);

@@ -53,16 +53,13 @@ fn lcm_unet_takes_the_guidance_embedding() {
 
 /// sd1-tiny's text encoder, tokenizer and VAE with the LCM UNet and scheduler, as one folder.
 fn lcm_model() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("synfer-lcm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for part in ["text_encoder", "tokenizer", "vae"] {
-        std::os::unix::fs::symlink(fixture("sd1-tiny").join(part), dir.join(part)).unwrap();
-    }
-    for part in ["unet", "scheduler", "model_index.json"] {
-        std::os::unix::fs::symlink(fixture("lcm-tiny").join(part), dir.join(part)).unwrap();
-    }
-    dir
+    common::linked_model(
+        "lcm",
+        &[
+            ("sd1-tiny", &["text_encoder", "tokenizer", "vae"]),
+            ("lcm-tiny", &["unet", "scheduler", "model_index.json"]),
+        ],
+    )
 }
 
 #[test]

@@ -95,18 +95,15 @@ fn sd2_v_prediction_from_the_file_metadata() {
     assert!(max_diff(&got, &want) <= 2, "{}", max_diff(&got, &want));
     // A config folder whose scheduler says epsilon: the file's `modelspec.prediction_type = v`
     // still decides, unless the caller says otherwise.
-    let dir = std::env::temp_dir().join(format!("synfer-sd2-eps-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("scheduler")).unwrap();
-    for part in [
+    let parts: &[&str] = &[
         "model_index.json",
         "text_encoder",
         "tokenizer",
         "unet",
         "vae",
-    ] {
-        std::os::unix::fs::symlink(fixture("sd2-tiny").join(part), dir.join(part)).unwrap();
-    }
+    ];
+    let dir = common::linked_model("sd2-eps", &[("sd2-tiny", parts)]);
+    std::fs::create_dir_all(dir.join("scheduler")).unwrap();
     let text = std::fs::read_to_string(fixture("sd2-tiny/scheduler/scheduler_config.json"))
         .unwrap()
         .replace("\"v_prediction\"", "\"epsilon\"");

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::Device;
-use common::fixture;
 use synfer::Pipeline;
 use synfer::face::analyzer::FaceAnalyzer;
 use synfer::synth::{Plan, Shard, merge, run};
@@ -23,20 +22,17 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// sd1-tiny with the AU test UNet and adapter (the web page's test model), as one folder.
 fn model_dir(name: &str) -> PathBuf {
-    let dir = temp_dir(&format!("model-{name}"));
-    for part in [
+    let sd1: &[&str] = &[
         "model_index.json",
         "scheduler",
         "text_encoder",
         "tokenizer",
         "vae",
-    ] {
-        std::os::unix::fs::symlink(fixture("sd1-tiny").join(part), dir.join(part)).unwrap();
-    }
-    for part in ["unet", "au_adapter"] {
-        std::os::unix::fs::symlink(fixture("au").join(part), dir.join(part)).unwrap();
-    }
-    dir
+    ];
+    common::linked_model(
+        &format!("synth-model-{name}"),
+        &[("sd1-tiny", sd1), ("au", &["unet", "au_adapter"])],
+    )
 }
 
 fn plan_text(model: &Path, total: usize) -> String {

@@ -267,3 +267,17 @@ pub fn e2e_request(meta: &serde_json::Value) -> synfer::pipeline::GenerateReques
         ..Default::default()
     }
 }
+
+/// A fresh folder `name` (under the temp dir, per process) assembled from fixture parts by
+/// symlinks: each `(fixture, parts)` links `tests/fixtures/<fixture>/<part>` for every part.
+pub fn linked_model(name: &str, sources: &[(&str, &[&str])]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("synfer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (source, parts) in sources {
+        for part in *parts {
+            std::os::unix::fs::symlink(fixture(source).join(part), dir.join(part)).unwrap();
+        }
+    }
+    dir
+}
