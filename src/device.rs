@@ -51,6 +51,8 @@ pub struct SelectedDevice {
     pub description: String,
     /// The largest buffer the device allocates, in bytes, where the adapter states one (wgpu).
     pub max_buffer: Option<u64>,
+    /// The float precision it computes in.
+    pub precision: Precision,
 }
 
 /// A wgpu adapter found by [`hardware_adapter`]: its kind for burn, a name and its buffer limit.
@@ -187,6 +189,7 @@ fn set_f16(selected: &mut SelectedDevice) -> Result<()> {
         .configure(FloatDType::F16)
         .map_err(|e| Error::Device(format!("setting f16 on {}: {e:?}", selected.description)))?;
     selected.description.push_str(", f16");
+    selected.precision = Precision::F16;
     Ok(())
 }
 
@@ -196,6 +199,7 @@ fn select_f32(choice: DeviceChoice) -> Result<SelectedDevice> {
         device: Device::flex(),
         description: "flex (CPU)".into(),
         max_buffer: None,
+        precision: Precision::F32,
     };
     match choice {
         DeviceChoice::Cpu => Ok(flex()),
@@ -248,6 +252,7 @@ fn init_cuda() -> Result<SelectedDevice> {
                 device,
                 description: format!("cuda: {name}"),
                 max_buffer: None,
+                precision: Precision::F32,
             })
         }
         Ok((_, sum)) => Err(Error::Device(format!(
@@ -295,6 +300,7 @@ fn init_wgpu((kind, name, limit): Adapter) -> Result<SelectedDevice> {
         device,
         description: format!("wgpu: {adapter} [{name}]"),
         max_buffer: limit,
+        precision: Precision::F32,
     })
 }
 
@@ -306,14 +312,17 @@ thread_local! {
 }
 
 /// Initialises WebGPU in the browser (must precede any tensor creation there); once per
-/// worker, later calls return the same device.
+/// worker, later calls return the same device. With [`Precision::F16`] it computes in f16 when
+/// the adapter has `shader-f16`, else in f32 (the description says which); flex is f32.
 #[cfg(target_family = "wasm")]
-pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
+pub async fn select_web(webgpu: bool, precision: Precision) -> Result<SelectedDevice> {
+    use burn::tensor::FloatDType;
     if !webgpu {
         return Ok(SelectedDevice {
             device: Device::flex(),
             description: "flex (CPU, wasm)".into(),
             max_buffer: None,
+            precision: Precision::F32,
         });
     }
     if let Some(selected) = WEBGPU.with(|cell| cell.borrow().clone()) {
@@ -328,11 +337,25 @@ pub async fn select_web(webgpu: bool) -> Result<SelectedDevice> {
         .map(|i| i.name)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "browser adapter".into());
-    let selected = SelectedDevice {
+    let mut selected = SelectedDevice {
         device,
         description: format!("webgpu: {name}"),
         max_buffer: None,
+        precision: Precision::F32,
     };
+    if precision == Precision::F16 {
+        if selected.device.supports_dtype(FloatDType::F16) {
+            selected.device.configure(FloatDType::F16).map_err(|e| {
+                Error::Device(format!("setting f16 on {}: {e:?}", selected.description))
+            })?;
+            selected.description.push_str(", f16");
+            selected.precision = Precision::F16;
+        } else {
+            selected
+                .description
+                .push_str(", f32 (the adapter has no shader-f16)");
+        }
+    }
     WEBGPU.with(|cell| *cell.borrow_mut() = Some(selected.clone()));
     Ok(selected)
 }

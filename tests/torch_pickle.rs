@@ -101,7 +101,7 @@ fn dtypes_and_parameters() {
     assert_eq!(store.shape("num_batches_tracked"), Some(&[][..]));
     let (dtype, bytes) = store.read_raw("num_batches_tracked", &[]).unwrap();
     assert_eq!(
-        (dtype, i64::from_le_bytes(bytes.try_into().unwrap())),
+        (dtype, i64::from_le_bytes(bytes[..].try_into().unwrap())),
         (Dtype::I64, 7)
     );
     let (_, bytes) = store.read_raw("i64", &[4]).unwrap();
@@ -171,7 +171,7 @@ fn nested_checkpoint_flattened_and_selected() {
     for key in g.keys() {
         let (dtype, shape, data) = &want[&format!("netG_state_dict.{key}")];
         let (got_dtype, got) = g.read_raw(key, shape).unwrap();
-        assert_eq!((got_dtype, got), (*dtype, data.as_slice()), "{key}");
+        assert_eq!((got_dtype, &got[..]), (*dtype, data.as_slice()), "{key}");
     }
     g.finish().unwrap();
     assert_eq!(g.dtype("main.1.num_batches_tracked"), Some(Dtype::I64));
@@ -313,7 +313,7 @@ fn gan_face_generate_weights_if_present() {
     let mut n = 0;
     for (key, view) in want.tensors() {
         let (dtype, data) = store.read_raw(&key, view.shape()).unwrap();
-        assert_eq!((dtype, data), (view.dtype(), view.data()), "{key}");
+        assert_eq!((dtype, &data[..]), (view.dtype(), view.data()), "{key}");
         n += 1;
     }
     store.finish().unwrap();

@@ -75,7 +75,9 @@ fn f32s(st: &SafeTensors, key: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// Max abs difference between our image and diffusers' for the fixture's e2e request.
 async fn end_to_end(webgpu: bool) -> f32 {
-    let device = synfer::device::select_web(webgpu).await.unwrap();
+    let device = synfer::device::select_web(webgpu, synfer::device::Precision::F32)
+        .await
+        .unwrap();
     let pipeline = Pipeline::from_source(&sd1_tiny(), &device.device).unwrap();
     let meta: serde_json::Value = serde_json::from_slice(META).unwrap();
     let e = &meta["e2e"];
@@ -143,19 +145,9 @@ fn au_catalogue_reaches_js() {
 /// any work, naming the limit.
 #[wasm_bindgen_test]
 async fn webgpu_generation_over_the_binding_limit_is_refused() {
-    let files = js_sys::Map::new();
-    let mut largest = 0usize;
-    for (rel, bytes) in SD1_TINY {
-        if rel.ends_with(".safetensors") {
-            let st = SafeTensors::deserialize(bytes).unwrap();
-            for (_, t) in st.tensors() {
-                largest = largest.max(t.shape().iter().product::<usize>() * 4);
-            }
-        }
-        files.set(&rel.into(), &js_sys::Uint8Array::from(bytes).into());
-    }
+    let (files, largest, _) = sd1_tiny_map();
     let limit = largest as f64 + 1.0;
-    let pipeline = synfer::web::WebPipeline::load(files, true, Some(limit))
+    let pipeline = synfer::web::WebPipeline::load(files, None, options(true, Some(limit)))
         .await
         .unwrap_or_else(|_| panic!("the model loads under a {limit}-byte limit"));
     let request = js_sys::JSON::parse(
@@ -165,8 +157,103 @@ async fn webgpu_generation_over_the_binding_limit_is_refused() {
     let Err(err) = pipeline.generate(request, None, None, None, None).await else {
         panic!("a generation over the limit ran");
     };
+    assert!(js_message(err).contains("per buffer"));
+}
+
+/// sd1-tiny as the page hands it over (a `Map` of path → `Blob`), its largest weight tensor
+/// (f32 bytes) and its largest safetensors file (bytes).
+fn sd1_tiny_map() -> (js_sys::Map, usize, usize) {
+    let files = js_sys::Map::new();
+    let (mut largest, mut largest_file) = (0usize, 0usize);
+    for (rel, bytes) in SD1_TINY {
+        if rel.ends_with(".safetensors") {
+            let st = SafeTensors::deserialize(bytes).unwrap();
+            for (_, t) in st.tensors() {
+                largest = largest.max(t.shape().iter().product::<usize>() * 4);
+            }
+            largest_file = largest_file.max(bytes.len());
+        }
+        let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes).into());
+        let blob = web_sys_blob(&parts);
+        files.set(&rel.into(), &blob);
+    }
+    (files, largest, largest_file)
+}
+
+/// `new Blob(parts)`.
+fn web_sys_blob(parts: &js_sys::Array) -> wasm_bindgen::JsValue {
+    let ctor = js_sys::Reflect::get(&js_sys::global(), &"Blob".into()).unwrap();
+    js_sys::Reflect::construct(&ctor.into(), &js_sys::Array::of1(parts)).unwrap()
+}
+
+fn options(webgpu: bool, max_binding: Option<f64>) -> wasm_bindgen::JsValue {
+    let o = js_sys::Object::new();
+    js_sys::Reflect::set(&o, &"webgpu".into(), &webgpu.into()).unwrap();
+    if let Some(limit) = max_binding {
+        js_sys::Reflect::set(&o, &"maxBinding".into(), &limit.into()).unwrap();
+    }
+    o.into()
+}
+
+fn js_message(err: wasm_bindgen::JsError) -> String {
     let message: String = js_sys::Error::from(wasm_bindgen::JsValue::from(err))
         .message()
         .into();
-    assert!(message.contains("per buffer"), "{message}");
+    log(&format!("refused: {message}"));
+    message
+}
+
+fn info_number(info: &wasm_bindgen::JsValue, key: &str) -> f64 {
+    js_sys::Reflect::get(info, &key.into())
+        .unwrap()
+        .as_f64()
+        .unwrap_or_else(|| panic!("info.{key} is a number"))
+}
+
+/// The page's streaming load: the model arrives as `Blob`s and its weights are read tensor by
+/// tensor (`FileReaderSync` over the safetensors offsets), never a whole file at once; the
+/// image is diffusers' within 2/255 as through the in-memory path.
+#[wasm_bindgen_test]
+async fn blobs_load_tensor_by_tensor_and_match_diffusers() {
+    let (files, largest, largest_file) = sd1_tiny_map();
+    let pipeline = synfer::web::WebPipeline::load(files, None, options(true, None))
+        .await
+        .unwrap();
+    let info = pipeline.info().unwrap();
+    let read = info_number(&info, "largest_read_bytes");
+    log(&format!(
+        "largest read {read} bytes; largest file {largest_file}, largest tensor (f32) {largest}"
+    ));
+    assert!(
+        read > 0.0 && read < largest_file as f64,
+        "weights were read whole"
+    );
+    assert!(info_number(&info, "wasm_memory_bytes") > 0.0);
+    let meta: serde_json::Value = serde_json::from_slice(META).unwrap();
+    let e = &meta["e2e"];
+    let request = serde_json::json!({
+        "prompt": e["prompt"],
+        "steps": e["num_inference_steps"],
+        "guidance_scale": e["guidance_scale"],
+        "width": e["width"],
+        "height": e["height"],
+    });
+    let request = js_sys::JSON::parse(&request.to_string()).unwrap();
+    let st = SafeTensors::deserialize(REFS).unwrap();
+    let (_, latents) = f32s(&st, "e2e.latents");
+    let out = pipeline
+        .generate(request, None, Some(latents), None, None)
+        .await
+        .unwrap();
+    let images = js_sys::Reflect::get(&out, &"images".into()).unwrap();
+    let image: Vec<u8> = js_sys::Uint8Array::new(&js_sys::Array::from(&images).get(0)).to_vec();
+    let (_, want) = f32s(&st, "e2e.image");
+    assert_eq!(image.len(), want.len());
+    let err = image
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| (f32::from(a) - (b * 255.0)).abs())
+        .fold(0.0f32, f32::max);
+    log(&format!("blob path: max |diff| vs diffusers {err:.2}/255"));
+    assert!(err <= 2.0 + 0.5, "{err}/255");
 }

@@ -1,7 +1,8 @@
 // The page: controls built from the Rust AU catalogue, a Web Worker running the pipeline
 // (www/worker.js), a gallery with labelled downloads. Everything stays on this machine.
 //
-// URL parameters: ?cpu=1 forces the CPU backend (flex compiled to wasm) even with WebGPU.
+// URL parameters: ?cpu=1 forces the CPU backend (flex compiled to wasm) even with WebGPU;
+// ?f32=1 computes in f32 on an adapter with shader-f16 (f16 is used where available).
 
 import { zip } from './zip.js';
 
@@ -9,13 +10,12 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const CACHE = 'synfer-models-v1';
 const CACHED_MODEL_KEY = 'synfer-cached-model';
-// Weights are held twice while loading (JS bytes and wasm copy) in a 4 GiB wasm32 address space.
-const MAX_MODEL_BYTES = 1.5 * 2 ** 30;
 
 const state = {
   worker: null,
   webgpu: false,
-  model: null, // null: the default; else {name, files: [[rel, ArrayBuffer]]}
+  model: null, // null: the default; else {name, files: [[rel, Blob]]} (Files read in place)
+  adapter: null, // null: the model's own au_adapter/ if any; else {name, files: [[name, Blob]]}
   info: null,
   catalogue: null,
   nextId: 1,
@@ -53,8 +53,9 @@ function startWorker() {
   state.worker = worker;
   $('generate').disabled = true;
   setStatus(`Loading ${state.model ? state.model.name : 'the default model'}…`);
-  const files = state.model ? state.model.files.map(([rel, buf]) => [rel, buf.slice(0)]) : null;
-  worker.postMessage({ type: 'load', webgpu: state.webgpu, model: files && { name: state.model.name, files } });
+  // Blobs cross to the worker by reference: nothing is copied or read here.
+  worker.postMessage({ type: 'load', webgpu: state.webgpu, f16: params.get('f32') !== '1', model: state.model,
+    adapter: state.adapter });
 }
 
 function fail(message) {
@@ -75,7 +76,8 @@ function onWorkerMessage(msg) {
         + (msg.info.warmup.skipped ? `Warm-up skipped: ${msg.info.warmup.skipped}`
           : `Warm-up ${(msg.info.warmup.ms / 1000).toFixed(1)} s.`),
       state.webgpu ? 'info' : 'warn');
-      $('model-name').textContent = msg.info.name;
+      $('model-name').textContent = `${msg.info.name}${msg.info.adapter ? ` + AU adapter ${msg.info.adapter}` : ''}`;
+      $('model-memory').textContent = describeMemory(msg.info);
       updateSemanticNote();
       $('generate').disabled = false;
       document.body.dataset.ready = '1';
@@ -118,6 +120,16 @@ function onWorkerMessage(msg) {
     default:
       break;
   }
+}
+
+const MIB = 2 ** 20;
+
+/** Where the model's memory went: weights on the device, the wasm heap, the load time. */
+function describeMemory(info) {
+  return `Weights ${(info.weight_bytes / MIB).toFixed(0)} MiB on ${info.device}; `
+    + `read in pieces of at most ${(info.largest_read_bytes / MIB).toFixed(1)} MiB; `
+    + `wasm memory ${(info.wasm_memory_bytes / MIB).toFixed(0)} MiB; `
+    + `loaded in ${(info.load_ms / 1000).toFixed(1)} s.`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,31 +404,53 @@ async function onPickFolder() {
 async function useModelFiles(list) {
   if (list.length === 0) return;
   const root = list[0].path.split('/')[0] || 'model';
-  const total = list.reduce((n, { file }) => n + file.size, 0);
-  if (total > MAX_MODEL_BYTES) {
-    fail(`${root}: ${(total / 2 ** 30).toFixed(2)} GiB of files is more than a browser tab can hold `
-      + `(limit ${(MAX_MODEL_BYTES / 2 ** 30).toFixed(1)} GiB); use the synfer command line for this model.`);
-    return;
-  }
   const wanted = list.filter(({ file }) => /\.(json|txt|safetensors)$/.test(file.name));
-  const files = await Promise.all(wanted.map(async ({ file, path }) => {
-    const rel = path.split('/').slice(1).join('/') || file.name;
-    return [rel, await file.arrayBuffer()];
-  }));
+  const files = wanted.map(({ file, path }) => [path.split('/').slice(1).join('/') || file.name, file]);
   if (!files.some(([rel]) => rel === 'unet/config.json')) {
     fail(`${root}: not a diffusers model folder (no unet/config.json).`);
     return;
   }
   state.model = { name: root, files };
-  await cacheModel(state.model).catch((e) => console.warn('cache', e));
+  startWorker();
+  $('model-cache').textContent = 'caching the model for the next visit…';
+  const cached = await cacheModel(state.model);
+  $('model-cache').textContent = cached === true ? 'cached for the next visit' : `Model ${cached}; it is loaded for this visit only.`;
+  $('model-cache').dataset.kind = cached === true ? 'info' : 'warn';
+}
+
+/** The AU adapter's files (FineFace's attn_processors.ckpt + au_encoder.ckpt [+ LoRA], or an
+ * au_adapter folder's config.json + diffusion_pytorch_model.safetensors). */
+function onAdapterFiles(event) {
+  const files = [...event.target.files];
+  if (files.length === 0) return;
+  state.adapter = { name: files.map((f) => f.name).join(', '), files: files.map((f) => [f.name, f]) };
   startWorker();
 }
 
+/** Stores the model's files in the Cache API (streamed from disk), so the next visit loads it
+ * without choosing it again. Returns true, or why it was not cached (the model still loads). */
 async function cacheModel(model) {
-  if (!('caches' in self)) return;
-  const cache = await caches.open(CACHE);
-  await Promise.all(model.files.map(([rel, buf]) => cache.put(`/synfer-model/${encodeURIComponent(model.name)}/${rel}`, new Response(buf))));
-  localStorage.setItem(CACHED_MODEL_KEY, JSON.stringify({ name: model.name, files: model.files.map(([rel]) => rel) }));
+  if (!('caches' in self)) return 'this browser has no Cache API';
+  const bytes = model.files.reduce((n, [, blob]) => n + blob.size, 0);
+  try {
+    if (navigator.storage && navigator.storage.estimate) {
+      const { quota, usage } = await navigator.storage.estimate();
+      if (quota !== undefined && quota - (usage || 0) < bytes) {
+        return `not cached: it needs ${(bytes / 2 ** 30).toFixed(2)} GiB and the browser grants this page `
+          + `${((quota - (usage || 0)) / 2 ** 30).toFixed(2)} GiB of storage`;
+      }
+    }
+    const cache = await caches.open(CACHE);
+    for (const [rel, blob] of model.files) {
+      await cache.put(`/synfer-model/${encodeURIComponent(model.name)}/${rel}`, new Response(blob));
+    }
+    localStorage.setItem(CACHED_MODEL_KEY, JSON.stringify({ name: model.name, files: model.files.map(([rel]) => rel) }));
+    return true;
+  } catch (e) {
+    await caches.delete(CACHE).catch(() => {});
+    const why = e && e.name === 'QuotaExceededError' ? 'the browser\'s storage is full' : String(e && e.message ? e.message : e);
+    return `not cached (${why})`;
+  }
 }
 
 async function cachedModel() {
@@ -426,7 +460,7 @@ async function cachedModel() {
   const cache = await caches.open(CACHE);
   const loaded = await Promise.all(files.map(async (rel) => {
     const res = await cache.match(`/synfer-model/${encodeURIComponent(name)}/${rel}`);
-    return res && [rel, await res.arrayBuffer()];
+    return res && [rel, await res.blob()];
   }));
   return loaded.every(Boolean) ? { name: `${name} (cached)`, files: loaded } : null;
 }
@@ -521,6 +555,8 @@ async function main() {
     $('model-pick').addEventListener('click', onPickFolder);
   }
   $('model-default').addEventListener('click', () => { state.model = null; localStorage.removeItem(CACHED_MODEL_KEY); startWorker(); });
+  $('adapter-files').addEventListener('change', onAdapterFiles);
+  $('adapter-none').addEventListener('click', () => { state.adapter = null; $('adapter-files').value = ''; startWorker(); });
   $('cache-clear').addEventListener('click', clearCache);
   $('photo').addEventListener('change', onPhoto);
   $('camera').addEventListener('click', onCamera);

@@ -1,6 +1,8 @@
 // The Web Worker that owns the wasm module and the loaded model, so the page never freezes.
 //
-// Messages in:  {type: 'load', webgpu, model: {name, files: [[relPath, ArrayBuffer], ...]} | null}
+// Messages in:  {type: 'load', webgpu, f16, model: {name, files: [[relPath, Blob], ...]} | null,
+//                adapter: {name, files: [[fileName, Blob], ...]} | null}
+//               (Blobs are read in place, tensor by tensor: a 2 GB model never sits in memory)
 //               {type: 'generate', id, request, photo?: {rgb, width, height}}
 //               {type: 'photo', photo: {rgb, width, height}, side}
 // Messages out: {type: 'ready', info, catalogue, backend}
@@ -11,7 +13,9 @@
 //               (measured: the face analysis of the image, {detected, faces: [...]}, or null)
 //               {type: 'error', id?, message}
 
-import init, { WebAnalyzer, WebPipeline, auCatalogue, encodePng, encodePngWithRecord } from '../pkg/synfer.js';
+import init, {
+  WebAnalyzer, WebPipeline, auCatalogue, encodePng, encodePngWithRecord, wasmMemoryBytes,
+} from '../pkg/synfer.js';
 
 // The model bundled with the page: synfer-tiny (models/synfer-tiny, served next to the page;
 // nothing leaves the machine).
@@ -44,11 +48,15 @@ const FACE_MODELS = ['fer_a_face_api', 'fer_b_mini_xception', 'facemesh', 'blaze
 let pipeline = null;
 let analyzer = null;
 
-/** The bytes of a file served next to the page (`url` relative to the site root). */
-async function fetchBytes(url) {
+/** The response for a file served next to the page (`url` relative to the site root). */
+async function fetchServed(url) {
   const res = await fetch(new URL(url, new URL('../', import.meta.url)));
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-  return new Uint8Array(await res.arrayBuffer());
+  return res;
+}
+
+async function fetchBytes(url) {
+  return new Uint8Array(await (await fetchServed(url)).arrayBuffer());
 }
 
 let faceBytes = null;
@@ -65,23 +73,25 @@ async function loadAnalyzer() {
 
 async function fetchDefault() {
   const entries = await Promise.all(Object.entries(DEFAULT_MODEL.files)
-    .map(async ([rel, url]) => [rel, await fetchBytes(url)]));
+    .map(async ([rel, url]) => [rel, await (await fetchServed(url)).blob()]));
   return { name: DEFAULT_MODEL.name, files: new Map(entries) };
 }
 
-async function maxBinding(webgpu) {
-  if (!webgpu || !navigator.gpu) return undefined;
+/** The adapter's buffer limits (the device is created with them), for planning and refusals. */
+async function bufferLimits(webgpu) {
+  if (!webgpu || !navigator.gpu) return {};
   const adapter = await navigator.gpu.requestAdapter();
-  return adapter ? adapter.limits.maxStorageBufferBindingSize : undefined;
+  if (!adapter) return {};
+  return { maxBinding: adapter.limits.maxStorageBufferBindingSize, maxBuffer: adapter.limits.maxBufferSize };
 }
 
-async function load({ webgpu, model }) {
+async function load({ webgpu, f16, model, adapter }) {
   await init();
-  const chosen = model
-    ? { name: model.name, files: new Map(model.files.map(([rel, buf]) => [rel, new Uint8Array(buf)])) }
-    : await fetchDefault();
-  const limit = await maxBinding(webgpu);
-  pipeline = await WebPipeline.load(chosen.files, webgpu, limit);
+  const chosen = model ? { name: model.name, files: new Map(model.files) } : await fetchDefault();
+  const loadStart = performance.now();
+  pipeline = await WebPipeline.load(chosen.files, adapter ? new Map(adapter.files) : undefined,
+    { webgpu, f16, ...await bufferLimits(webgpu) });
+  const loadMs = Math.round(performance.now() - loadStart);
   let semantic = true;
   try {
     const [ferA, ferB] = await faceModelBytes();
@@ -112,7 +122,12 @@ async function load({ webgpu, model }) {
   } catch (e) {
     warmup = { skipped: String(e && e.message ? e.message : e) };
   }
-  postMessage({ type: 'ready', info: { ...info, name: chosen.name, semantic, warmup }, catalogue: auCatalogue() });
+  postMessage({
+    type: 'ready',
+    info: { ...info, name: chosen.name, adapter: adapter && adapter.name, semantic, warmup, load_ms: loadMs,
+      wasm_memory_bytes: wasmMemoryBytes() },
+    catalogue: auCatalogue(),
+  });
 }
 
 /** The photo's face aligned to `side` pixels (the analyser's framing), or its centre square. */

@@ -108,60 +108,77 @@ pub fn attach_branches(unet: &mut UNet2DConditionModel, w: &Weights) -> Result<(
 pub fn read_adapter(
     paths: &[std::path::PathBuf],
 ) -> Result<(AdapterWeights, Vec<crate::weights::lora::LoraWeights>)> {
-    use std::path::PathBuf;
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io(p, e));
-    if let [dir] = paths
-        && dir.join("config.json").is_file()
-    {
-        let config = AuAdapterConfig::from_json(
-            &read(&dir.join("config.json"))?,
-            &dir.join("config.json").display().to_string(),
-        )?;
-        let weights = dir.join("diffusion_pytorch_model.safetensors");
-        let store = TensorStore::from_bytes(weights.display().to_string(), read(&weights)?)?;
-        return Ok((AdapterWeights { config, store }, Vec::new()));
-    }
-    let mut files: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
     for p in paths {
         if p.is_dir() {
-            for name in [FINEFACE_PROCESSORS, FINEFACE_ENCODER, FINEFACE_LORA] {
-                if p.join(name).is_file() {
-                    files.push(p.join(name));
-                }
-            }
+            let names = [ADAPTER_CONFIG, ADAPTER_WEIGHTS].into_iter().chain([
+                FINEFACE_PROCESSORS,
+                FINEFACE_ENCODER,
+                FINEFACE_LORA,
+            ]);
+            files.extend(names.map(|n| p.join(n)).filter(|f| f.is_file()));
         } else {
             files.push(p.clone());
         }
     }
+    let read = files
+        .iter()
+        .map(|p| {
+            Ok((
+                p.display().to_string(),
+                std::fs::read(p).map_err(|e| Error::io(p, e))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let described = paths
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    adapter_from_files(&read, &described)
+}
+
+/// An AU adapter from its files' bytes, each named by its path (the file name decides its
+/// role): our format (`config.json` + `diffusion_pytorch_model.safetensors`), or FineFace's
+/// (`attn_processors.ckpt`, `au_encoder.ckpt`, optionally `pytorch_lora_weights.safetensors`,
+/// returned as a LoRA at scale 1). `described` names the adapter in errors.
+pub fn adapter_from_files(
+    files: &[(String, Vec<u8>)],
+    described: &str,
+) -> Result<(AdapterWeights, Vec<crate::weights::lora::LoraWeights>)> {
     let named = |name: &str| {
         files
             .iter()
-            .find(|f| f.file_name().is_some_and(|n| n == name))
+            .find(|(path, _)| path.rsplit('/').next() == Some(name))
     };
     let missing = |name: &str| {
         Error::io(
-            paths.first().cloned().unwrap_or_default(),
+            described,
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("AU adapter: {name} not found"),
             ),
         )
     };
-    let processors = named(FINEFACE_PROCESSORS).ok_or_else(|| missing(FINEFACE_PROCESSORS))?;
-    let encoder = named(FINEFACE_ENCODER).ok_or_else(|| missing(FINEFACE_ENCODER))?;
-    let mut store =
-        TensorStore::from_torch_bytes(processors.display().to_string(), read(processors)?)?;
+    if let Some((config_path, config)) = named(ADAPTER_CONFIG) {
+        let (weights_path, weights) =
+            named(ADAPTER_WEIGHTS).ok_or_else(|| missing(ADAPTER_WEIGHTS))?;
+        let config = AuAdapterConfig::from_json(config, config_path)?;
+        let store = TensorStore::from_bytes(weights_path.clone(), weights.clone())?;
+        return Ok((AdapterWeights { config, store }, Vec::new()));
+    }
+    let (processors_path, processors) =
+        named(FINEFACE_PROCESSORS).ok_or_else(|| missing(FINEFACE_PROCESSORS))?;
+    let (encoder_path, encoder) =
+        named(FINEFACE_ENCODER).ok_or_else(|| missing(FINEFACE_ENCODER))?;
+    let mut store = TensorStore::from_torch_bytes(processors_path.clone(), processors.clone())?;
     store.extend(TensorStore::from_torch_bytes(
-        encoder.display().to_string(),
-        read(encoder)?,
+        encoder_path.clone(),
+        encoder.clone(),
     )?)?;
     let mut loras = Vec::new();
-    for f in files
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "safetensors"))
-    {
+    for (path, bytes) in files.iter().filter(|(p, _)| p.ends_with(".safetensors")) {
         loras.push(crate::weights::lora::LoraWeights {
-            store: TensorStore::from_bytes(f.display().to_string(), read(f)?)?,
+            store: TensorStore::from_bytes(path.clone(), bytes.clone())?,
             scale: 1.0,
         });
     }
@@ -173,6 +190,10 @@ pub fn read_adapter(
     Ok((AdapterWeights { config, store }, loras))
 }
 
+/// Our adapter format's files (an `au_adapter/` folder).
+pub const ADAPTER_CONFIG: &str = "config.json";
+/// Our adapter format's weights.
+pub const ADAPTER_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 /// FineFace's released file names.
 pub const FINEFACE_PROCESSORS: &str = "attn_processors.ckpt";
 /// FineFace's AU encoder file.

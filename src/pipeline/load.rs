@@ -75,8 +75,8 @@ pub(crate) fn check_model_index(src: &dyn FileSource) -> Result<Value> {
 /// (`diffusion_pytorch_model` or `model`): a single file, a sharded index, or an fp16 variant.
 pub(crate) fn load_store(src: &dyn FileSource, component: &str, stem: &str) -> Result<TensorStore> {
     let single = format!("{component}/{stem}.safetensors");
-    if let Some(bytes) = src.read(&single)? {
-        return TensorStore::from_bytes(single, bytes);
+    if let Some(store) = src.tensors(&single)? {
+        return Ok(store);
     }
     let index_name = format!("{component}/{stem}.safetensors.index.json");
     if let Some(bytes) = src.read(&index_name)? {
@@ -93,18 +93,22 @@ pub(crate) fn load_store(src: &dyn FileSource, component: &str, stem: &str) -> R
         shards.dedup();
         let mut store: Option<TensorStore> = None;
         for shard in shards {
-            let bytes = src.require(&format!("{component}/{shard}"))?;
+            let shard = src.require_tensors(&format!("{component}/{shard}"))?;
             match store.as_mut() {
-                Some(s) => s.add_bytes(bytes)?,
-                None => store = Some(TensorStore::from_bytes(index_name.clone(), bytes)?),
+                Some(s) => s.extend(shard)?,
+                None => store = Some(shard),
             }
         }
         return store
+            .map(|mut s| {
+                s.rename(&index_name);
+                s
+            })
             .ok_or_else(|| Error::config(&index_name, "weight_map", "{}", "no shards listed"));
     }
     let variant = format!("{component}/{stem}.fp16.safetensors");
-    if let Some(bytes) = src.read(&variant)? {
-        return TensorStore::from_bytes(variant, bytes);
+    if let Some(store) = src.tensors(&variant)? {
+        return Ok(store);
     }
     let pickle = format!("{component}/{stem}.bin");
     if src.read(&pickle)?.is_some() {

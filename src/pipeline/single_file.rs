@@ -182,7 +182,7 @@ fn family_scheduler(family: Family) -> Value {
 }
 
 /// CLIP's BPE with the family's special tokens (SD 2.x pads with `!`).
-fn tokenizer_files(family: Family) -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn tokenizer_files(family: Family) -> Vec<(&'static str, Vec<u8>)> {
     let pad = match family {
         Family::Sd1 => "<|endoftext|>",
         Family::Sd2 => "!",

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+use crate::weights::TensorStore;
 
 /// Read access to a diffusers-layout model folder by relative path (`unet/config.json`).
 pub trait FileSource {
@@ -16,6 +17,23 @@ pub trait FileSource {
     /// CRC-32 (folders on disk: its length and modification time, which costs nothing).
     fn stamp(&self, _rel: &str, bytes: &[u8]) -> FileStamp {
         FileStamp::content(&[bytes])
+    }
+
+    /// The safetensors file `rel` as a tensor store (named `rel`), `Ok(None)` when it does not
+    /// exist. Sources that can read part of a file (folders on disk, the browser's files) read
+    /// only its header here and each tensor when a model consumes it.
+    fn tensors(&self, rel: &str) -> Result<Option<TensorStore>> {
+        self.read(rel)?
+            .map(|bytes| TensorStore::from_bytes(rel, bytes))
+            .transpose()
+    }
+
+    /// [`FileSource::tensors`], or an error naming the file when missing.
+    fn require_tensors(&self, rel: &str) -> Result<TensorStore> {
+        self.tensors(rel)?.ok_or_else(|| Error::Io {
+            path: format!("{}/{rel}", self.describe()).into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+        })
     }
 
     /// The file's bytes, or an error naming it when missing.
@@ -131,6 +149,23 @@ impl FileSource for DirSource {
         self.root.display().to_string()
     }
 
+    fn tensors(&self, rel: &str) -> Result<Option<TensorStore>> {
+        let path = self.root.join(rel);
+        match std::fs::File::open(&path) {
+            Ok(file) => {
+                let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+                let ranges = DiskRanges {
+                    file: std::cell::RefCell::new(file),
+                    size,
+                    path,
+                };
+                TensorStore::from_ranges(rel, Box::new(ranges)).map(Some)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
     fn stamp(&self, rel: &str, bytes: &[u8]) -> FileStamp {
         let modified_ns = std::fs::metadata(self.root.join(rel))
             .and_then(|m| m.modified())
@@ -142,6 +177,31 @@ impl FileSource for DirSource {
             crc32: None,
             modified_ns,
         }
+    }
+}
+
+/// A file on disk read in ranges (a safetensors file of a [`DirSource`]).
+#[cfg(not(target_family = "wasm"))]
+struct DiskRanges {
+    file: std::cell::RefCell<std::fs::File>,
+    size: u64,
+    path: std::path::PathBuf,
+}
+
+#[cfg(not(target_family = "wasm"))]
+impl crate::weights::ByteRanges for DiskRanges {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(&self, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = self.file.borrow_mut();
+        let mut bytes = vec![0; (range.end - range.start) as usize];
+        file.seek(SeekFrom::Start(range.start))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(bytes)
     }
 }
 

@@ -493,16 +493,21 @@ pub fn split(
 
 /// safetensors bytes of `store` (every key, its dtype), for a component folder.
 pub fn to_safetensors(store: &TensorStore) -> Result<Vec<u8>> {
-    let mut views = Vec::new();
+    let mut tensors = Vec::new();
     for key in store.keys() {
         let shape = store.shape(key).expect("listed key").to_vec();
         let (dtype, bytes) = store.read_raw(key, &shape)?;
-        let view = safetensors::tensor::TensorView::new(dtype, shape, bytes).map_err(|e| {
-            Error::SafeTensors {
-                file: store.name().to_string(),
-                message: format!("{key}: {e}"),
-            }
-        })?;
+        tensors.push((key, dtype, shape, bytes));
+    }
+    let mut views = Vec::new();
+    for (key, dtype, shape, bytes) in &tensors {
+        let view =
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| {
+                Error::SafeTensors {
+                    file: store.name().to_string(),
+                    message: format!("{key}: {e}"),
+                }
+            })?;
         views.push((key.to_string(), view));
     }
     safetensors::serialize(views, None).map_err(|e| Error::SafeTensors {

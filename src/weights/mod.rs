@@ -11,8 +11,10 @@ pub mod lora;
 mod torch;
 mod zip;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
@@ -29,11 +31,52 @@ struct Entry {
     end: usize,
 }
 
+/// Random access to a file's bytes without holding the whole file (a browser `Blob`, a file on
+/// disk): a store over it reads each tensor when a model asks for it, so memory holds one
+/// tensor at a time, whatever the model's size.
+pub trait ByteRanges {
+    /// The file's length in bytes.
+    fn size(&self) -> u64;
+    /// Bytes `range` of the file (`range.end ≤ size()`).
+    fn read(&self, range: Range<u64>) -> Result<Vec<u8>>;
+}
+
+/// Where the bytes of a store's tensors are: in memory, or in a file read on demand.
+enum Backing {
+    Bytes(Vec<u8>),
+    /// A safetensors file: its header (kept for [`TensorStore::stamp`]) and the file.
+    Ranges {
+        header: Vec<u8>,
+        file: Box<dyn ByteRanges>,
+    },
+}
+
+impl Backing {
+    fn len(&self) -> usize {
+        match self {
+            Backing::Bytes(b) => b.len(),
+            Backing::Ranges { file, .. } => usize::try_from(file.size()).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backing::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Backing::Ranges { file, .. } => write!(f, "Ranges({} bytes)", file.size()),
+        }
+    }
+}
+
+/// Largest safetensors header read from a ranged file (the format's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
 /// One or more parsed safetensors files, with key usage tracking.
 #[derive(Debug)]
 pub struct TensorStore {
     name: String,
-    buffers: Vec<Vec<u8>>,
+    buffers: Vec<Backing>,
     entries: BTreeMap<String, Entry>,
     used: RefCell<BTreeSet<String>>,
     synthetic: Option<(Init, RefCell<rand::rngs::StdRng>)>,
@@ -85,7 +128,7 @@ impl TensorStore {
 
     /// Adds a raw buffer that entries can point into (see [`TensorStore::insert_range`]).
     pub(crate) fn push_buffer(&mut self, bytes: Vec<u8>) -> usize {
-        self.buffers.push(bytes);
+        self.buffers.push(Backing::Bytes(bytes));
         self.buffers.len() - 1
     }
 
@@ -103,7 +146,7 @@ impl TensorStore {
             file: self.name.clone(),
             message,
         };
-        let available = self.buffers.get(buffer).map_or(0, Vec::len);
+        let available = self.buffers.get(buffer).map_or(0, Backing::len);
         if range.start > range.end || range.end > available {
             return Err(invalid(format!(
                 "tensor `{key}`: byte range {range:?} outside its buffer ({available} bytes)"
@@ -216,8 +259,81 @@ impl TensorStore {
             self.metadata
                 .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        self.buffers.push(bytes);
+        self.buffers.push(Backing::Bytes(bytes));
         Ok(())
+    }
+
+    /// A store over a safetensors file read through `file`: only the header is read now, each
+    /// tensor's bytes when it is consumed. The header is checked as [`TensorStore::from_bytes`]
+    /// checks it (offsets contiguous, sizes matching shapes, data ending with the file).
+    pub fn from_ranges(name: impl Into<String>, file: Box<dyn ByteRanges>) -> Result<Self> {
+        let mut store = TensorStore::empty(name);
+        let invalid = |message: String| Error::SafeTensors {
+            file: store.name.clone(),
+            message,
+        };
+        let size = file.size();
+        if size < 8 {
+            return Err(invalid(format!(
+                "{size} bytes: too short for a safetensors file"
+            )));
+        }
+        let len = file.read(0..8)?;
+        let header_len = u64::from_le_bytes(
+            len.try_into()
+                .map_err(|_| invalid("the header length could not be read".into()))?,
+        );
+        if header_len > MAX_HEADER || header_len > size - 8 {
+            return Err(invalid(format!(
+                "header length {header_len} exceeds the file ({size} bytes) or {MAX_HEADER}"
+            )));
+        }
+        let header = file.read(8..8 + header_len)?;
+        let metadata: safetensors::tensor::Metadata =
+            serde_json::from_slice(&header).map_err(|e| invalid(format!("header: {e}")))?;
+        let end = 8 + header_len + metadata.data_len() as u64;
+        if end != size {
+            return Err(invalid(format!(
+                "the header's tensors end at byte {end}, the file has {size}"
+            )));
+        }
+        let base = 8 + header_len as usize;
+        for (key, info) in metadata.tensors() {
+            let entry = Entry {
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                buffer: 0,
+                start: base + info.data_offsets.0,
+                end: base + info.data_offsets.1,
+            };
+            store.entries.insert(key, entry);
+        }
+        if let Some(extra) = metadata.metadata() {
+            store.metadata = extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        store.buffers.push(Backing::Ranges { header, file });
+        Ok(store)
+    }
+
+    /// The bytes of `entry`: borrowed from memory, or read from its file.
+    fn entry_bytes(&self, key: &str, entry: &Entry) -> Result<Cow<'_, [u8]>> {
+        match &self.buffers[entry.buffer] {
+            Backing::Bytes(b) => Ok(Cow::Borrowed(&b[entry.start..entry.end])),
+            Backing::Ranges { file, .. } => {
+                let bytes = file.read(entry.start as u64..entry.end as u64)?;
+                if bytes.len() != entry.end - entry.start {
+                    return Err(Error::SafeTensors {
+                        file: self.name.clone(),
+                        message: format!(
+                            "tensor `{key}`: read {} of its {} bytes",
+                            bytes.len(),
+                            entry.end - entry.start
+                        ),
+                    });
+                }
+                Ok(Cow::Owned(bytes))
+            }
+        }
     }
 
     /// The safetensors header's `__metadata__` strings (empty for other sources).
@@ -243,10 +359,25 @@ impl TensorStore {
         Ok(())
     }
 
-    /// Length and CRC-32 of every tensor buffer together (a fingerprint of the content).
+    /// Length and CRC-32 of every tensor buffer together (a fingerprint of the content; for a
+    /// file read on demand, of its header, with the file's length).
     pub fn stamp(&self) -> crate::pipeline::FileStamp {
-        let parts: Vec<&[u8]> = self.buffers.iter().map(Vec::as_slice).collect();
-        crate::pipeline::FileStamp::content(&parts)
+        let parts: Vec<&[u8]> = self
+            .buffers
+            .iter()
+            .map(|b| match b {
+                Backing::Bytes(b) => b.as_slice(),
+                Backing::Ranges { header, .. } => header.as_slice(),
+            })
+            .collect();
+        let mut stamp = crate::pipeline::FileStamp::content(&parts);
+        stamp.bytes = self.buffers.iter().map(|b| b.len() as u64).sum();
+        stamp
+    }
+
+    /// Renames the store (the name in its error messages).
+    pub(crate) fn rename(&mut self, name: impl Into<String>) {
+        self.name = name.into();
     }
 
     /// The name used in error messages (usually the file path).
@@ -276,7 +407,7 @@ impl TensorStore {
 
     /// The raw little-endian bytes of `key` (any dtype, e.g. int64 counters), checking its
     /// shape. Marks the key as consumed, like [`TensorStore::read_f32`].
-    pub fn read_raw(&self, key: &str, expected: &[usize]) -> Result<(Dtype, &[u8])> {
+    pub fn read_raw(&self, key: &str, expected: &[usize]) -> Result<(Dtype, Cow<'_, [u8]>)> {
         let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
             file: self.name.clone(),
             key: key.to_string(),
@@ -289,11 +420,9 @@ impl TensorStore {
                 found: entry.shape.clone(),
             });
         }
+        let bytes = self.entry_bytes(key, entry)?;
         self.used.borrow_mut().insert(key.to_string());
-        Ok((
-            entry.dtype,
-            &self.buffers[entry.buffer][entry.start..entry.end],
-        ))
+        Ok((entry.dtype, bytes))
     }
 
     /// Renames keys (and optionally reshapes them, same element count) with `rule`, which
@@ -338,7 +467,7 @@ impl TensorStore {
             return Ok(synthesize(*init, key, expected, &mut rng.borrow_mut()));
         }
         let (dtype, bytes) = self.read_raw(key, expected)?;
-        decode_f32(bytes, dtype).ok_or_else(|| Error::UnsupportedDtype {
+        decode_f32(&bytes, dtype).ok_or_else(|| Error::UnsupportedDtype {
             file: self.name.clone(),
             key: key.to_string(),
             dtype: format!("{dtype:?}"),
@@ -355,7 +484,7 @@ impl TensorStore {
             start: 0,
             end: bytes.len(),
         };
-        self.buffers.push(bytes);
+        self.buffers.push(Backing::Bytes(bytes));
         self.entries.insert(key.to_string(), entry);
         self.used.borrow_mut().remove(key);
     }
@@ -495,5 +624,110 @@ impl<'a> Weights<'a> {
             TensorData::new(values, shape),
             self.device,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file in memory read in ranges, remembering the largest read.
+    struct Ranged(Vec<u8>, std::rc::Rc<std::cell::Cell<u64>>);
+
+    impl ByteRanges for Ranged {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+
+        fn read(&self, range: Range<u64>) -> Result<Vec<u8>> {
+            self.1.set(self.1.get().max(range.end - range.start));
+            Ok(self.0[range.start as usize..range.end as usize].to_vec())
+        }
+    }
+
+    fn file() -> Vec<u8> {
+        let a: Vec<u8> = [1.5f32, -2.0, 3.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b: Vec<u8> = (0..64u16)
+            .flat_map(|i| half::f16::from_f32(i as f32 / 8.0).to_le_bytes())
+            .collect();
+        let views = [
+            (
+                "a",
+                safetensors::tensor::TensorView::new(Dtype::F32, vec![3], &a).unwrap(),
+            ),
+            (
+                "b",
+                safetensors::tensor::TensorView::new(Dtype::F16, vec![8, 8], &b).unwrap(),
+            ),
+        ];
+        let meta = std::collections::HashMap::from([("k".to_string(), "v".to_string())]);
+        safetensors::serialize(views, Some(meta)).unwrap()
+    }
+
+    fn ranged(bytes: Vec<u8>) -> (Result<TensorStore>, std::rc::Rc<std::cell::Cell<u64>>) {
+        let largest = std::rc::Rc::new(std::cell::Cell::new(0));
+        let store =
+            TensorStore::from_ranges("f.safetensors", Box::new(Ranged(bytes, largest.clone())));
+        (store, largest)
+    }
+
+    #[test]
+    fn a_ranged_store_reads_what_the_whole_file_holds_one_tensor_at_a_time() {
+        let bytes = file();
+        let whole = TensorStore::from_bytes("f.safetensors", bytes.clone()).unwrap();
+        let (store, largest) = ranged(bytes.clone());
+        let store = store.unwrap();
+        let header = largest.get();
+        assert!(
+            header < bytes.len() as u64 - 128,
+            "only the header was read: {header}"
+        );
+        assert_eq!(store.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(store.metadata(), whole.metadata());
+        for (key, shape) in [("a", vec![3]), ("b", vec![8, 8])] {
+            assert_eq!(
+                store.read_f32(key, &shape).unwrap(),
+                whole.read_f32(key, &shape).unwrap()
+            );
+        }
+        assert_eq!(
+            largest.get().max(header),
+            header.max(128),
+            "one tensor per read"
+        );
+        store.finish().unwrap();
+        assert!(matches!(
+            store.read_f32("b", &[64]),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_ranged_file_is_refused_naming_it() {
+        let bytes = file();
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("too short", bytes[..5].to_vec()),
+            ("header past the end", {
+                let mut b = bytes.clone();
+                b[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+                b
+            }),
+            ("truncated data", bytes[..bytes.len() - 2].to_vec()),
+            ("bad header", {
+                let mut b = bytes.clone();
+                b[8] = b'[';
+                b
+            }),
+        ];
+        for (what, bytes) in cases {
+            let (store, _) = ranged(bytes);
+            match store {
+                Err(Error::SafeTensors { file, .. }) => assert_eq!(file, "f.safetensors", "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 // and steps, when that binary exists.
 
 import http from 'node:http';
+import zlib from 'node:zlib';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
@@ -72,6 +73,65 @@ function pngText(png) {
   return out;
 }
 
+/** RGB pixels of an 8-bit RGB, non-interlaced PNG (what synfer writes), decoded by hand. */
+function pngPixels(png) {
+  let at = 8;
+  let width = 0;
+  let height = 0;
+  const idat = [];
+  while (at + 8 <= png.length) {
+    const len = png.readUInt32BE(at);
+    const type = png.subarray(at + 4, at + 8).toString('latin1');
+    const data = png.subarray(at + 8, at + 8 + len);
+    if (type === 'IHDR') {
+      width = data.readUInt32BE(0);
+      height = data.readUInt32BE(4);
+      check(data[8] === 8 && data[9] === 2 && data[12] === 0, 'PNG: 8-bit RGB, not interlaced');
+    }
+    if (type === 'IDAT') idat.push(data);
+    if (type === 'IEND') break;
+    at += 12 + len;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * 3;
+  const out = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y += 1) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x += 1) {
+      const a = x >= 3 ? out[y * stride + x - 3] : 0;
+      const b = y > 0 ? out[(y - 1) * stride + x] : 0;
+      const c = x >= 3 && y > 0 ? out[(y - 1) * stride + x - 3] : 0;
+      const p = a + b - c;
+      const pa = Math.abs(p - a);
+      const pb = Math.abs(p - b);
+      const pc = Math.abs(p - c);
+      const paeth = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      const predictor = [0, a, b, (a + b) >> 1, paeth][filter];
+      out[y * stride + x] = (line[x] + predictor) & 0xff;
+    }
+  }
+  return { width, height, rgb: out };
+}
+
+/** Max |a − b| over the pixels of two PNGs of one size, and the first one's standard deviation
+ * (a flat image would make any tolerance meaningless). */
+function compare(pngA, pngB) {
+  const a = pngPixels(pngA);
+  const b = pngPixels(pngB);
+  check(a.width === b.width && a.height === b.height, `compare: sizes ${a.width}x${a.height} vs ${b.width}x${b.height}`);
+  let max = 0;
+  let sum = 0;
+  let sq = 0;
+  for (let i = 0; i < a.rgb.length; i += 1) {
+    max = Math.max(max, Math.abs(a.rgb[i] - b.rgb[i]));
+    sum += a.rgb[i];
+    sq += a.rgb[i] * a.rgb[i];
+  }
+  const mean = sum / a.rgb.length;
+  return { max_diff: max, std: Math.sqrt(sq / a.rgb.length - mean * mean) };
+}
+
 function unzip(buf) {
   const end = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
   check(end >= 0, 'zip: end of central directory');
@@ -93,18 +153,7 @@ function unzip(buf) {
 
 async function run(base, { cpu }) {
   const label = cpu ? 'cpu' : 'webgpu';
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'synfer-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    acceptDownloads: true,
-    args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
-  });
-  const page = context.pages()[0] || await context.newPage();
-  const logs = [];
-  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  const { page, logs, close } = await launch();
   try {
     const start = Date.now();
     await page.goto(`${base}/index.html${cpu ? '?cpu=1' : ''}`);
@@ -197,8 +246,7 @@ async function run(base, { cpu }) {
     console.error(logs.join('\n'));
     throw e;
   } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    await close();
   }
 }
 
@@ -247,6 +295,8 @@ async function bringYourOwnModel(page) {
   await page.waitForFunction((n) => document.querySelectorAll('#gallery li').length === n + 1, before, { timeout: 120000 });
   const request = JSON.parse(await page.textContent('#gallery li .request-json'));
   check(request.aus == null && request.au_scale == null, `own model request: ${JSON.stringify(request)}`);
+  await page.waitForFunction(() => /cached for the next visit/.test(document.getElementById('model-cache').textContent),
+    null, { timeout: 60000 });
   await page.reload();
   await ready('sd1-tiny (cached)');
   await page.click('#cache-clear');
@@ -254,9 +304,184 @@ async function bringYourOwnModel(page) {
   await ready('default');
 }
 
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+const BIN = process.env.SYNFER_BIN || path.join(TARGET, 'release', 'synfer');
+
+/** A fresh headless Chromium with WebGPU (SwiftShader here), its first page and its console. */
+async function launch() {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'synfer-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptDownloads: true,
+    args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  const close = async () => {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  };
+  return { context, page, logs, close };
+}
+
+/** Waits until the page is ready with a model whose name contains `name`, or shows an error;
+ * returns the status line. */
+async function waitReady(page, name, timeout) {
+  await page.waitForFunction((n) => (document.getElementById('model-name').textContent.includes(n)
+    && document.body.dataset.ready === '1' && !document.getElementById('generate').disabled)
+    || document.getElementById('backend').dataset.kind === 'error', name, { timeout });
+  return page.textContent('#backend');
+}
+
+/** Generates with the page's current settings at `side`² (added to the size menu) and returns
+ * the newest gallery image's PNG bytes (its settings inside) and its seconds per step. */
+async function generateAt(page, side, timeout) {
+  await page.evaluate((s) => {
+    const size = document.getElementById('size');
+    if (![...size.options].some((o) => Number(o.value) === s)) size.add(new Option(`${s}×${s}`, s));
+    size.value = String(s);
+  }, side);
+  const before = await page.locator('#gallery li').count();
+  await page.click('#generate');
+  await page.waitForFunction((n) => document.querySelectorAll('#gallery li').length === n + 1
+    || document.getElementById('backend').dataset.kind === 'error', before, { timeout });
+  check(await page.locator('#gallery li').count() === before + 1, `generation failed: ${await page.textContent('#backend')}`);
+  const bytes = await page.evaluate(async () => {
+    const res = await fetch(document.querySelector('#gallery li img').src);
+    return Array.from(new Uint8Array(await res.arrayBuffer()));
+  });
+  const perStep = Number(/([0-9.]+) s\/step/.exec(await page.textContent('#gallery li .meta'))[1]);
+  return { png: Buffer.from(bytes), perStep };
+}
+
+/** The page's image regenerated natively (CPU) from the settings inside its PNG; returns the
+ * comparison (max |diff| in 1/255 units, the page image's std) and the native seconds per step. */
+function againNatively(png, name, extra) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'synfer-parity-'));
+  const pagePng = path.join(dir, 'page.png');
+  const out = path.join(dir, 'native.png');
+  fs.writeFileSync(pagePng, png);
+  execFileSync(BIN, ['generate', '--from-png', pagePng, '--device', 'cpu', ...extra, '--out', out],
+    { stdio: ['ignore', 'ignore', 'inherit'] });
+  const result = compare(png, fs.readFileSync(out));
+  const timings = JSON.parse(fs.readFileSync(out.replace(/\.png$/, '.json'), 'utf8')).timings;
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  fs.copyFileSync(pagePng, path.join(ARTIFACTS, `${name}-page.png`));
+  fs.copyFileSync(out, path.join(ARTIFACTS, `${name}-native.png`));
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { ...result, native_per_step_s: timings.per_step_s };
+}
+
+/** A Stable-Diffusion-1.5-shaped fp16 folder (2.1 GB, random weights; written once by
+ * `synfer bench --write-model`) chosen in a WebGPU tab: it streams in tensor by tensor with the
+ * wasm heap's high-water mark under 512 MiB, is not cached when the browser's storage is short
+ * (said, and the model still loads), generates 2 steps at SYNFER_SD15_SIDE² (default 128) and
+ * matches the native CLI's image of the same settings within 2/255; the CPU backend refuses it
+ * from its headers. */
+async function realSizeModel(base) {
+  const dir = process.env.SYNFER_SD15_DIR || path.join(TARGET, 'sd15-random');
+  if (!fs.existsSync(path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors'))) {
+    execFileSync(BIN, ['bench', '--write-model', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  const side = Number(process.env.SYNFER_SD15_SIDE || 128);
+  const { context, page, logs, close } = await launch();
+  try {
+    // Storage short: the page may keep 1 MiB, the model needs 2 GiB.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: base, quotaSize: 2 ** 20 });
+    await page.goto(`${base}/index.html`);
+    await waitReady(page, 'default', 300000);
+    const start = Date.now();
+    await page.evaluate(() => { document.body.dataset.ready = '0'; });
+    await page.setInputFiles('#model-dir', dir);
+    const status = await waitReady(page, path.basename(dir), 1800000);
+    check(/^Ready/.test(status), `sd15: ${status}`);
+    const loadS = (Date.now() - start) / 1000;
+    await page.waitForFunction(() => !/caching/.test(document.getElementById('model-cache').textContent));
+    const cache = await page.textContent('#model-cache');
+    check(/not cached: it needs 2\.\d+ GiB .* loaded for this visit only/.test(cache), `sd15: cache note ${cache}`);
+    const memory = await page.textContent('#model-memory');
+    const heap = Number(/wasm memory (\d+) MiB/.exec(memory)[1]);
+    const readWindow = Number(/at most ([0-9.]+) MiB/.exec(memory)[1]);
+    check(heap <= 512, `sd15: wasm memory ${heap} MiB > 512 MiB (${memory})`);
+    await page.fill('#prompt', 'a portrait photo of a smiling woman');
+    await page.fill('#steps', '2');
+    await page.fill('#seed', '7');
+    const generated = await generateAt(page, side, 3600000);
+    const parity = againNatively(generated.png, 'sd15', ['--model', dir]);
+    check(parity.max_diff <= 2 && parity.std > 8, `sd15: page vs native ${JSON.stringify(parity)}`);
+    // The CPU backend holds every weight in wasm memory: refused, from the headers alone.
+    await page.goto(`${base}/index.html?cpu=1`);
+    await waitReady(page, 'default', 300000);
+    await page.setInputFiles('#model-dir', dir);
+    await page.waitForFunction(() => document.getElementById('backend').dataset.kind === 'error', null, { timeout: 120000 });
+    const refused = await page.textContent('#backend');
+    check(/GiB as f32 on the CPU backend/.test(refused), `sd15 on the CPU backend: ${refused}`);
+    console.log(JSON.stringify({ run: 'sd15-shaped fp16 folder (webgpu)', status, load_s: loadS, memory,
+      wasm_heap_mib: heap, read_window_mib: readWindow, size: `${side}x${side}`, steps: 2,
+      per_step_s: generated.perStep, ...parity }));
+  } catch (e) {
+    console.error(logs.join('\n'));
+    throw e;
+  } finally {
+    await close();
+  }
+}
+
+/** A FineFace-layout AU adapter (the tiny fixture's attn_processors.ckpt, au_encoder.ckpt and
+ * LoRA) chosen beside a model folder (sd1-tiny + the fixture's SD-2.x-shaped UNet): the sliders
+ * follow the adapter's set, and the image equals the native CLI's with the same files within
+ * 2/255. */
+async function adapterInPage(base) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'synfer-au-model-'));
+  const model = path.join(dir, 'sd1-tiny-au');
+  const sd1 = path.join(ROOT, 'tests/fixtures/sd1-tiny');
+  for (const part of ['model_index.json', 'tokenizer', 'text_encoder', 'vae', 'scheduler']) {
+    fs.cpSync(path.join(sd1, part), path.join(model, part), { recursive: true });
+  }
+  fs.cpSync(path.join(ROOT, 'tests/fixtures/au/unet'), path.join(model, 'unet'), { recursive: true });
+  const fineface = path.join(ROOT, 'tests/fixtures/au/fineface');
+  const adapterFiles = ['attn_processors.ckpt', 'au_encoder.ckpt', 'pytorch_lora_weights.safetensors']
+    .map((f) => path.join(fineface, f));
+  const { page, logs, close } = await launch();
+  try {
+    await page.goto(`${base}/index.html`);
+    await waitReady(page, 'default', 300000);
+    await page.evaluate(() => { document.body.dataset.ready = '0'; });
+    await page.setInputFiles('#model-dir', model);
+    await waitReady(page, 'sd1-tiny-au', 300000);
+    await page.evaluate(() => { document.body.dataset.ready = '0'; });
+    await page.setInputFiles('#adapter-files', adapterFiles);
+    const status = await waitReady(page, 'AU adapter attn_processors.ckpt', 300000);
+    check(/^Ready/.test(status), `adapter: ${status}`);
+    check(/fineface/.test(await page.textContent('#au-set')), 'adapter: the FineFace AU set');
+    await page.selectOption('#expression', 'happy');
+    await page.fill('#au-AU12', '4');
+    await page.fill('#steps', '3');
+    await page.fill('#seed', '11');
+    const generated = await generateAt(page, Number(await page.$eval('#size', (s) => s.value)), 600000);
+    const record = JSON.parse(pngText(generated.png).synfer);
+    check(record.request.aus.AU12 === 4, `adapter: request ${JSON.stringify(record.request.aus)}`);
+    const parity = againNatively(generated.png, 'fineface', ['--model', model, '--adapter', adapterFiles.join(',')]);
+    check(parity.max_diff <= 2 && parity.std > 8, `adapter: page vs native ${JSON.stringify(parity)}`);
+    console.log(JSON.stringify({ run: 'fineface adapter (webgpu)', status, size: `${record.width}x${record.height}`,
+      per_step_s: generated.perStep, ...parity }));
+  } catch (e) {
+    console.error(logs.join('\n'));
+    throw e;
+  } finally {
+    await close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The same request on native flex through the CLI, with the page's default model. */
 function native({ width, height }) {
-  const bin = process.env.SYNFER_BIN || path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'release', 'synfer');
+  const bin = BIN;
   if (!fs.existsSync(bin)) {
     console.log(JSON.stringify({ run: 'native', skipped: `${bin} not built` }));
     return;
@@ -281,9 +506,15 @@ const server = await serve();
 const base = `http://127.0.0.1:${server.address().port}`;
 check(fs.existsSync(path.join(ROOT, 'pkg', 'synfer.js')), 'pkg/synfer.js missing: run bash tools/web.sh build');
 try {
-  const size = await run(base, { cpu: false });
-  await run(base, { cpu: true });
-  native(size);
+  const only = process.env.SYNFER_PAGE_TEST; // e.g. "sd15" or "adapter": run one part
+  if (!only || only === 'main') {
+    const size = await run(base, { cpu: false });
+    await run(base, { cpu: true });
+    native(size);
+  }
+  check(fs.existsSync(BIN), `${BIN} not built: the parity parts need the native CLI`);
+  if (!only || only === 'adapter') await adapterInPage(base);
+  if (!only || only === 'sd15') await realSizeModel(base);
 } finally {
   server.close();
 }

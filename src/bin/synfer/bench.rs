@@ -31,9 +31,25 @@ pub struct BenchArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of timing: write an SD-1.5-shaped diffusers folder with random fp16 weights
+    /// (2.1 GB; loading, memory and parity tests of real-size models) into this folder.
+    #[arg(long, value_name = "DIR")]
+    write_model: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(dir) = &args.write_model {
+        let written = synfer::bench::sd15_model::write(dir, 0)?;
+        for (component, n) in &written.parameters {
+            eprintln!("{component}: {n} parameters");
+        }
+        crate::print(&format!(
+            "{}: {:.2} GB (SD-1.5 shapes, random fp16 weights)\n",
+            dir.display(),
+            written.bytes as f64 / 1e9
+        ));
+        return Ok(());
+    }
     let selected = args.device.select()?;
     eprintln!(
         "SD-1.5-shaped UNet (random weights), {}², one CFG step per timing, on {}",

@@ -1,9 +1,10 @@
 //! The browser API: a thin `wasm-bindgen` layer over [`crate::pipeline`] for the page's Web
 //! Worker (`www/worker.js`). Requests and results cross the boundary with
-//! `serde-wasm-bindgen`; model files arrive as bytes (nothing is fetched or uploaded here).
+//! `serde-wasm-bindgen`; model files arrive as `Blob`s read in place ([`blob_source`]; nothing
+//! is fetched or uploaded here).
 //!
 //! ```js
-//! const pipe = await WebPipeline.load(files /* Map<"unet/config.json", Uint8Array> */, true);
+//! const pipe = await WebPipeline.load(files /* Map<"unet/config.json", File> */, null, { webgpu: true });
 //! const out = await pipe.generate({ prompt: "a surprised child", steps: 20 }, (e) => {});
 //! // out.images[i]: Uint8Array RGB, out.records[i]: the image's labels and request
 //! ```
@@ -13,18 +14,23 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+pub mod blob_source;
+
+use crate::au::adapter::adapter_from_files;
 use crate::au::catalog::{ACTION_UNITS, AuSet, FINEFACE, OPENGRAPHAU};
-use crate::device::{SelectedDevice, select_web};
+use crate::device::{Precision, SelectedDevice, select_web};
 use crate::error::Error;
 use crate::expression::Expression;
 use crate::face::analyzer::{FaceAnalyzer, FaceReport};
 use crate::guidance::semantic::SemanticGuider;
 use crate::image::RgbView;
-use crate::pipeline::source::MemorySource;
+use crate::pipeline::builder::ModelSource;
+use crate::pipeline::source::FileSource;
 use crate::pipeline::{
     GenerateOptions, GenerateRequest, ImageRecord, ModelInfo, Pipeline, Timings,
 };
 use crate::tensor::HostTensor;
+use blob_source::{BlobSource, JsBlob};
 use burn::tensor::Device;
 
 #[wasm_bindgen(start)]
@@ -138,8 +144,15 @@ struct WebModelInfo<'a> {
     au_set: Option<&'static str>,
     /// Pixel multiple for width and height.
     size_multiple: usize,
-    /// Largest weight tensor, bytes (f32).
+    /// Largest weight tensor on the device, bytes.
     largest_tensor_bytes: u64,
+    /// All weights on the device, bytes.
+    weight_bytes: u64,
+    /// The largest single read from the model's files while loading (the window weights
+    /// passed through wasm memory in), bytes.
+    largest_read_bytes: u64,
+    /// wasm linear memory after loading (its high-water mark), bytes.
+    wasm_memory_bytes: f64,
 }
 
 /// A model loaded in the browser, on WebGPU or on flex (CPU).
@@ -150,92 +163,183 @@ pub struct WebPipeline {
     guider: Option<SemanticGuider>,
     device: SelectedDevice,
     largest_tensor_bytes: u64,
+    weight_bytes: u64,
+    largest_read_bytes: u64,
 }
 
-/// Elements of the largest tensor in a safetensors file, read from its header only
-/// (`bytes` is a JS array: nothing else is copied).
-fn largest_tensor_elements(path: &str, bytes: &js_sys::Uint8Array) -> Result<u64, Error> {
-    let bad = |m: &str| Error::request("files", format!("{path}: {m}"));
-    if bytes.length() < 8 {
-        return Err(bad("too short for a safetensors file"));
+/// Largest f32 weight set the CPU backend takes in a tab: flex keeps every weight in wasm
+/// memory, a 4 GiB address space that also holds activations.
+const CPU_WEIGHT_LIMIT: u64 = 3 << 29;
+
+/// How [`WebPipeline::load`] loads (`options` object of the page).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct LoadOptions {
+    /// WebGPU (else flex, the CPU backend compiled to wasm).
+    webgpu: bool,
+    /// The adapter's `maxStorageBufferBindingSize` (bytes).
+    max_binding: Option<f64>,
+    /// The adapter's `maxBufferSize` (bytes).
+    max_buffer: Option<f64>,
+    /// Compute in f16 where the adapter has `shader-f16` (default true).
+    f16: Option<bool>,
+}
+
+/// `files` (a `Map` of relative path → `Blob`/`File` or `Uint8Array`) as a [`BlobSource`].
+fn blob_source(name: &str, files: &js_sys::Map) -> Result<BlobSource, Error> {
+    let mut src = BlobSource::new(name);
+    let mut failed = None;
+    files.for_each(&mut |value, key| {
+        if failed.is_some() {
+            return;
+        }
+        let Some(path) = key.as_string() else {
+            failed = Some(Error::request("files", "a file name is not a string"));
+            return;
+        };
+        match as_blob(value) {
+            Some(blob) => src.insert(&path, blob),
+            None => {
+                failed = Some(Error::request(
+                    "files",
+                    format!("{path}: contents are neither a Blob nor a Uint8Array"),
+                ))
+            }
+        }
+    });
+    failed.map_or(Ok(src), Err)
+}
+
+/// A `Blob` as it is, or a `Uint8Array` wrapped in one.
+fn as_blob(value: JsValue) -> Option<JsBlob> {
+    if value.is_instance_of::<js_sys::Uint8Array>() {
+        return Some(JsBlob::of(&js_sys::Array::of1(&value)));
     }
-    let mut len = [0u8; 8];
-    bytes.subarray(0, 8).copy_to(&mut len);
-    let len = u64::from_le_bytes(len);
-    if len > u64::from(bytes.length()) - 8 || len > 100_000_000 {
-        return Err(bad("the header length exceeds the file"));
+    value
+        .is_instance_of::<JsBlob>()
+        .then(|| value.unchecked_into())
+}
+
+/// Weight counts read from the headers of every `.safetensors` file of a source.
+#[derive(Default)]
+struct WeightElements {
+    /// The largest tensor: `file: key` and its elements.
+    largest: (String, u64),
+    /// Every tensor together.
+    total: u64,
+}
+
+fn weight_elements(src: &BlobSource) -> Result<WeightElements, Error> {
+    let mut counts = WeightElements::default();
+    for path in src.paths().filter(|p| p.ends_with(".safetensors")) {
+        let store = src.require_tensors(path)?;
+        for key in store.keys() {
+            let n = store.shape(key).map_or(0, |s| s.iter().product::<usize>()) as u64;
+            if n > counts.largest.1 {
+                counts.largest = (format!("{path}: {key}"), n);
+            }
+            counts.total += n;
+        }
     }
-    let header = bytes.subarray(8, 8 + len as u32).to_vec();
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(&format!("header: {e}")))?;
-    Ok(header
-        .values()
-        .filter_map(|v| v.get("shape")?.as_array().cloned())
-        .map(|shape| shape.iter().filter_map(|d| d.as_u64()).product::<u64>())
-        .max()
-        .unwrap_or(0))
+    Ok(counts)
+}
+
+/// Bytes of wasm linear memory now: its high-water mark, since it never shrinks.
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as f64
 }
 
 #[wasm_bindgen]
 impl WebPipeline {
-    /// Loads a diffusers-layout model from `files` (`Map` of relative path → `Uint8Array`),
-    /// on WebGPU when `webgpu` is true, else on flex. `max_binding` is the adapter's
-    /// `maxStorageBufferBindingSize` (bytes): a model with a larger weight tensor is refused
-    /// with a message naming the limit, and so is a generation whose largest buffer exceeds it.
+    /// Loads a diffusers-layout model from `files` (`Map` of relative path → `Blob`/`File`
+    /// or `Uint8Array`), streaming: config files are read whole, weights tensor by tensor into
+    /// their device buffers, so wasm memory holds one tensor at a time whatever the model's size
+    /// (the CPU backend keeps every weight in wasm memory and is refused for models over
+    /// 1.5 GiB of f32 weights). `adapter` (a `Map` of file name → `Blob`/`Uint8Array`, may be
+    /// absent) is an AU adapter: FineFace's files or our `au_adapter/` folder's.
+    /// `options`: `{webgpu, maxBinding, maxBuffer, f16}` (see the page): a model whose
+    /// largest weight tensor exceeds the adapter's limits is refused naming it, and so is a
+    /// generation whose largest buffer would; `f16: false` computes in f32 on an adapter with
+    /// `shader-f16`.
     pub async fn load(
         files: js_sys::Map,
-        webgpu: bool,
-        max_binding: Option<f64>,
+        adapter: Option<js_sys::Map>,
+        options: JsValue,
     ) -> Result<WebPipeline, JsError> {
-        let mut src = MemorySource::new("browser files");
-        let mut failed = None;
-        let mut largest = 0u64;
-        files.for_each(&mut |value, key| {
-            if failed.is_some() {
-                return;
-            }
-            let Some(path) = key.as_string() else {
-                failed = Some(Error::request("files", "a file name is not a string"));
-                return;
-            };
-            let Ok(bytes) = value.dyn_into::<js_sys::Uint8Array>() else {
-                failed = Some(Error::request(
-                    "files",
-                    format!("{path}: contents are not a Uint8Array"),
-                ));
-                return;
-            };
-            if path.ends_with(".safetensors") {
-                match largest_tensor_elements(&path, &bytes) {
-                    Ok(n) => largest = largest.max(n * 4),
-                    Err(e) => failed = Some(e),
-                }
-            }
-            src.insert(&path, bytes.to_vec());
-        });
-        if let Some(e) = failed {
-            return Err(js_error(e));
-        }
-        if let Some(limit) = max_binding.filter(|_| webgpu)
-            && largest as f64 > limit
-        {
+        let options: LoadOptions = if options.is_undefined() || options.is_null() {
+            LoadOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options)
+                .map_err(|e| js_error(Error::request("options", e.to_string())))?
+        };
+        let src = blob_source("browser files", &files).map_err(js_error)?;
+        let counts = weight_elements(&src).map_err(js_error)?;
+        let (largest_key, largest) = counts.largest;
+        let total = counts.total;
+        if !options.webgpu && total * 4 > CPU_WEIGHT_LIMIT {
             return Err(js_error(Error::Device(format!(
-                "the model's largest weight tensor needs {largest} bytes, more than this \
-                 GPU's maxStorageBufferBindingSize ({limit} bytes); use the CPU backend"
+                "the model's weights need {:.2} GiB as f32 on the CPU backend, more than a tab's \
+                 wasm memory holds ({:.1} GiB); use a browser with WebGPU",
+                (total * 4) as f64 / f64::from(1 << 30),
+                CPU_WEIGHT_LIMIT as f64 / f64::from(1 << 30)
             ))));
         }
-        let device = select_web(webgpu).await.map_err(js_error)?;
-        // Generations whose largest buffer would pass the page's limit are refused up front.
-        let pipeline = Pipeline::builder(src)
-            .device(&device.device)
-            .buffer_limit(max_binding.filter(|_| webgpu).map(|limit| limit as u64))
-            .build()
+        let precision = if options.f16.unwrap_or(true) {
+            Precision::F16
+        } else {
+            Precision::F32
+        };
+        let device = select_web(options.webgpu, precision)
+            .await
             .map_err(js_error)?;
+        let limit = options
+            .webgpu
+            .then(|| match (options.max_binding, options.max_buffer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+            .flatten();
+        let element = if device.precision == Precision::F16 {
+            2
+        } else {
+            4
+        };
+        if let Some(limit) = limit
+            && (largest * element) as f64 > limit
+        {
+            return Err(js_error(Error::Device(format!(
+                "weight tensor `{largest_key}` needs {} bytes, more than this GPU's buffer limit \
+                 ({limit} bytes: maxStorageBufferBindingSize, maxBufferSize); use the CPU backend",
+                largest * element
+            ))));
+        }
+        let mut builder = Pipeline::builder(ModelSource::Files(&src))
+            .device(&device.device)
+            // Generations whose largest buffer would pass the page's limit are refused up front.
+            .buffer_limit(limit.map(|l| l as u64));
+        if let Some(adapter) = adapter {
+            let files = blob_source("AU adapter", &adapter).map_err(js_error)?;
+            let read = files
+                .paths()
+                .map(|p| Ok((p.to_string(), files.require(p)?)))
+                .collect::<Result<Vec<_>, Error>>()
+                .map_err(js_error)?;
+            let (weights, loras) = adapter_from_files(&read, "AU adapter").map_err(js_error)?;
+            builder = builder.adapter(weights).loras(loras);
+        }
+        let pipeline = builder.build().map_err(js_error)?;
         Ok(WebPipeline {
             pipeline,
             guider: None,
             device,
-            largest_tensor_bytes: largest,
+            largest_tensor_bytes: largest * element,
+            weight_bytes: total * element,
+            largest_read_bytes: src.largest_read(),
         })
     }
 
@@ -278,6 +382,9 @@ impl WebPipeline {
             au_set: self.pipeline.au_adapter().map(|a| a.set.name),
             size_multiple: self.pipeline.size_multiple(),
             largest_tensor_bytes: self.largest_tensor_bytes,
+            weight_bytes: self.weight_bytes,
+            largest_read_bytes: self.largest_read_bytes,
+            wasm_memory_bytes: wasm_memory_bytes(),
         })
     }
 

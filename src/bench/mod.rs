@@ -9,6 +9,8 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
+pub mod sd15_model;
+
 use crate::error::{Error, Result};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::weights::TensorStore;
@@ -21,7 +23,7 @@ pub const SD15_UNET: &str = r#"{
 }"#;
 
 /// The reference script, embedded so that the CLI runs it from any folder.
-pub const REFERENCE_SCRIPT: &str = include_str!("../tools/bench_unet.py");
+pub const REFERENCE_SCRIPT: &str = include_str!("../../tools/bench_unet.py");
 
 /// Timing of one configuration.
 #[derive(Debug, Clone, Serialize)]
