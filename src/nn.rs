@@ -39,17 +39,7 @@ pub struct LoraDelta {
 impl Linear {
     /// Loads `weight` (`[out, in]` as PyTorch stores it) and optionally `bias`.
     pub fn load(w: &Weights, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let values = w.values("weight", &[d_out, d_in])?;
-        let mut transposed = vec![0f32; values.len()];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                transposed[i * d_out + o] = values[o * d_in + i];
-            }
-        }
-        let weight = Tensor::from_data(
-            burn::tensor::TensorData::new(transposed, [d_in, d_out]),
-            w.device(),
-        );
+        let weight = w.transposed("weight", d_out, d_in)?;
         let bias = if bias {
             Some(Param::from_tensor(w.tensor("bias", [d_out])?))
         } else {

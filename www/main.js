@@ -2,7 +2,8 @@
 // (www/worker.js), a gallery with labelled downloads. Everything stays on this machine.
 //
 // URL parameters: ?cpu=1 forces the CPU backend (flex compiled to wasm) even with WebGPU;
-// ?f32=1 computes in f32 on an adapter with shader-f16 (f16 is used where available).
+// ?f32=1 computes in f32 on an adapter with shader-f16 (f16 is used where available);
+// ?warmup=0 skips the warm-up run after loading (the first Generate then compiles the shaders).
 
 import { zip } from './zip.js';
 
@@ -55,7 +56,7 @@ function startWorker() {
   setStatus(`Loading ${state.model ? state.model.name : 'the default model'}…`);
   // Blobs cross to the worker by reference: nothing is copied or read here.
   worker.postMessage({ type: 'load', webgpu: state.webgpu, f16: params.get('f32') !== '1', model: state.model,
-    adapter: state.adapter });
+    adapter: state.adapter, warmup: params.get('warmup') !== '0' });
 }
 
 function fail(message) {
@@ -128,7 +129,8 @@ const MIB = 2 ** 20;
 function describeMemory(info) {
   return `Weights ${(info.weight_bytes / MIB).toFixed(0)} MiB on ${info.device}; `
     + `read in pieces of at most ${(info.largest_read_bytes / MIB).toFixed(1)} MiB; `
-    + `wasm memory ${(info.wasm_memory_bytes / MIB).toFixed(0)} MiB; `
+    + `wasm memory ${(info.wasm_memory_bytes / MIB).toFixed(0)} MiB `
+    + `(${(info.wasm_memory_after_load_bytes / MIB).toFixed(0)} MiB after loading); `
     + `loaded in ${(info.load_ms / 1000).toFixed(1)} s.`;
 }
 

@@ -1,7 +1,7 @@
 // The Web Worker that owns the wasm module and the loaded model, so the page never freezes.
 //
 // Messages in:  {type: 'load', webgpu, f16, model: {name, files: [[relPath, Blob], ...]} | null,
-//                adapter: {name, files: [[fileName, Blob], ...]} | null}
+//                adapter: {name, files: [[fileName, Blob], ...]} | null, warmup: bool}
 //               (Blobs are read in place, tensor by tensor: a 2 GB model never sits in memory)
 //               {type: 'generate', id, request, photo?: {rgb, width, height}}
 //               {type: 'photo', photo: {rgb, width, height}, side}
@@ -85,7 +85,27 @@ async function bufferLimits(webgpu) {
   return { maxBinding: adapter.limits.maxStorageBufferBindingSize, maxBuffer: adapter.limits.maxBufferSize };
 }
 
-async function load({ webgpu, f16, model, adapter }) {
+/** A warm-up run (2 steps with guidance, then face analysis) compiles the GPU shaders with
+ * progress, so that the first Generate runs at full speed. The kernels do not depend on the image
+ * size, so it runs small: the page's smallest size, at most 64² (a 512² warm-up of a Stable
+ * Diffusion 1.5 folder would cost many minutes on a software GPU). A model the warm-up cannot run
+ * (e.g. over the GPU's buffer limit) still loads: `{skipped: why}`, and its first Generate says
+ * why. */
+async function warmUp(info) {
+  const m = info.size_multiple;
+  const side = Math.max(m, Math.floor(Math.min(info.default_size / 2, 64) / m) * m);
+  const start = performance.now();
+  try {
+    const out = await pipeline.generate({ prompt: 'a photo of a face', steps: 2, width: side, height: side },
+      (e) => postMessage({ type: 'warmup', step: e.step, total: e.total }));
+    if (analyzer) analyzer.analyze(out.images[0], out.width, out.height);
+    return { ms: Math.round(performance.now() - start) };
+  } catch (e) {
+    return { skipped: String(e && e.message ? e.message : e) };
+  }
+}
+
+async function load({ webgpu, f16, model, adapter, warmup: warm = true }) {
   await init();
   const chosen = model ? { name: model.name, files: new Map(model.files) } : await fetchDefault();
   const loadStart = performance.now();
@@ -108,24 +128,11 @@ async function load({ webgpu, f16, model, adapter }) {
     }
   }
   const info = pipeline.info();
-  // A warm-up run (2 steps at the model's size, with guidance, then face analysis) compiles the
-  // GPU shaders now, with progress, so that the first Generate runs at full speed.
-  // A model the warm-up cannot run (e.g. over the GPU's buffer limit at its own size) still
-  // loads: its first Generate says why.
-  const warmStart = performance.now();
-  let warmup = null;
-  try {
-    const warm = await pipeline.generate({ prompt: 'a photo of a face', steps: 2 },
-      (e) => postMessage({ type: 'warmup', step: e.step, total: e.total }));
-    if (analyzer) analyzer.analyze(warm.images[0], warm.width, warm.height);
-    warmup = { ms: Math.round(performance.now() - warmStart) };
-  } catch (e) {
-    warmup = { skipped: String(e && e.message ? e.message : e) };
-  }
+  const warmup = warm ? await warmUp(info) : { skipped: 'asked for (?warmup=0)' };
   postMessage({
     type: 'ready',
     info: { ...info, name: chosen.name, adapter: adapter && adapter.name, semantic, warmup, load_ms: loadMs,
-      wasm_memory_bytes: wasmMemoryBytes() },
+      wasm_memory_after_load_bytes: info.wasm_memory_bytes, wasm_memory_bytes: wasmMemoryBytes() },
     catalogue: auCatalogue(),
   });
 }

@@ -189,6 +189,11 @@ impl<'a> PipelineBuilder<'a> {
         };
         pipeline.info.files = stamps;
         pipeline.buffer_limit = buffer_limit;
+        // The VAE decodes in slices that fit the device's buffers (attention chunks already do).
+        if let Some(limit) = buffer_limit {
+            let budget = &mut pipeline.info.buffers.decode_budget;
+            *budget = (*budget).min(usize::try_from(limit).unwrap_or(usize::MAX));
+        }
         if let Some(bytes) = decode_budget {
             pipeline.info.buffers.decode_budget = bytes;
         }

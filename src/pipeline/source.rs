@@ -28,6 +28,13 @@ pub trait FileSource {
             .transpose()
     }
 
+    /// What identifies the safetensors file `rel`, just opened as `store` by
+    /// [`FileSource::tensors`] (by default [`TensorStore::stamp`]: for a store in memory, the
+    /// length and CRC-32 of its bytes, as [`FileSource::stamp`]).
+    fn stamp_tensors(&self, _rel: &str, store: &TensorStore) -> FileStamp {
+        store.stamp()
+    }
+
     /// [`FileSource::tensors`], or an error naming the file when missing.
     fn require_tensors(&self, rel: &str) -> Result<TensorStore> {
         self.tensors(rel)?.ok_or_else(|| Error::Io {
@@ -103,6 +110,19 @@ impl FileSource for Stamping<'_> {
         Ok(bytes)
     }
 
+    fn tensors(&self, rel: &str) -> Result<Option<TensorStore>> {
+        let store = self.inner.tensors(rel)?;
+        if let Some(s) = &store {
+            let stamp = self.inner.stamp_tensors(rel, s);
+            self.stamps.borrow_mut().insert(rel.to_string(), stamp);
+        }
+        Ok(store)
+    }
+
+    fn stamp_tensors(&self, rel: &str, store: &TensorStore) -> FileStamp {
+        self.inner.stamp_tensors(rel, store)
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -167,13 +187,25 @@ impl FileSource for DirSource {
     }
 
     fn stamp(&self, rel: &str, bytes: &[u8]) -> FileStamp {
+        self.disk_stamp(rel, bytes.len() as u64)
+    }
+
+    fn stamp_tensors(&self, rel: &str, store: &TensorStore) -> FileStamp {
+        self.disk_stamp(rel, store.stamp().bytes)
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+impl DirSource {
+    /// A file's length and modification time (which costs nothing to read).
+    fn disk_stamp(&self, rel: &str, bytes: u64) -> FileStamp {
         let modified_ns = std::fs::metadata(self.root.join(rel))
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos());
         FileStamp {
-            bytes: bytes.len() as u64,
+            bytes,
             crc32: None,
             modified_ns,
         }

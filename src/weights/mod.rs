@@ -474,6 +474,52 @@ impl TensorStore {
         })
     }
 
+    /// Reads elements `part` (row-major) of `key` as f32 values, checking its shape; only those
+    /// bytes are read from a file read on demand. The key counts as consumed.
+    pub fn read_f32_part(
+        &self,
+        key: &str,
+        expected: &[usize],
+        part: Range<usize>,
+    ) -> Result<Vec<f32>> {
+        let n: usize = expected.iter().product();
+        if self.trace.is_some() || self.synthetic.is_some() || part == (0..n) {
+            let all = self.read_f32(key, expected)?;
+            return Ok(all[part.start.min(n)..part.end.min(n)].to_vec());
+        }
+        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+            file: self.name.clone(),
+            key: key.to_string(),
+        })?;
+        if entry.shape != expected {
+            return Err(Error::ShapeMismatch {
+                file: self.name.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let width = entry.dtype.bitsize() / 8;
+        if part.start > part.end || part.end > n {
+            return Err(Error::SafeTensors {
+                file: self.name.clone(),
+                message: format!("tensor `{key}`: elements {part:?} outside its {n}"),
+            });
+        }
+        let sub = Entry {
+            start: entry.start + part.start * width,
+            end: entry.start + part.end * width,
+            ..entry.clone()
+        };
+        let bytes = self.entry_bytes(key, &sub)?;
+        self.used.borrow_mut().insert(key.to_string());
+        decode_f32(&bytes, entry.dtype).ok_or_else(|| Error::UnsupportedDtype {
+            file: self.name.clone(),
+            key: key.to_string(),
+            dtype: format!("{:?}", entry.dtype),
+        })
+    }
+
     /// Replaces (or adds) `key` with f32 values, e.g. after merging a LoRA update.
     pub fn replace_f32(&mut self, key: &str, shape: Vec<usize>, values: Vec<f32>) {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -612,18 +658,80 @@ impl<'a> Weights<'a> {
         self.device
     }
 
-    /// Reads `name` as f32 values with the given shape.
-    pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.store.read_f32(&self.key(name), shape)
+    /// Loads `name` as a tensor of the given shape. A large tensor goes to the device in
+    /// pieces of whole rows (dimension 0) of at most [`PIECE_ELEMENTS`] elements, joined there,
+    /// so that host memory holds one piece at a time (the page's weights pass through wasm
+    /// memory on their way to the GPU).
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let key = self.key(name);
+        let pieces = pieces(&shape);
+        let mut parts = Vec::with_capacity(pieces.len());
+        for rows in pieces {
+            let row: usize = shape[1..].iter().product();
+            let values =
+                self.store
+                    .read_f32_part(&key, &shape, rows.start * row..rows.end * row)?;
+            let mut dims = shape;
+            dims[0] = rows.len();
+            parts.push(Tensor::from_data(
+                TensorData::new(values, dims),
+                self.device,
+            ));
+        }
+        Ok(join(parts, 0))
     }
 
-    /// Loads `name` as a tensor of the given shape.
-    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
-        let values = self.values(name, &shape)?;
-        Ok(Tensor::from_data(
-            TensorData::new(values, shape),
-            self.device,
-        ))
+    /// `[d_out, d_in]` weight `name` (PyTorch's layout) as `[d_in, d_out]`, transposed on the
+    /// host in pieces of output rows as [`Weights::tensor`] reads them.
+    pub fn transposed(&self, name: &str, d_out: usize, d_in: usize) -> Result<Tensor<2>> {
+        let key = self.key(name);
+        let shape = [d_out, d_in];
+        let mut parts = Vec::new();
+        for rows in pieces(&shape) {
+            let values =
+                self.store
+                    .read_f32_part(&key, &shape, rows.start * d_in..rows.end * d_in)?;
+            let n = rows.len();
+            let mut t = vec![0f32; values.len()];
+            for o in 0..n {
+                for i in 0..d_in {
+                    t[i * n + o] = values[o * d_in + i];
+                }
+            }
+            parts.push(Tensor::from_data(
+                TensorData::new(t, [d_in, n]),
+                self.device,
+            ));
+        }
+        Ok(join(parts, 1))
+    }
+}
+
+/// Ranges of rows (dimension 0) of a tensor of `shape`, each of at most [`PIECE_ELEMENTS`]
+/// elements unless one row is larger (one range for small tensors).
+fn pieces(shape: &[usize]) -> Vec<Range<usize>> {
+    let rows = shape.first().copied().unwrap_or(1);
+    let row: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let per = (PIECE_ELEMENTS / row).max(1);
+    if rows <= per {
+        return std::iter::once(0..rows).collect();
+    }
+    (0..rows)
+        .step_by(per)
+        .map(|r| r..(r + per).min(rows))
+        .collect()
+}
+
+/// Largest piece of a weight tensor that passes through host memory at once, in elements
+/// (16 MiB as f32).
+pub const PIECE_ELEMENTS: usize = 4 << 20;
+
+/// `parts` joined along `dim` on their device (one part: itself).
+fn join<const D: usize>(mut parts: Vec<Tensor<D>>, dim: usize) -> Tensor<D> {
+    if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        Tensor::cat(parts, dim)
     }
 }
 
@@ -703,6 +811,39 @@ mod tests {
             store.read_f32("b", &[64]),
             Err(Error::ShapeMismatch { .. })
         ));
+    }
+
+    /// A tensor larger than a piece reaches the device in pieces of rows (each read alone from
+    /// a ranged file) and equals the whole; so does the transposed load of a linear weight.
+    #[test]
+    fn large_tensors_load_in_pieces_equal_to_the_whole() {
+        let (rows, cols) = (2 * PIECE_ELEMENTS / 2048 + 3, 2048);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| (i % 4099) as f32 - 2000.0)
+            .collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view =
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![rows, cols], &bytes).unwrap();
+        let file = safetensors::serialize([("w", view)], None).unwrap();
+        let (store, largest) = ranged(file);
+        let store = store.unwrap();
+        let device = Device::flex();
+        let w = store.root(&device);
+        assert_eq!(pieces(&[rows, cols]).len(), 3);
+        let t = w.tensor("w", [rows, cols]).unwrap();
+        assert!(
+            largest.get() <= (PIECE_ELEMENTS * 4) as u64,
+            "read {}",
+            largest.get()
+        );
+        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), values);
+        let t = w.transposed("w", rows, cols).unwrap();
+        assert_eq!(t.dims(), [cols, rows]);
+        let got = t.into_data().to_vec::<f32>().unwrap();
+        for (i, o) in [(0, 0), (5, rows - 1), (cols - 1, 2048), (7, 2049)] {
+            assert_eq!(got[i * rows + o], values[o * cols + i], "({i}, {o})");
+        }
+        store.finish().unwrap();
     }
 
     #[test]
