@@ -408,18 +408,7 @@ impl TensorStore {
     /// The raw little-endian bytes of `key` (any dtype, e.g. int64 counters), checking its
     /// shape. Marks the key as consumed, like [`TensorStore::read_f32`].
     pub fn read_raw(&self, key: &str, expected: &[usize]) -> Result<(Dtype, Cow<'_, [u8]>)> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
-            file: self.name.clone(),
-            key: key.to_string(),
-        })?;
-        if entry.shape != expected {
-            return Err(Error::ShapeMismatch {
-                file: self.name.clone(),
-                key: key.to_string(),
-                expected: expected.to_vec(),
-                found: entry.shape.clone(),
-            });
-        }
+        let entry = self.entry(key, expected)?;
         let bytes = self.entry_bytes(key, entry)?;
         self.used.borrow_mut().insert(key.to_string());
         Ok((entry.dtype, bytes))
@@ -467,11 +456,7 @@ impl TensorStore {
             return Ok(synthesize(*init, key, expected, &mut rng.borrow_mut()));
         }
         let (dtype, bytes) = self.read_raw(key, expected)?;
-        decode_f32(&bytes, dtype).ok_or_else(|| Error::UnsupportedDtype {
-            file: self.name.clone(),
-            key: key.to_string(),
-            dtype: format!("{dtype:?}"),
-        })
+        self.decode(key, &bytes, dtype)
     }
 
     /// Reads elements `part` (row-major) of `key` as f32 values, checking its shape; only those
@@ -483,22 +468,16 @@ impl TensorStore {
         part: Range<usize>,
     ) -> Result<Vec<f32>> {
         let n: usize = expected.iter().product();
-        if self.trace.is_some() || self.synthetic.is_some() || part == (0..n) {
-            let all = self.read_f32(key, expected)?;
-            return Ok(all[part.start.min(n)..part.end.min(n)].to_vec());
+        if part == (0..n) {
+            return self.read_f32(key, expected);
         }
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
-            file: self.name.clone(),
-            key: key.to_string(),
-        })?;
-        if entry.shape != expected {
-            return Err(Error::ShapeMismatch {
+        if self.invents() {
+            return Err(Error::SafeTensors {
                 file: self.name.clone(),
-                key: key.to_string(),
-                expected: expected.to_vec(),
-                found: entry.shape.clone(),
+                message: format!("tensor `{key}`: an invented tensor is read whole"),
             });
         }
+        let entry = self.entry(key, expected)?;
         let width = entry.dtype.bitsize() / 8;
         if part.start > part.end || part.end > n {
             return Err(Error::SafeTensors {
@@ -513,11 +492,39 @@ impl TensorStore {
         };
         let bytes = self.entry_bytes(key, &sub)?;
         self.used.borrow_mut().insert(key.to_string());
-        decode_f32(&bytes, entry.dtype).ok_or_else(|| Error::UnsupportedDtype {
+        self.decode(key, &bytes, entry.dtype)
+    }
+
+    /// The entry of `key`, checked against the `expected` shape.
+    fn entry(&self, key: &str, expected: &[usize]) -> Result<&Entry> {
+        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
             file: self.name.clone(),
             key: key.to_string(),
-            dtype: format!("{:?}", entry.dtype),
+        })?;
+        if entry.shape != expected {
+            return Err(Error::ShapeMismatch {
+                file: self.name.clone(),
+                key: key.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        Ok(entry)
+    }
+
+    /// `bytes` of `key` as f32 values, or an error naming a dtype that is not a float.
+    fn decode(&self, key: &str, bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>> {
+        decode_f32(bytes, dtype).ok_or_else(|| Error::UnsupportedDtype {
+            file: self.name.clone(),
+            key: key.to_string(),
+            dtype: format!("{dtype:?}"),
         })
+    }
+
+    /// Whether the store invents its tensors ([`TensorStore::synthetic`],
+    /// [`TensorStore::tracing`]): they are read whole, never in pieces.
+    fn invents(&self) -> bool {
+        self.trace.is_some() || self.synthetic.is_some()
     }
 
     /// Replaces (or adds) `key` with f32 values, e.g. after merging a LoRA update.
@@ -664,7 +671,7 @@ impl<'a> Weights<'a> {
     /// memory on their way to the GPU).
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
         let key = self.key(name);
-        let pieces = pieces(&shape);
+        let pieces = self.pieces(&shape);
         let mut parts = Vec::with_capacity(pieces.len());
         for rows in pieces {
             let row: usize = shape[1..].iter().product();
@@ -687,7 +694,7 @@ impl<'a> Weights<'a> {
         let key = self.key(name);
         let shape = [d_out, d_in];
         let mut parts = Vec::new();
-        for rows in pieces(&shape) {
+        for rows in self.pieces(&shape) {
             let values =
                 self.store
                     .read_f32_part(&key, &shape, rows.start * d_in..rows.end * d_in)?;
@@ -704,6 +711,16 @@ impl<'a> Weights<'a> {
             ));
         }
         Ok(join(parts, 1))
+    }
+
+    /// [`pieces`] of `shape`, or the whole for a store that invents its tensors (each read of a
+    /// tracing store is a new key).
+    fn pieces(&self, shape: &[usize]) -> Vec<Range<usize>> {
+        if self.store.invents() {
+            std::iter::once(0..shape.first().copied().unwrap_or(1)).collect()
+        } else {
+            pieces(shape)
+        }
     }
 }
 
@@ -836,10 +853,10 @@ mod tests {
             "read {}",
             largest.get()
         );
-        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), values);
+        assert_eq!(t.into_data().try_to_vec::<f32>().unwrap(), values);
         let t = w.transposed("w", rows, cols).unwrap();
         assert_eq!(t.dims(), [cols, rows]);
-        let got = t.into_data().to_vec::<f32>().unwrap();
+        let got = t.into_data().try_to_vec::<f32>().unwrap();
         for (i, o) in [(0, 0), (5, rows - 1), (cols - 1, 2048), (7, 2049)] {
             assert_eq!(got[i * rows + o], values[o * cols + i], "({i}, {o})");
         }
