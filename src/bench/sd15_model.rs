@@ -22,7 +22,7 @@ use crate::vae::{AutoencoderKL, VaeConfig};
 use crate::weights::TensorStore;
 use crate::weights::ldm::Family;
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Written {
     /// Parameters per component.

@@ -229,6 +229,7 @@ struct WeightElements {
     total: u64,
 }
 
+/// [`WeightElements`] of `src`, from the safetensors headers alone.
 fn weight_elements(src: &BlobSource) -> Result<WeightElements, Error> {
     let mut counts = WeightElements::default();
     for path in src.paths().filter(|p| p.ends_with(".safetensors")) {
@@ -257,8 +258,9 @@ pub fn wasm_memory_bytes() -> f64 {
 #[wasm_bindgen]
 impl WebPipeline {
     /// Loads a diffusers-layout model from `files` (`Map` of relative path → `Blob`/`File`
-    /// or `Uint8Array`), streaming: config files are read whole, weights tensor by tensor into
-    /// their device buffers, so wasm memory holds one tensor at a time whatever the model's size
+    /// or `Uint8Array`), streaming: config files are read whole, weights in pieces of at most
+    /// 16 MiB ([`crate::weights::PIECE_ELEMENTS`]) straight into their device buffers, so wasm
+    /// memory holds one piece at a time whatever the model's size
     /// (the CPU backend keeps every weight in wasm memory and is refused for models over
     /// 1.5 GiB of f32 weights). `adapter` (a `Map` of file name → `Blob`/`Uint8Array`, may be
     /// absent) is an AU adapter: FineFace's files or our `au_adapter/` folder's.

@@ -64,7 +64,7 @@ impl TensorStore {
     /// Like [`TensorStore::from_torch_bytes`], but first descends into the dict at `path`
     /// (e.g. `&["netG_state_dict"]`), whose tensors then get keys relative to it
     /// (`main.0.weight`, not `netG_state_dict.main.0.weight`). Tensors outside the selected
-    /// object are never read. A missing path component is [`Error::MissingKey`](crate::Error::MissingKey) with the
+    /// object are never read. A missing path component is [`Error::MissingKey`] with the
     /// dotted path so far; a component may also name an int key by its decimal form.
     pub fn from_torch_bytes_at(
         name: impl Into<String>,
