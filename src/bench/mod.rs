@@ -15,13 +15,6 @@ use crate::error::{Error, Result};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::weights::TensorStore;
 
-/// SD 1.5's UNet configuration (860 M parameters).
-pub const SD15_UNET: &str = r#"{
-  "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
-  "attention_head_dim": 8, "cross_attention_dim": 768, "norm_num_groups": 32,
-  "in_channels": 4, "out_channels": 4, "sample_size": 64
-}"#;
-
 /// The reference script, embedded so that the CLI runs it from any folder.
 pub const REFERENCE_SCRIPT: &str = include_str!("../../tools/bench_unet.py");
 
@@ -42,7 +35,7 @@ pub struct StepTiming {
 
 /// SD 1.5's UNet with random weights on `device`.
 pub fn sd15_unet(device: &Device) -> Result<UNet2DConditionModel> {
-    let cfg = UNetConfig::from_json(SD15_UNET.as_bytes(), "bench")?;
+    let cfg = UNetConfig::from_json(&sd15_model::config("unet/config.json"), "bench")?;
     UNet2DConditionModel::load(&TensorStore::synthetic("bench", 0), &cfg, device)
 }
 

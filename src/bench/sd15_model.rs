@@ -31,6 +31,7 @@ pub struct Written {
     pub bytes: u64,
 }
 
+/// The folder's config files (SD 1.5's, as diffusers writes them; DDIM as its scheduler).
 fn configs() -> [(&'static str, serde_json::Value); 5] {
     [
         (
@@ -96,6 +97,16 @@ fn configs() -> [(&'static str, serde_json::Value); 5] {
     ]
 }
 
+/// The JSON of config file `rel` (e.g. `unet/config.json`, SD 1.5's UNet: 860 M parameters).
+pub(crate) fn config(rel: &str) -> Vec<u8> {
+    let configs = configs();
+    let (_, v) = configs
+        .iter()
+        .find(|(r, _)| *r == rel)
+        .expect("a listed config file");
+    serde_json::to_vec(v).expect("JSON values")
+}
+
 /// Writes the folder into `dir` (created; existing files are replaced) from `seed`.
 pub fn write(dir: &Path, seed: u64) -> Result<Written> {
     let put = |rel: &str, bytes: &[u8]| {
@@ -112,10 +123,6 @@ pub fn write(dir: &Path, seed: u64) -> Result<Written> {
     for (rel, bytes) in tokenizer_files(Family::Sd1) {
         put(rel, &bytes)?;
     }
-    let config = |rel: &str| {
-        let (_, v) = configs.iter().find(|(r, _)| *r == rel).expect("listed");
-        serde_json::to_vec(v).expect("JSON values")
-    };
     let device = Device::flex();
     // The keys and shapes each loader asks for, in order.
     let trace = |name: &str, load: &dyn Fn(&mut TensorStore) -> Result<()>| {
@@ -224,4 +231,20 @@ fn walk_bytes(dir: &Path) -> Result<u64> {
         };
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every config parses with our loaders and has SD 1.5's sizes.
+    #[test]
+    fn the_configs_are_sd15s() {
+        let unet = UNetConfig::from_json(&config("unet/config.json"), "unet").unwrap();
+        assert_eq!(unet.block_out_channels, [320, 640, 1280, 1280]);
+        let te = ClipTextConfig::from_json(&config("text_encoder/config.json"), "te").unwrap();
+        assert_eq!(te.hidden_size, 768);
+        let vae = VaeConfig::from_json(&config("vae/config.json"), "vae").unwrap();
+        assert_eq!(vae.scale_factor(), 8);
+    }
 }
