@@ -238,27 +238,7 @@ impl TensorStore {
                 file: self.name.clone(),
                 message: e.to_string(),
             })?;
-        let base = 8 + header_len;
-        let buffer = self.buffers.len();
-        for (key, info) in metadata.tensors() {
-            let entry = Entry {
-                dtype: info.dtype,
-                shape: info.shape.clone(),
-                buffer,
-                start: base + info.data_offsets.0,
-                end: base + info.data_offsets.1,
-            };
-            if self.entries.insert(key.clone(), entry).is_some() {
-                return Err(Error::SafeTensors {
-                    file: self.name.clone(),
-                    message: format!("key `{key}` appears in more than one shard"),
-                });
-            }
-        }
-        if let Some(extra) = metadata.metadata() {
-            self.metadata
-                .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
+        self.add_entries(&metadata, 8 + header_len)?;
         self.buffers.push(Backing::Bytes(bytes));
         Ok(())
     }
@@ -297,22 +277,35 @@ impl TensorStore {
                 "the header's tensors end at byte {end}, the file has {size}"
             )));
         }
-        let base = 8 + header_len as usize;
+        store.add_entries(&metadata, 8 + header_len as usize)?;
+        store.buffers.push(Backing::Ranges { header, file });
+        Ok(store)
+    }
+
+    /// Adds the tensors and `__metadata__` of a safetensors header whose data starts at byte
+    /// `base` of the buffer about to be pushed. A key already present is an error.
+    fn add_entries(&mut self, metadata: &safetensors::tensor::Metadata, base: usize) -> Result<()> {
+        let buffer = self.buffers.len();
         for (key, info) in metadata.tensors() {
             let entry = Entry {
                 dtype: info.dtype,
                 shape: info.shape.clone(),
-                buffer: 0,
+                buffer,
                 start: base + info.data_offsets.0,
                 end: base + info.data_offsets.1,
             };
-            store.entries.insert(key, entry);
+            if self.entries.insert(key.clone(), entry).is_some() {
+                return Err(Error::SafeTensors {
+                    file: self.name.clone(),
+                    message: format!("key `{key}` appears in more than one shard"),
+                });
+            }
         }
         if let Some(extra) = metadata.metadata() {
-            store.metadata = extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            self.metadata
+                .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        store.buffers.push(Backing::Ranges { header, file });
-        Ok(store)
+        Ok(())
     }
 
     /// The bytes of `entry`: borrowed from memory, or read from its file.
